@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# A local Kubernetes control plane for tests and the demo: etcd and kube-apiserver as
+# plain processes on free 127.0.0.1 ports, the way controller-runtime's envtest runs them.
+# There is no controller-manager (no garbage collection, no namespace finalization, no
+# default ServiceAccounts) and no scheduler or kubelet.
+#
+#   hack/cluster.sh up      start (idempotent); prints `export KUBECONFIG=...`
+#   hack/cluster.sh down    stop everything and delete its data (logs are kept)
+#   hack/cluster.sh status  exit 0 when running and ready
+#
+# State lives in $VAST_CLUSTER_DIR (default: .cluster/ in the repository):
+# kubeconfig, pki/, etcd-data/, logs/{etcd,kube-apiserver}.log, *.pid.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+dir=${VAST_CLUSTER_DIR:-$root/.cluster}
+pki="$dir/pki"
+logs="$dir/logs"
+kubeconfig="$dir/kubeconfig"
+
+log() { printf '[cluster] %s\n' "$*" >&2; }
+
+alive() { [[ -f "$dir/$1.pid" ]] && kill -0 "$(cat "$dir/$1.pid")" 2>/dev/null; }
+
+ready() {
+  [[ -f "$dir/apiserver-url" ]] || return 1
+  curl -sf --max-time 3 --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
+    "$(cat "$dir/apiserver-url")/readyz" >/dev/null 2>&1
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+stop_one() {
+  local name=$1
+  if [[ -f "$dir/$name.pid" ]]; then
+    local pid
+    pid=$(cat "$dir/$name.pid")
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$dir/$name.pid"
+  fi
+}
+
+down() {
+  stop_one kube-apiserver
+  stop_one etcd
+  rm -rf "$dir/etcd-data" "$pki" "$kubeconfig" "$dir/apiserver-url" "$dir"/*.pid
+  log "stopped; logs kept in $logs"
+}
+
+make_pki() {
+  mkdir -p "$pki"
+  local o="openssl"
+  $o req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=vast-operator-test-ca" \
+    -keyout "$pki/ca.key" -out "$pki/ca.crt" 2>/dev/null
+  # Serving certificate for 127.0.0.1 and localhost.
+  $o req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" \
+    -keyout "$pki/apiserver.key" -out "$pki/apiserver.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n' > "$pki/apiserver.ext"
+  $o x509 -req -in "$pki/apiserver.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$pki/apiserver.ext" -out "$pki/apiserver.crt" 2>/dev/null
+  # Admin client certificate in system:masters.
+  $o req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=admin" \
+    -keyout "$pki/admin.key" -out "$pki/admin.csr" 2>/dev/null
+  printf 'extendedKeyUsage=clientAuth\n' > "$pki/admin.ext"
+  $o x509 -req -in "$pki/admin.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$pki/admin.ext" -out "$pki/admin.crt" 2>/dev/null
+  # Service-account token signing key pair.
+  $o genrsa -out "$pki/sa.key" 2048 2>/dev/null
+  $o rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
+}
+
+write_kubeconfig() {
+  local url=$1 b64="base64 -w0"
+  cat > "$kubeconfig.tmp" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: vast-test
+  cluster:
+    server: $url
+    certificate-authority-data: $($b64 < "$pki/ca.crt")
+users:
+- name: admin
+  user:
+    client-certificate-data: $($b64 < "$pki/admin.crt")
+    client-key-data: $($b64 < "$pki/admin.key")
+contexts:
+- name: vast-test
+  context:
+    cluster: vast-test
+    user: admin
+    namespace: default
+current-context: vast-test
+EOF
+  mv "$kubeconfig.tmp" "$kubeconfig"
+}
+
+up() {
+  if alive kube-apiserver && alive etcd && ready; then
+    log "already running"
+    echo "export KUBECONFIG=$kubeconfig"
+    return 0
+  fi
+  down >/dev/null 2>&1 || true
+  "$root/hack/tools.sh" kube-apiserver kubectl etcd
+  local bin="$root/hack/bin"
+  mkdir -p "$dir" "$logs"
+  make_pki
+
+  local etcd_client etcd_peer api_port
+  etcd_client=$(free_port); etcd_peer=$(free_port); api_port=$(free_port)
+  local etcd_url="http://127.0.0.1:$etcd_client"
+  log "starting etcd on $etcd_url"
+  "$bin/etcd" --name default --data-dir "$dir/etcd-data" \
+    --listen-client-urls "$etcd_url" --advertise-client-urls "$etcd_url" \
+    --listen-peer-urls "http://127.0.0.1:$etcd_peer" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+    --initial-cluster "default=http://127.0.0.1:$etcd_peer" \
+    --unsafe-no-fsync --log-level warn >"$logs/etcd.log" 2>&1 &
+  echo $! > "$dir/etcd.pid"
+
+  local deadline=$((SECONDS + 60))
+  until curl -sf --max-time 2 "$etcd_url/health" >/dev/null 2>&1; do
+    if ! alive etcd || ((SECONDS > deadline)); then
+      log "etcd did not become healthy; last log lines:"; tail -n 20 "$logs/etcd.log" >&2; down; exit 1
+    fi
+    sleep 0.2
+  done
+
+  local url="https://127.0.0.1:$api_port"
+  log "starting kube-apiserver on $url"
+  "$bin/kube-apiserver" \
+    --etcd-servers "$etcd_url" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    --cert-dir "$pki" --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+    --client-ca-file "$pki/ca.crt" \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
+    --authorization-mode RBAC \
+    --service-cluster-ip-range 10.0.0.0/24 \
+    --endpoint-reconciler-type none \
+    --disable-admission-plugins ServiceAccount \
+    --allow-privileged=true \
+    >"$logs/kube-apiserver.log" 2>&1 &
+  echo $! > "$dir/kube-apiserver.pid"
+  echo "$url" > "$dir/apiserver-url"
+
+  deadline=$((SECONDS + 120))
+  until ready; do
+    if ! alive kube-apiserver || ((SECONDS > deadline)); then
+      log "kube-apiserver did not become ready; last log lines:"; tail -n 30 "$logs/kube-apiserver.log" >&2; down; exit 1
+    fi
+    sleep 0.3
+  done
+  write_kubeconfig "$url"
+  log "ready in ${SECONDS}s; logs in $logs"
+  echo "export KUBECONFIG=$kubeconfig"
+}
+
+case ${1:-up} in
+  up) up ;;
+  down) down ;;
+  status) alive kube-apiserver && alive etcd && ready ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac
