@@ -1,0 +1,380 @@
+//! The reconcile loop: read the Secret, poll Vast, plan (pure, in [`crate::sync`]), then
+//! write status (server-side apply, only when its content changed) and emit events.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use rand::Rng;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::crd::{WorkerGroup, WorkerGroupStatus, WorkerStatus};
+use crate::sync::{self, Outcome};
+use crate::vast::VastClient;
+use crate::{Error, duration};
+
+/// Field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "vast-operator";
+
+/// Tunables of the controller.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Cap on `status.workers`.
+    pub max_workers: usize,
+    /// Refresh `lastSyncTime` at least this often (None: only on changes).
+    pub status_heartbeat: Option<Duration>,
+    /// How often an object with a terminal error is retried.
+    pub terminal_retry: Duration,
+    /// First delay after a transient error; doubles per failure.
+    pub backoff_base: Duration,
+    /// Longest delay after transient errors.
+    pub backoff_max: Duration,
+    /// Name of this instance for events (pod name).
+    pub instance: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_workers: 500,
+            status_heartbeat: Some(Duration::from_secs(600)),
+            terminal_retry: Duration::from_secs(300),
+            backoff_base: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(300),
+            instance: None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct ObjectMemory {
+    failures: u32,
+    full_workers: Option<Vec<WorkerStatus>>,
+}
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    client: Client,
+    vast: VastClient,
+    recorder: Recorder,
+    config: Config,
+    memory: Mutex<HashMap<ObjectRef<WorkerGroup>, ObjectMemory>>,
+}
+
+impl Context {
+    /// A context for [`run`].
+    pub fn new(client: Client, vast: VastClient, config: Config) -> Arc<Self> {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: config.instance.clone(),
+        };
+        Arc::new(Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            vast,
+            config,
+            memory: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn remember<T>(
+        &self,
+        key: &ObjectRef<WorkerGroup>,
+        f: impl FnOnce(&mut ObjectMemory) -> T,
+    ) -> T {
+        let mut map = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        f(map.entry(key.clone()).or_default())
+    }
+
+    fn forget(&self, key: &ObjectRef<WorkerGroup>) {
+        let mut map = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(key);
+    }
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let groups = Api::<WorkerGroup>::all(client.clone());
+    let secrets = Api::<Secret>::all(client);
+    let controller = Controller::new(groups, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    controller
+        .watches(
+            secrets,
+            watcher::Config::default().any_semantic(),
+            move |secret| {
+                let ns = secret.namespace();
+                let name = secret.name_any();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|wg| wg.namespace() == ns && wg.spec.api_key_secret_ref.name == name)
+                    .map(|wg| ObjectRef::from_obj(&*wg))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => debug!(object = %obj, "reconciled"),
+                Err(e) => debug!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+}
+
+/// Reads the API key from the referenced Secret.
+async fn read_api_key(client: &Client, wg: &WorkerGroup) -> Result<String, Outcome> {
+    let ns = wg.namespace().unwrap_or_default();
+    let r = &wg.spec.api_key_secret_ref;
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let secret = match secrets.get_opt(&r.name).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return Err(Outcome::Terminal {
+                reason: "SecretNotFound",
+                message: format!("Secret {ns}/{} does not exist", r.name),
+            });
+        }
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            return Err(Outcome::Terminal {
+                reason: "SecretForbidden",
+                message: format!("the operator may not read Secret {ns}/{}", r.name),
+            });
+        }
+        Err(e) => {
+            return Err(Outcome::Transient(format!(
+                "cannot read Secret {ns}/{}: {e}",
+                r.name
+            )));
+        }
+    };
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&r.key))
+        .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(&r.key))
+                .map(|s| s.trim().to_string())
+        });
+    match value {
+        Some(v) if !v.is_empty() => Ok(v),
+        Some(_) => Err(Outcome::Terminal {
+            reason: "SecretKeyMissing",
+            message: format!("key {:?} of Secret {ns}/{} is empty", r.key, r.name),
+        }),
+        None => Err(Outcome::Terminal {
+            reason: "SecretKeyMissing",
+            message: format!("Secret {ns}/{} has no key {:?}", r.name, r.key),
+        }),
+    }
+}
+
+fn jitter(d: Duration, fraction: f64) -> Duration {
+    let f = rand::rng().random_range((1.0 - fraction)..=(1.0 + fraction));
+    d.mul_f64(f)
+}
+
+/// Delay before retry number `failures` (1-based) of a transient error.
+pub fn backoff(failures: u32, base: Duration, max: Duration) -> Duration {
+    let exp = base.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(20)));
+    exp.min(max)
+}
+
+async fn reconcile(wg: Arc<WorkerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = ObjectRef::from_obj(&*wg);
+    let span = info_span!("reconcile", workergroup = %key, id = wg.spec.workergroup_id);
+    reconcile_inner(wg, ctx, key).instrument(span).await
+}
+
+async fn reconcile_inner(
+    wg: Arc<WorkerGroup>,
+    ctx: Arc<Context>,
+    key: ObjectRef<WorkerGroup>,
+) -> Result<Action, Error> {
+    if wg.meta().deletion_timestamp.is_some() {
+        ctx.forget(&key);
+        return Ok(Action::await_change());
+    }
+    let interval = duration::parse(&wg.spec.poll_interval).ok();
+    let outcome = if let Some(interval) = interval {
+        if interval < Duration::from_secs(5) || interval > Duration::from_secs(86_400) {
+            Outcome::Terminal {
+                reason: "InvalidSpec",
+                message: format!(
+                    "pollInterval {:?} is outside 5s..24h",
+                    wg.spec.poll_interval
+                ),
+            }
+        } else if wg.spec.suspend {
+            Outcome::Suspended
+        } else {
+            match read_api_key(&ctx.client, &wg).await {
+                Ok(api_key) => ctx
+                    .vast
+                    .workergroup_workers(wg.spec.workergroup_id, &api_key)
+                    .await
+                    .map_or_else(Outcome::from, Outcome::Synced),
+                Err(outcome) => outcome,
+            }
+        }
+    } else {
+        Outcome::Terminal {
+            reason: "InvalidSpec",
+            message: format!("pollInterval {:?} is not a duration", wg.spec.poll_interval),
+        }
+    };
+
+    let now = Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or_else(|_| Timestamp::now());
+    let remembered = ctx.remember(&key, |m| m.full_workers.clone());
+    let plan = sync::plan(sync::Input {
+        previous: wg.status.as_ref(),
+        previous_full: remembered.as_deref(),
+        generation: wg.meta().generation,
+        outcome: outcome.clone(),
+        now,
+        max_workers: ctx.config.max_workers,
+        heartbeat: ctx.config.status_heartbeat,
+    });
+
+    let mut object_ref = wg.object_ref(&());
+    if plan.write {
+        let updated = patch_status(&ctx.client, &wg, &plan.status).await?;
+        object_ref = updated.object_ref(&());
+        if !plan.changes.is_empty() {
+            info!(note = %plan.changes.note(), "workers changed");
+        }
+    }
+    // Each event names the object at the resourceVersion written with it, so the
+    // Recorder never folds two different changes into one series with the first note.
+    for ev in &plan.events {
+        let event = Event {
+            type_: if ev.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: ev.reason.into(),
+            note: Some(ev.note.clone()),
+            action: ev.action.into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &object_ref).await {
+            warn!(error = %e, reason = ev.reason, "could not publish event");
+        }
+    }
+
+    let interval = interval.unwrap_or(Duration::from_secs(30));
+    let next = match &outcome {
+        Outcome::Synced(_) => {
+            ctx.remember(&key, |m| {
+                m.failures = 0;
+                m.full_workers = Some(plan.workers.clone());
+            });
+            jitter(interval, 0.1)
+        }
+        Outcome::Suspended => {
+            ctx.remember(&key, |m| m.failures = 0);
+            return Ok(Action::await_change());
+        }
+        Outcome::Transient(err) => {
+            let n = ctx.remember(&key, |m| {
+                m.failures = m.failures.saturating_add(1);
+                m.failures
+            });
+            let delay = jitter(
+                backoff(n, ctx.config.backoff_base, ctx.config.backoff_max),
+                0.2,
+            );
+            // Rate limits are not retried faster than the normal interval.
+            let delay = if err.contains("HTTP 429") {
+                delay.max(interval)
+            } else {
+                delay
+            };
+            warn!(error = %err, failures = n, retry_in = ?delay, "poll failed");
+            delay
+        }
+        Outcome::Terminal { reason, message } => {
+            warn!(reason, message = %message, "terminal error; retrying slowly");
+            jitter(ctx.config.terminal_retry, 0.1)
+        }
+    };
+    Ok(Action::requeue(next))
+}
+
+/// Writes status with server-side apply under [`FIELD_MANAGER`].
+async fn patch_status(
+    client: &Client,
+    wg: &WorkerGroup,
+    status: &WorkerGroupStatus,
+) -> Result<WorkerGroup, Error> {
+    let api = Api::<WorkerGroup>::namespaced(client.clone(), &wg.namespace().unwrap_or_default());
+    let body = serde_json::json!({
+        "apiVersion": "vast.ai/v1alpha1",
+        "kind": "WorkerGroup",
+        "status": status,
+    });
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    Ok(api
+        .patch_status(&wg.name_any(), &pp, &Patch::Apply(&body))
+        .await?)
+}
+
+fn error_policy(wg: Arc<WorkerGroup>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = ObjectRef::from_obj(&*wg);
+    let n = ctx.remember(&key, |m| {
+        m.failures = m.failures.saturating_add(1);
+        m.failures
+    });
+    let delay = jitter(
+        backoff(n, ctx.config.backoff_base, ctx.config.backoff_max),
+        0.2,
+    );
+    warn!(workergroup = %key, error = %err, category = err.category(), retry_in = ?delay, "reconcile error");
+    Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let b = Duration::from_secs(5);
+        let m = Duration::from_secs(300);
+        assert_eq!(backoff(1, b, m), Duration::from_secs(5));
+        assert_eq!(backoff(2, b, m), Duration::from_secs(10));
+        assert_eq!(backoff(4, b, m), Duration::from_secs(40));
+        assert_eq!(backoff(7, b, m), Duration::from_secs(300));
+        assert_eq!(backoff(u32::MAX, b, m), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn jitter_stays_in_band() {
+        for _ in 0..100 {
+            let d = jitter(Duration::from_secs(100), 0.1);
+            assert!(d >= Duration::from_secs(90) && d <= Duration::from_secs(110));
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The `WorkerGroup` custom resource (`workergroups.vast.ai/v1alpha1`).
+//!
+//! The Rust types are the source of truth: `vast-operator crd` prints the
+//! CustomResourceDefinition generated from them, and `crds/` must equal that output.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use kube::{CustomResource, CustomResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration;
+
+/// Default `spec.pollInterval`.
+pub const DEFAULT_POLL_INTERVAL: &str = "30s";
+/// Default `spec.apiKeySecretRef.key`.
+pub const DEFAULT_SECRET_KEY: &str = "api-key";
+
+/// A Vast.ai serverless workergroup mirrored into Kubernetes.
+///
+/// The operator polls Vast for the workers of `workergroupId`, using the API key held in
+/// the referenced Secret, and keeps `status` equal to what Vast reports.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "vast.ai",
+    version = "v1alpha1",
+    kind = "WorkerGroup",
+    plural = "workergroups",
+    singular = "workergroup",
+    namespaced,
+    shortname = "vwg",
+    category = "vast",
+    status = "WorkerGroupStatus",
+    printcolumn = r#"{"name":"Workergroup","type":"integer","jsonPath":".spec.workergroupId"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.readySummary","description":"Ready workers / all workers"}"#,
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","description":"Reason of the Ready condition"}"#,
+    printcolumn = r#"{"name":"Last Change","type":"date","jsonPath":".status.lastChangeTime"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Interval","type":"string","jsonPath":".spec.pollInterval","priority":1}"#,
+    printcolumn = r#"{"name":"Suspended","type":"boolean","jsonPath":".spec.suspend","priority":1}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerGroupSpec {
+    /// The id of the Vast serverless workergroup to mirror (shown by `vastai show workergroups`).
+    #[schemars(range(min = 1))]
+    pub workergroup_id: i64,
+
+    /// The Secret, in the WorkerGroup's namespace, that holds the Vast API key.
+    pub api_key_secret_ref: SecretKeyRef,
+
+    /// How often Vast is polled: a duration such as `30s`, `2m` or `1h30m`, from 5s to 24h.
+    #[serde(default = "default_poll_interval")]
+    #[schemars(extend("pattern" = duration::PATTERN, "x-kubernetes-validations" = [{
+        "rule": "duration(self) >= duration('5s') && duration(self) <= duration('24h')",
+        "message": "pollInterval must be between 5s and 24h"
+    }]))]
+    pub poll_interval: String,
+
+    /// While true, Vast is not called; the last data stays in status and the Ready
+    /// condition's reason becomes `Suspended`.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn default_poll_interval() -> String {
+    DEFAULT_POLL_INTERVAL.to_string()
+}
+
+fn default_secret_key() -> String {
+    DEFAULT_SECRET_KEY.to_string()
+}
+
+/// A key of a Secret in the same namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret's data whose value is the API key.
+    #[serde(default = "default_secret_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// What the operator last observed of the workergroup.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("default" = {"observedGeneration": -1}))]
+pub struct WorkerGroupStatus {
+    /// The `metadata.generation` this status was computed for; -1 until the first
+    /// reconcile, so tools do not judge a brand-new object healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`, `Reconciling` and `Stalled`, following kstatus conventions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// The workers, sorted by id; capped (see `workersTruncated`), ready workers kept first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["id"]))]
+    pub workers: Vec<WorkerStatus>,
+
+    /// Number of workers Vast reported (exact, also when `workers` is truncated).
+    #[serde(default)]
+    pub worker_count: i64,
+
+    /// Number of ready workers (state `idle` or `running`).
+    #[serde(default)]
+    pub ready_workers: i64,
+
+    /// `readyWorkers/workerCount`, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_summary: Option<String>,
+
+    /// Number of workers in each Vast state (exact, also when `workers` is truncated).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub status_counts: BTreeMap<String, i64>,
+
+    /// True when `workers` holds fewer entries than `workerCount`.
+    #[serde(default)]
+    pub workers_truncated: bool,
+
+    /// When the set of workers or one of their states last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
+    pub last_change_time: Option<Timestamp>,
+
+    /// When a successful poll was last written. Refreshed on every write and otherwise at
+    /// most once per the operator's `--status-heartbeat`; the load figures of the workers
+    /// are as of this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
+    pub last_sync_time: Option<Timestamp>,
+}
+
+/// One Vast worker.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerStatus {
+    /// The Vast instance id of the worker.
+    pub id: i64,
+    /// Vast's state string, verbatim (for example `loading`, `idle`, `error`).
+    pub status: String,
+    /// True when the state is `idle` or `running`: the worker serves requests.
+    pub ready: bool,
+    /// Where the worker's PyWorker listens, when Vast reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// When the worker was created, when Vast reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
+    pub created_at: Option<Timestamp>,
+    /// Current load in work units per second, as of `lastSyncTime`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cur_load: Option<f64>,
+    /// Requests in flight, as of `lastSyncTime`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reqs_working: Option<i64>,
+    /// Measured throughput times reliability, as of `lastSyncTime`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perf: Option<f64>,
+}
+
+/// A Kubernetes status condition.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// `Ready`, `Reconciling` or `Stalled`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    #[schemars(extend("enum" = ["True", "False", "Unknown"]))]
+    pub status: String,
+    /// CamelCase reason for the condition's last transition.
+    #[schemars(length(min = 1, max = 1024))]
+    pub reason: String,
+    /// Human-readable details.
+    #[serde(default)]
+    #[schemars(length(max = 32768))]
+    pub message: String,
+    /// When `status` last changed.
+    #[schemars(with = "String", extend("format" = "date-time"))]
+    pub last_transition_time: Timestamp,
+    /// The `metadata.generation` the condition was set for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// The CustomResourceDefinition as `vast-operator crd` prints it (YAML).
+pub fn crd_yaml() -> Result<String, serde_norway::Error> {
+    let crd = WorkerGroup::crd();
+    serde_norway::to_string(&crd)
+}
