@@ -19,7 +19,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::crd::{WorkerGroup, WorkerGroupStatus, WorkerStatus};
 use crate::sync::{self, Outcome};
-use crate::vast::VastClient;
+use crate::vast::{VastClient, VastError};
 use crate::{Error, duration};
 
 /// Field manager of every write the operator makes.
@@ -40,6 +40,8 @@ pub struct Config {
     pub backoff_max: Duration,
     /// Name of this instance for events (pod name).
     pub instance: Option<String>,
+    /// Watch only this namespace (None: all namespaces).
+    pub namespace: Option<String>,
 }
 
 impl Default for Config {
@@ -51,6 +53,7 @@ impl Default for Config {
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
             instance: None,
+            namespace: None,
         }
     }
 }
@@ -107,8 +110,16 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let groups = Api::<WorkerGroup>::all(client.clone());
-    let secrets = Api::<Secret>::all(client);
+    let (groups, secrets) = match &ctx.config.namespace {
+        Some(ns) => (
+            Api::<WorkerGroup>::namespaced(client.clone(), ns),
+            Api::<Secret>::namespaced(client, ns),
+        ),
+        None => (
+            Api::<WorkerGroup>::all(client.clone()),
+            Api::<Secret>::all(client),
+        ),
+    };
     let controller = Controller::new(groups, watcher::Config::default().any_semantic());
     let store = controller.store();
     controller
@@ -215,6 +226,7 @@ async fn reconcile_inner(
         return Ok(Action::await_change());
     }
     let interval = duration::parse(&wg.spec.poll_interval).ok();
+    let mut rate_limited = false;
     let outcome = if let Some(interval) = interval {
         if interval < Duration::from_secs(5) || interval > Duration::from_secs(86_400) {
             Outcome::Terminal {
@@ -228,11 +240,17 @@ async fn reconcile_inner(
             Outcome::Suspended
         } else {
             match read_api_key(&ctx.client, &wg).await {
-                Ok(api_key) => ctx
+                Ok(api_key) => match ctx
                     .vast
                     .workergroup_workers(wg.spec.workergroup_id, &api_key)
                     .await
-                    .map_or_else(Outcome::from, Outcome::Synced),
+                {
+                    Ok(workers) => Outcome::Synced(workers),
+                    Err(e) => {
+                        rate_limited = matches!(e, VastError::RateLimited(_));
+                        Outcome::from(e)
+                    }
+                },
                 Err(outcome) => outcome,
             }
         }
@@ -261,6 +279,7 @@ async fn reconcile_inner(
     if plan.write {
         let updated = patch_status(&ctx.client, &wg, &plan.status).await?;
         object_ref = updated.object_ref(&());
+        object_ref.resource_version = updated.metadata.resource_version.clone();
         if !plan.changes.is_empty() {
             info!(note = %plan.changes.note(), "workers changed");
         }
@@ -307,7 +326,7 @@ async fn reconcile_inner(
                 0.2,
             );
             // Rate limits are not retried faster than the normal interval.
-            let delay = if err.contains("HTTP 429") {
+            let delay = if rate_limited {
                 delay.max(interval)
             } else {
                 delay

@@ -74,6 +74,9 @@ struct RunArgs {
     /// Retry interval for errors that retrying cannot fix (bad key, missing Secret).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     terminal_retry: Duration,
+    /// Watch WorkerGroups and Secrets in this namespace only (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -153,6 +156,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     .then_some(args.status_heartbeat),
                 terminal_retry: args.terminal_retry,
                 instance: std::env::var("POD_NAME").ok(),
+                namespace: args.namespace,
                 ..Config::default()
             };
             tracing::info!(vast_url = %args.vast_url, "starting vast-operator");

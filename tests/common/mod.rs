@@ -208,3 +208,175 @@ pub async fn apiserver_requests(client: &Client, labels: &[(&str, &str)]) -> u64
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
+
+/// A namespace, a fake Vast server and the operator running in-process, watching only
+/// that namespace.
+pub struct Harness {
+    /// The namespace.
+    pub ns: TestNs,
+    /// The fake Vast server.
+    pub vast: vast_operator::fake_vast::FakeVast,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The config tests run the operator with: quick retries.
+pub fn test_config(ns: &str) -> vast_operator::controller::Config {
+    vast_operator::controller::Config {
+        backoff_base: Duration::from_millis(200),
+        backoff_max: Duration::from_secs(2),
+        terminal_retry: Duration::from_secs(60),
+        status_heartbeat: None,
+        namespace: Some(ns.to_string()),
+        ..Default::default()
+    }
+}
+
+impl Harness {
+    /// Starts everything with [`test_config`].
+    pub async fn start(test: &str) -> Self {
+        Self::start_with(test, |c| c).await
+    }
+
+    /// Starts everything with a config changed by `f`.
+    pub async fn start_with(
+        test: &str,
+        f: impl FnOnce(vast_operator::controller::Config) -> vast_operator::controller::Config,
+    ) -> Self {
+        let ns = TestNs::new(test).await;
+        install_workergroup_crd(&ns.client).await;
+        let vast = vast_operator::fake_vast::FakeVast::start(0)
+            .await
+            .expect("fake vast");
+        let client =
+            vast::VastClient::new(&vast.url(), Duration::from_secs(3)).expect("vast client");
+        let ctx = vast_operator::controller::Context::new(
+            ns.client.clone(),
+            client,
+            f(test_config(&ns.name)),
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(vast_operator::controller::run(ctx, async {
+            let _ = rx.await;
+        }));
+        Self {
+            ns,
+            vast,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the operator and deletes the namespace.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+        let Harness { ns, .. } = self;
+        ns.cleanup().await;
+    }
+
+    /// Creates a Secret `name` with `key: value`.
+    pub async fn secret(&self, name: &str, key: &str, value: &str) {
+        let s: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name}, "stringData": {key: value}
+        }))
+        .expect("secret");
+        self.ns
+            .api::<k8s_openapi::api::core::v1::Secret>()
+            .patch(
+                name,
+                &PatchParams::apply("tests").force(),
+                &Patch::Apply(&s),
+            )
+            .await
+            .expect("apply secret");
+    }
+
+    /// Applies a WorkerGroup with the given spec.
+    pub async fn apply_group(&self, name: &str, spec: serde_json::Value) -> WorkerGroup {
+        let wg = serde_json::json!({
+            "apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup",
+            "metadata": {"name": name}, "spec": spec
+        });
+        self.ns
+            .api::<WorkerGroup>()
+            .patch(
+                name,
+                &PatchParams::apply("tests").force(),
+                &Patch::Apply(&wg),
+            )
+            .await
+            .expect("apply workergroup")
+    }
+
+    /// Waits until the WorkerGroup satisfies `pred`, and returns it.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&WorkerGroup) -> bool,
+    ) -> WorkerGroup {
+        let api = self.ns.api::<WorkerGroup>();
+        eventually(what, Duration::from_secs(40), || {
+            let api = api.clone();
+            let ok = &pred;
+            async move { api.get(name).await.ok().filter(|wg| ok(wg)) }
+        })
+        .await
+    }
+
+    /// Events about `name`, oldest first: (type, reason, note, series count).
+    pub async fn events(&self, name: &str) -> Vec<(String, String, String, i32)> {
+        let api: Api<k8s_openapi::api::events::v1::Event> = self.ns.api();
+        let mut list: Vec<_> = api
+            .list(&Default::default())
+            .await
+            .expect("list events")
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .collect();
+        list.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+        list.into_iter()
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default(),
+                    e.series.map_or(1, |s| s.count),
+                )
+            })
+            .collect()
+    }
+}
+
+/// The condition of `type_` on a WorkerGroup: (status, reason).
+pub fn cond(wg: &WorkerGroup, type_: &str) -> Option<(String, String)> {
+    wg.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// True when the Ready condition has `status` and `reason` for the current generation.
+pub fn ready_is(wg: &WorkerGroup, status: &str, reason: &str) -> bool {
+    let current = wg.status.as_ref().and_then(|s| s.observed_generation) == wg.metadata.generation;
+    current && cond(wg, "Ready") == Some((status.into(), reason.into()))
+}
+
+/// Worker ids and states in status.
+pub fn worker_states(wg: &WorkerGroup) -> Vec<(i64, String)> {
+    wg.status
+        .as_ref()
+        .map(|s| s.workers.iter().map(|w| (w.id, w.status.clone())).collect())
+        .unwrap_or_default()
+}
+
+use vast_operator::crd::WorkerGroup;
+use vast_operator::vast;

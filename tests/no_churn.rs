@@ -1,0 +1,70 @@
+//! Unchanged polls write nothing, counted from the apiserver's own metrics. In a test
+//! binary of its own, so that its control plane sees no other writer.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, eventually, ready_is};
+use serde_json::json;
+use vast_operator::fake_vast::{Shape, worker_json};
+
+#[tokio::test]
+async fn unchanged_polls_make_zero_status_writes() {
+    let h = Harness::start("nochurn").await;
+    let workers = (1..=20)
+        .map(|i| worker_json(i, "idle", Some(&format!("http://198.51.100.{i}:8000"))))
+        .collect();
+    h.vast.state.put_group(61, "k", Shape::Array, workers);
+    h.secret("vast", "api-key", "k").await;
+    h.apply_group(
+        "g",
+        json!({"workergroupId": 61, "apiKeySecretRef": {"name": "vast"}, "pollInterval": "5s"}),
+    )
+    .await;
+    h.wait_for("g", "synced", |wg| ready_is(wg, "True", "Synced"))
+        .await;
+
+    let status_writes = [("resource", "workergroups"), ("subresource", "status")];
+    let before = common::apiserver_requests(&h.ns.client, &status_writes).await;
+    assert!(before >= 1, "the metric counts our status write");
+    let calls = h.vast.state.calls(61);
+    // Loads move on every poll, states do not.
+    for round in 0..3u32 {
+        for i in 1..=20 {
+            h.vast
+                .state
+                .upsert_worker(61, i, json!({"cur_load": f64::from(round) + 0.5}));
+        }
+        let target = calls + u64::from(round) + 1;
+        eventually("another poll", Duration::from_secs(20), || async {
+            (h.vast.state.calls(61) >= target).then_some(())
+        })
+        .await;
+    }
+    // Reconciles of one object never overlap: once a fourth poll has begun, the third
+    // one's reconcile (and any write it made) has finished.
+    eventually("a fourth poll", Duration::from_secs(20), || async {
+        (h.vast.state.calls(61) > calls + 3).then_some(())
+    })
+    .await;
+    let after = common::apiserver_requests(&h.ns.client, &status_writes).await;
+    assert_eq!(
+        after,
+        before,
+        "3 unchanged polls made {} status requests",
+        after - before
+    );
+
+    // A real change is one write.
+    h.vast
+        .state
+        .upsert_worker(61, 7, json!({"status": "error"}));
+    h.wait_for("g", "change written", |wg| {
+        wg.status.as_ref().is_some_and(|s| s.ready_workers == 19)
+    })
+    .await;
+    let changed = common::apiserver_requests(&h.ns.client, &status_writes).await;
+    assert_eq!(changed, before + 1);
+    h.stop().await;
+}

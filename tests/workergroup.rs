@@ -1,0 +1,536 @@
+//! WorkerGroup sync end to end: the operator (in-process) against a real kube-apiserver
+//! and the project's fake Vast server.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Harness, cond, eventually, ready_is, worker_states};
+use serde_json::json;
+use vast_operator::crd::WorkerGroup;
+use vast_operator::fake_vast::{Fault, FaultBody, Shape, worker_json};
+
+const KEY: &str = "test-key-0123456789";
+
+fn spec(id: i64) -> serde_json::Value {
+    json!({"workergroupId": id, "apiKeySecretRef": {"name": "vast"}, "pollInterval": "5s"})
+}
+
+fn kubectl(args: &[&str]) -> std::process::Output {
+    Command::new(common::repo_root().join("hack/bin/kubectl"))
+        .args(args)
+        .env("KUBECONFIG", common::kubeconfig())
+        .output()
+        .expect("run kubectl")
+}
+
+fn url(n: i64) -> String {
+    format!("http://198.51.100.{n}:{}", 40000 + n)
+}
+
+#[tokio::test]
+async fn create_sync_columns_and_wait() {
+    let h = Harness::start("create").await;
+    h.vast.state.put_group(
+        11,
+        KEY,
+        Shape::Array,
+        vec![
+            worker_json(2, "idle", Some(&url(2))),
+            worker_json(1, "loading", None),
+        ],
+    );
+    h.secret("vast", "api-key", KEY).await;
+    h.apply_group("gpu", spec(11)).await;
+    let wg = h
+        .wait_for("gpu", "Ready=True", |wg| ready_is(wg, "True", "Synced"))
+        .await;
+    let st = wg.status.clone().expect("status");
+    assert_eq!(
+        worker_states(&wg),
+        [(1, "loading".into()), (2, "idle".into())]
+    );
+    assert_eq!((st.worker_count, st.ready_workers), (2, 1));
+    assert_eq!(st.ready_summary.as_deref(), Some("1/2"));
+    assert_eq!(st.status_counts.get("idle"), Some(&1));
+    assert!(!st.workers_truncated);
+    assert_eq!(st.workers[1].url.as_deref(), Some(url(2).as_str()));
+    assert!(st.workers[0].url.is_none());
+    // Float epochs became RFC 3339 times.
+    assert_eq!(
+        st.workers[0].created_at.map(|t| t.to_string()).as_deref(),
+        Some("2025-11-24T16:00:01Z")
+    );
+    assert_eq!(st.workers[1].perf, Some(97.5));
+    assert!(st.last_sync_time.is_some() && st.last_change_time.is_some());
+    assert_eq!(
+        cond(&wg, "Reconciling"),
+        Some(("False".into(), "Synced".into()))
+    );
+    assert_eq!(
+        cond(&wg, "Stalled"),
+        Some(("False".into(), "Synced".into()))
+    );
+
+    // kubectl wait and the printer columns.
+    let out = kubectl(&[
+        "wait",
+        "-n",
+        &h.ns.name,
+        "--for=condition=Ready",
+        "workergroup/gpu",
+        "--timeout=30s",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kubectl(&["get", "vwg", "-n", &h.ns.name, "-o", "wide"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("header").split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "WORKERGROUP",
+            "READY",
+            "STATUS",
+            "LAST",
+            "CHANGE",
+            "AGE",
+            "INTERVAL",
+            "SUSPENDED"
+        ]
+    );
+    let row: Vec<&str> = lines.next().expect("row").split_whitespace().collect();
+    assert_eq!(&row[..4], ["gpu", "11", "1/2", "Synced"]);
+    assert_eq!(&row[row.len() - 2..], ["5s", "false"]);
+    let out = kubectl(&["get", "all", "-n", &h.ns.name]);
+    let _ = out; // `vast` category is checked below.
+    let out = kubectl(&["get", "vast", "-n", &h.ns.name, "-o", "name"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "workergroup.vast.ai/gpu"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn changes_give_status_and_exactly_one_event_each() {
+    let h = Harness::start("changes").await;
+    h.vast.state.put_group(
+        12,
+        KEY,
+        Shape::Object,
+        vec![worker_json(1, "loading", None)],
+    );
+    h.secret("vast", "api-key", KEY).await;
+    h.apply_group("g", spec(12)).await;
+    h.wait_for("g", "first sync", |wg| ready_is(wg, "True", "Synced"))
+        .await;
+
+    // A state change.
+    h.vast
+        .state
+        .upsert_worker(12, 1, json!({"status": "idle", "url": url(1)}));
+    h.wait_for("g", "1 idle", |wg| {
+        worker_states(wg) == [(1, "idle".to_string())]
+    })
+    .await;
+    // An addition and a removal in one poll.
+    h.vast
+        .state
+        .set_workers(12, vec![worker_json(2, "creating", None)]);
+    let wg = h
+        .wait_for("g", "1 gone, 2 added", |wg| {
+            worker_states(wg) == [(2, "creating".to_string())]
+        })
+        .await;
+    assert_eq!(wg.status.as_ref().map(|s| s.ready_workers), Some(0));
+
+    let events = eventually(
+        "three WorkersChanged events",
+        Duration::from_secs(10),
+        || async {
+            let ev = h.events("g").await;
+            let changed: Vec<_> = ev.into_iter().filter(|e| e.1 == "WorkersChanged").collect();
+            (changed.len() >= 3).then_some(changed)
+        },
+    )
+    .await;
+    let notes: Vec<(&str, i32)> = events.iter().map(|e| (e.2.as_str(), e.3)).collect();
+    assert_eq!(
+        notes,
+        [
+            ("+1 (ids 1)", 1),
+            ("~1 (1: loading->idle)", 1),
+            ("+1 (ids 2) -1 (ids 1)", 1)
+        ],
+        "every change gets its own event with a true note"
+    );
+    assert!(events.iter().all(|e| e.0 == "Normal"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn every_response_shape_and_odd_fields() {
+    let h = Harness::start("shapes").await;
+    h.secret("vast", "api-key", KEY).await;
+    let odd = json!({"id": 5.0, "status": "model_loading", "created_at": "2024-05-01T10:00:00",
+                     "cur_load": "1.5", "reqs_working": 2.0, "brand_new_field": [1, 2]});
+    h.vast
+        .state
+        .put_group(13, KEY, Shape::Array, vec![odd.clone()]);
+    h.apply_group("arr", spec(13)).await;
+    let wg = h
+        .wait_for("arr", "array shape", |wg| ready_is(wg, "True", "Synced"))
+        .await;
+    let w = &wg.status.as_ref().expect("status").workers[0];
+    assert_eq!(
+        (w.id, w.status.as_str(), w.ready),
+        (5, "model_loading", false)
+    );
+    assert_eq!(
+        w.created_at.map(|t| t.to_string()).as_deref(),
+        Some("2024-05-01T10:00:00Z")
+    );
+    assert_eq!((w.cur_load, w.reqs_working), (Some(1.5), Some(2)));
+
+    h.vast.state.put_group(
+        14,
+        KEY,
+        Shape::Object,
+        vec![json!({"id": 6, "status": "running"})],
+    );
+    h.apply_group("obj", spec(14)).await;
+    let wg = h
+        .wait_for("obj", "object shape", |wg| ready_is(wg, "True", "Synced"))
+        .await;
+    assert_eq!(wg.status.as_ref().map(|s| s.ready_workers), Some(1));
+
+    // error_msg with 200 that is neither auth nor not-found: transient.
+    h.vast.state.put_group(15, KEY, Shape::Array, vec![]);
+    h.vast.state.set_fault(
+        15,
+        Some(Fault {
+            body: FaultBody::ErrorMsg("internal scheduler hiccup".into()),
+            ..Default::default()
+        }),
+    );
+    h.apply_group("errmsg", spec(15)).await;
+    let wg = h
+        .wait_for("errmsg", "PollFailed", |wg| {
+            ready_is(wg, "False", "PollFailed")
+        })
+        .await;
+    assert_eq!(cond(&wg, "Stalled").map(|c| c.0), Some("False".into()));
+    assert_eq!(cond(&wg, "Reconciling").map(|c| c.0), Some("True".into()));
+
+    // A bare-string error about the key: terminal.
+    h.vast
+        .state
+        .put_group(16, "another-key", Shape::Array, vec![]);
+    h.apply_group("strerr", spec(16)).await;
+    let wg = h
+        .wait_for("strerr", "AuthenticationFailed", |wg| {
+            ready_is(wg, "False", "AuthenticationFailed")
+        })
+        .await;
+    assert_eq!(
+        cond(&wg, "Stalled"),
+        Some(("True".into(), "AuthenticationFailed".into()))
+    );
+    let msg = serde_json::to_string(&wg.status).expect("json");
+    assert!(msg.contains("invalid api_key"));
+    assert!(!msg.contains(KEY), "the key never appears in status");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn transient_errors_keep_workers_and_recover() {
+    let h = Harness::start("transient").await;
+    h.vast.state.put_group(
+        21,
+        KEY,
+        Shape::Array,
+        vec![worker_json(1, "idle", Some(&url(1)))],
+    );
+    h.secret("vast", "api-key", KEY).await;
+    h.apply_group("g", spec(21)).await;
+    h.wait_for("g", "first sync", |wg| ready_is(wg, "True", "Synced"))
+        .await;
+
+    for (fault, expect) in [
+        (
+            Fault {
+                status: Some(503),
+                ..Default::default()
+            },
+            "HTTP 503",
+        ),
+        (
+            Fault {
+                status: Some(429),
+                ..Default::default()
+            },
+            "429",
+        ),
+        (
+            Fault {
+                body: FaultBody::Malformed,
+                ..Default::default()
+            },
+            "not JSON",
+        ),
+        (
+            Fault {
+                body: FaultBody::Huge,
+                ..Default::default()
+            },
+            "larger than 16 MiB",
+        ),
+        (
+            Fault {
+                delay_ms: 4000,
+                ..Default::default()
+            },
+            "no answer within",
+        ),
+    ] {
+        h.vast.state.set_fault(21, Some(fault));
+        let wg = h
+            .wait_for("g", &format!("PollFailed with {expect}"), |wg| {
+                ready_is(wg, "False", "PollFailed")
+                    && wg
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+                        .is_some_and(|c| c.message.contains(expect))
+            })
+            .await;
+        // Last-known workers are kept; not stalled; no longer reconciling (synced before).
+        assert_eq!(worker_states(&wg), [(1, "idle".to_string())]);
+        assert_eq!(cond(&wg, "Stalled").map(|c| c.0), Some("False".into()));
+        h.vast.state.set_fault(21, None);
+        h.wait_for("g", "recovered", |wg| ready_is(wg, "True", "Synced"))
+            .await;
+    }
+    let events = h.events("g").await;
+    let reasons: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(
+        reasons.iter().filter(|r| **r == "SyncFailed").count(),
+        5,
+        "{reasons:?}"
+    );
+    assert_eq!(
+        reasons.iter().filter(|r| **r == "SyncRecovered").count(),
+        5,
+        "{reasons:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .filter(|e| e.1 == "SyncFailed")
+            .all(|e| e.0 == "Warning")
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn secret_late_wrong_key_and_recovery() {
+    let h = Harness::start("secret").await;
+    h.vast.state.put_group(
+        31,
+        KEY,
+        Shape::Array,
+        vec![worker_json(9, "idle", Some(&url(9)))],
+    );
+    h.apply_group("g", spec(31)).await;
+    let wg = h
+        .wait_for("g", "SecretNotFound", |wg| {
+            ready_is(wg, "False", "SecretNotFound")
+        })
+        .await;
+    assert_eq!(
+        cond(&wg, "Stalled"),
+        Some(("True".into(), "SecretNotFound".into()))
+    );
+    assert_eq!(h.vast.state.calls(31), 0, "no Vast call without a key");
+
+    // Wrong key name in the Secret.
+    h.secret("vast", "token", KEY).await;
+    h.wait_for("g", "SecretKeyMissing", |wg| {
+        ready_is(wg, "False", "SecretKeyMissing")
+    })
+    .await;
+    // Wrong key value: Vast refuses it, terminal.
+    h.secret("vast", "api-key", "wrong-key").await;
+    h.wait_for("g", "AuthenticationFailed", |wg| {
+        ready_is(wg, "False", "AuthenticationFailed")
+    })
+    .await;
+    let calls = h.vast.state.calls(31);
+    // The right key: recovers at once through the Secret watch (terminal retry is 60s).
+    h.secret("vast", "api-key", KEY).await;
+    let wg = h
+        .wait_for("g", "Synced", |wg| ready_is(wg, "True", "Synced"))
+        .await;
+    assert_eq!(cond(&wg, "Stalled").map(|c| c.0), Some("False".into()));
+    assert!(h.vast.state.calls(31) > calls);
+    let events = h.events("g").await;
+    let warnings: Vec<&str> = events
+        .iter()
+        .filter(|e| e.0 == "Warning")
+        .map(|e| e.1.as_str())
+        .collect();
+    assert_eq!(
+        warnings,
+        ["SecretNotFound", "SecretKeyMissing", "AuthenticationFailed"]
+    );
+    for e in &events {
+        assert!(
+            !e.2.contains(KEY) && !e.2.contains("wrong-key"),
+            "key leaked into event: {e:?}"
+        );
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn suspend_stops_calls_and_keeps_data() {
+    let h = Harness::start("suspend").await;
+    h.vast.state.put_group(
+        41,
+        KEY,
+        Shape::Array,
+        vec![worker_json(1, "idle", Some(&url(1)))],
+    );
+    h.secret("vast", "api-key", KEY).await;
+    h.apply_group("g", spec(41)).await;
+    h.wait_for("g", "synced", |wg| ready_is(wg, "True", "Synced"))
+        .await;
+    let mut s = spec(41);
+    s["suspend"] = json!(true);
+    h.apply_group("g", s).await;
+    let wg = h
+        .wait_for("g", "Suspended", |wg| ready_is(wg, "True", "Suspended"))
+        .await;
+    assert_eq!(worker_states(&wg), [(1, "idle".to_string())]);
+    let calls = h.vast.state.calls(41);
+    h.vast.state.set_workers(41, vec![]);
+    // Observe over more than one poll interval that nothing is called.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(
+        h.vast.state.calls(41),
+        calls,
+        "no Vast calls while suspended"
+    );
+    h.apply_group("g", spec(41)).await;
+    let wg = h
+        .wait_for("g", "resumed", |wg| ready_is(wg, "True", "Synced"))
+        .await;
+    assert!(worker_states(&wg).is_empty());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn unchanged_polls_write_nothing_and_generation_is_observed() {
+    let h = Harness::start("quiet").await;
+    h.vast.state.put_group(
+        51,
+        KEY,
+        Shape::Array,
+        vec![worker_json(1, "idle", Some(&url(1)))],
+    );
+    h.secret("vast", "api-key", KEY).await;
+    let created = h.apply_group("g", spec(51)).await;
+    let wg = h
+        .wait_for("g", "synced", |wg| ready_is(wg, "True", "Synced"))
+        .await;
+    assert_eq!(
+        wg.status.as_ref().and_then(|s| s.observed_generation),
+        created.metadata.generation
+    );
+    let rv = wg.metadata.resource_version.clone();
+    let calls = h.vast.state.calls(51);
+    // The load moves, nothing else: two more polls, no write.
+    h.vast
+        .state
+        .upsert_worker(51, 1, json!({"cur_load": 3.25, "reqs_working": 4}));
+    eventually("two more polls", Duration::from_secs(20), || async {
+        (h.vast.state.calls(51) >= calls + 2).then_some(())
+    })
+    .await;
+    let again = h.ns.api::<WorkerGroup>().get("g").await.expect("get");
+    assert_eq!(
+        again.metadata.resource_version, rv,
+        "unchanged polls wrote nothing"
+    );
+
+    // A spec change is observed at once (not after the 5s interval... nor later).
+    let mut s = spec(51);
+    s["pollInterval"] = json!("1m");
+    let changed = h.apply_group("g", s).await;
+    let wg = h
+        .wait_for("g", "new generation observed", |wg| {
+            wg.status.as_ref().and_then(|s| s.observed_generation) == changed.metadata.generation
+        })
+        .await;
+    assert!(ready_is(&wg, "True", "Synced"));
+    assert!(
+        wg.status
+            .as_ref()
+            .expect("status")
+            .conditions
+            .iter()
+            .all(|c| c.observed_generation == changed.metadata.generation)
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_specs_are_rejected_by_the_apiserver() {
+    let ns = common::TestNs::new("invalid").await;
+    common::install_workergroup_crd(&ns.client).await;
+    for (bad, why) in [
+        (
+            json!({"workergroupId": 0, "apiKeySecretRef": {"name": "s"}}),
+            "workergroupId",
+        ),
+        (
+            json!({"workergroupId": 1, "apiKeySecretRef": {"name": "s"}, "pollInterval": "1s"}),
+            "between 5s and 24h",
+        ),
+        (
+            json!({"workergroupId": 1, "apiKeySecretRef": {"name": "s"}, "pollInterval": "25h"}),
+            "between 5s and 24h",
+        ),
+        (
+            json!({"workergroupId": 1, "apiKeySecretRef": {"name": "s"}, "pollInterval": "soon"}),
+            "pollInterval",
+        ),
+        (json!({"workergroupId": 1}), "apiKeySecretRef"),
+        (
+            json!({"workergroupId": 1, "apiKeySecretRef": {"name": ""}}),
+            "name",
+        ),
+    ] {
+        let manifest = json!({
+            "apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup",
+            "metadata": {"name": "bad", "namespace": ns.name}, "spec": bad
+        });
+        let file = std::env::temp_dir().join(format!("{}-bad.json", ns.name));
+        std::fs::write(&file, manifest.to_string()).expect("write manifest");
+        let out = kubectl(&["apply", "-f", file.to_str().expect("path")]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "{bad} was accepted");
+        assert!(
+            err.contains(why),
+            "{bad}: error does not mention {why}: {err}"
+        );
+    }
+    ns.cleanup().await;
+}
