@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The README's first command. Starts a local control plane, a fake Vast server playing a
+# workergroup that scales up (creating -> loading -> model_loading -> idle, one worker
+# failing and being replaced), applies the CRD, a Secret and a WorkerGroup, runs the
+# operator, and shows the resource and its events changing. Tears everything down at the
+# end or on Ctrl-C. Unattended; DEMO_STEP (default 8s) sets the pace of the story.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+work="$root/.demo"
+step=${DEMO_STEP:-8s}
+export VAST_CLUSTER_DIR="$work/cluster"
+pids=()
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  say "cleaning up"
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  hack/cluster.sh down || true
+  echo "logs: $work/*.log, $work/cluster/logs"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkdir -p "$work"
+say "building the operator and the control plane (first run: a few minutes)"
+cargo build --quiet
+eval "$(hack/cluster.sh up)"
+kubectl="$root/hack/bin/kubectl"
+op="$root/target/debug/vast-operator"
+
+say "starting the fake Vast server"
+"$op" fake-vast --port 0 --demo-workergroup 4242 --demo-api-key demo-key --demo-step "$step" \
+  >"$work/fake-vast.out" 2>"$work/fake-vast.log" &
+pids+=($!)
+for _ in $(seq 1 100); do grep -q listening "$work/fake-vast.out" 2>/dev/null && break; sleep 0.1; done
+vast_url=$(sed -n 's/^fake Vast listening on //p' "$work/fake-vast.out")
+[[ -n "$vast_url" ]] || { echo "fake Vast did not start"; cat "$work/fake-vast.log"; exit 1; }
+echo "fake Vast at $vast_url"
+
+say "kubectl apply -f crds/ && kubectl apply -f docs/examples/workergroup.yaml"
+"$kubectl" apply -f crds/
+"$kubectl" wait --for=condition=Established crd/workergroups.vast.ai --timeout=30s
+"$kubectl" apply -f docs/examples/workergroup.yaml
+
+say "vast-operator run --vast-url $vast_url"
+"$op" run --vast-url "$vast_url" >"$work/operator.log" 2>&1 &
+pids+=($!)
+
+say "watching the workergroup scale up (kubectl get workergroup llama, on every change)"
+deadline=$((SECONDS + 180))
+last=""
+while ((SECONDS < deadline)); do
+  summary=$("$kubectl" get workergroup llama -o jsonpath='{.status.readySummary}' 2>/dev/null || true)
+  states=$("$kubectl" get workergroup llama -o jsonpath='{range .status.workers[*]}{.id}:{.status} {end}' 2>/dev/null || true)
+  if [[ "$summary $states" != "$last" ]]; then
+    printf '%s  ready %-5s workers: %s\n' "$(date +%T)" "${summary:--}" "${states:-(none yet)}"
+    last="$summary $states"
+  fi
+  [[ "$summary" == "3/3" && "$states" == "1001:idle 1003:idle 1004:idle " ]] && break
+  sleep 1
+done
+[[ "$summary" == "3/3" ]] || { echo "the workergroup did not reach 3/3 ready (got ${summary:-nothing})"; tail -n 30 "$work/operator.log"; exit 1; }
+
+say "kubectl get workergroups -o wide"
+"$kubectl" get workergroups -o wide
+say "kubectl get workergroup llama -o jsonpath='{.status.workers}'"
+"$kubectl" get workergroup llama -o jsonpath='{range .status.workers[*]}{.id}{"\t"}{.status}{"\t"}{.url}{"\n"}{end}'
+say "events"
+"$kubectl" get events.events.k8s.io --sort-by=.eventTime \
+  -o custom-columns='TIME:.eventTime,TYPE:.type,REASON:.reason,OBJECT:.regarding.name,NOTE:.note'
+say "demo finished"
