@@ -20,7 +20,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::crd::{WorkerGroup, WorkerGroupStatus, WorkerStatus};
 use crate::sync::{self, Outcome};
 use crate::vast::{VastClient, VastError};
-use crate::{Error, duration};
+use crate::{Error, discovery, duration};
 
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "vast-operator";
@@ -42,6 +42,8 @@ pub struct Config {
     pub instance: Option<String>,
     /// Watch only this namespace (None: all namespaces).
     pub namespace: Option<String>,
+    /// How often Services and EndpointSlices of deleted WorkerGroups are looked for.
+    pub orphan_sweep: Duration,
 }
 
 impl Default for Config {
@@ -54,6 +56,7 @@ impl Default for Config {
             backoff_max: Duration::from_secs(300),
             instance: None,
             namespace: None,
+            orphan_sweep: Duration::from_secs(60),
         }
     }
 }
@@ -71,6 +74,7 @@ pub struct Context {
     recorder: Recorder,
     config: Config,
     memory: Mutex<HashMap<ObjectRef<WorkerGroup>, ObjectMemory>>,
+    stores: tokio::sync::OnceCell<discovery::Stores>,
 }
 
 impl Context {
@@ -86,6 +90,7 @@ impl Context {
             vast,
             config,
             memory: Mutex::new(HashMap::new()),
+            stores: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -120,8 +125,17 @@ pub async fn run(
             Api::<Secret>::all(client),
         ),
     };
+    let stores =
+        discovery::Stores::start(ctx.client.clone(), ctx.config.namespace.as_deref()).await;
+    let _ = ctx.stores.set(stores.clone());
     let controller = Controller::new(groups, watcher::Config::default().any_semantic());
     let store = controller.store();
+    let sweeper = tokio::spawn(discovery::sweep_orphans(
+        ctx.client.clone(),
+        stores,
+        store.clone(),
+        ctx.config.orphan_sweep,
+    ));
     controller
         .watches(
             secrets,
@@ -146,6 +160,7 @@ pub async fn run(
             }
         })
         .await;
+    sweeper.abort();
 }
 
 /// Reads the API key from the referenced Secret.
@@ -265,6 +280,28 @@ async fn reconcile_inner(
         .round(jiff::Unit::Second)
         .unwrap_or_else(|_| Timestamp::now());
     let remembered = ctx.remember(&key, |m| m.full_workers.clone());
+
+    // Discovery publishes the freshest list there is: this poll's, else the last known.
+    let published = match &outcome {
+        Outcome::Synced(found) => sync::to_status_workers(found),
+        _ => remembered
+            .clone()
+            .or_else(|| wg.status.as_ref().map(|s| s.workers.clone()))
+            .unwrap_or_default(),
+    };
+    let discovered = match ctx.stores.get() {
+        Some(stores) => {
+            let d = discovery::reconcile(&ctx.client, stores, &wg, &published).await;
+            if d.writes > 0 {
+                debug!(writes = d.writes, "discovery objects written");
+            }
+            d.status.map(|status| sync::Discovery {
+                status,
+                problem: d.problem,
+            })
+        }
+        None => None,
+    };
     let plan = sync::plan(sync::Input {
         previous: wg.status.as_ref(),
         previous_full: remembered.as_deref(),
@@ -273,6 +310,7 @@ async fn reconcile_inner(
         now,
         max_workers: ctx.config.max_workers,
         heartbeat: ctx.config.status_heartbeat,
+        discovery: discovered,
     });
 
     let mut object_ref = wg.object_ref(&());

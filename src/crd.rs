@@ -61,6 +61,65 @@ pub struct WorkerGroupSpec {
     /// condition's reason becomes `Suspended`.
     #[serde(default)]
     pub suspend: bool,
+
+    /// Publishing of the workers as a selector-less Service with EndpointSlices, so
+    /// in-cluster clients reach them at `http://<serviceName>.<namespace>.svc:<port>`.
+    #[serde(default)]
+    pub discovery: DiscoverySpec,
+}
+
+/// How the workers are published for in-cluster discovery.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DiscoverySpec {
+    /// Publish a Service and EndpointSlices for the workers (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Name of the Service; defaults to the WorkerGroup's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub service_name: Option<String>,
+    /// A headless Service (`clusterIP: None`): DNS answers with the worker addresses.
+    #[serde(default)]
+    pub headless: bool,
+    /// Name of the Service port and of every EndpointSlice port.
+    #[serde(default = "default_port_name")]
+    #[schemars(
+        length(min = 1, max = 15),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub port_name: String,
+    /// The Service's port, which clients connect to; traffic goes to each worker's own port.
+    #[serde(default = "default_service_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+impl Default for DiscoverySpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            service_name: None,
+            headless: false,
+            port_name: default_port_name(),
+            port: default_service_port(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_port_name() -> String {
+    "http".to_string()
+}
+
+fn default_service_port() -> i32 {
+    80
 }
 
 fn default_poll_interval() -> String {
@@ -123,6 +182,14 @@ pub struct WorkerGroupStatus {
     #[serde(default)]
     pub workers_truncated: bool,
 
+    /// URLs of the ready workers, sorted (capped like `workers`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ready_urls: Vec<String>,
+
+    /// What was published for in-cluster discovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoveryStatus>,
+
     /// When the set of workers or one of their states last changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>", extend("format" = "date-time"))]
@@ -134,6 +201,21 @@ pub struct WorkerGroupStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>", extend("format" = "date-time"))]
     pub last_sync_time: Option<Timestamp>,
+}
+
+/// The state of in-cluster discovery.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DiscoveryStatus {
+    /// The Service the endpoints are published under.
+    pub service_name: String,
+    /// Number of endpoints published in EndpointSlices (ready or not).
+    pub endpoints: i64,
+    /// Number of workers left out (no URL, a hostname URL, an address Kubernetes refuses).
+    pub skipped: i64,
+    /// Why workers were left out, or why publishing failed; empty when all is well.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
 }
 
 /// One Vast worker.

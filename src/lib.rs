@@ -5,6 +5,7 @@
 
 pub mod controller;
 pub mod crd;
+pub mod discovery;
 pub mod duration;
 pub mod fake_vast;
 pub mod sync;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::crd::{Condition, WorkerGroupStatus, WorkerStatus};
+use crate::crd::{Condition, DiscoveryStatus, WorkerGroupStatus, WorkerStatus};
 use crate::vast::{VastError, Worker};
 
 /// Condition types.
@@ -16,6 +16,8 @@ pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 /// Condition types.
 pub const STALLED: &str = "Stalled";
+/// Condition types: the Service and EndpointSlices are published.
+pub const DISCOVERY_READY: &str = "DiscoveryReady";
 
 /// Largest event note, in bytes.
 pub const MAX_NOTE: usize = 1024;
@@ -74,6 +76,17 @@ pub struct Input<'a> {
     pub max_workers: usize,
     /// Refresh `lastSyncTime` at least this often when nothing changed (`None`: never).
     pub heartbeat: Option<Duration>,
+    /// The discovery result: `None` when discovery is disabled.
+    pub discovery: Option<Discovery>,
+}
+
+/// What publishing the workers for discovery gave.
+#[derive(Debug, Clone, Default)]
+pub struct Discovery {
+    /// `status.discovery`.
+    pub status: DiscoveryStatus,
+    /// A problem (reason, message): `DiscoveryConflict` or `DiscoveryFailed`.
+    pub problem: Option<(&'static str, String)>,
 }
 
 /// One event to emit.
@@ -424,6 +437,40 @@ pub fn plan(input: Input<'_>) -> Plan {
             now,
         ),
     ];
+    next.discovery = input.discovery.as_ref().map(|d| d.status.clone());
+    if let Some(d) = &input.discovery {
+        let (ok, reason, msg) = match &d.problem {
+            None => (
+                true,
+                "Published",
+                format!(
+                    "{} endpoints published under Service {}",
+                    d.status.endpoints, d.status.service_name
+                ),
+            ),
+            Some((reason, msg)) => (false, *reason, msg.clone()),
+        };
+        let prev_reason = find(prev_conds, DISCOVERY_READY).map(|c| c.reason.as_str());
+        if let Some((reason, msg)) = &d.problem
+            && prev_reason != Some(*reason)
+        {
+            events.push(EventSpec {
+                warning: true,
+                reason,
+                action: "Publish",
+                note: cut(msg.clone(), MAX_NOTE),
+            });
+        }
+        next.conditions.push(condition(
+            DISCOVERY_READY,
+            ok,
+            reason,
+            msg,
+            gen_,
+            prev_conds,
+            now,
+        ));
+    }
 
     if matches!(input.outcome, Outcome::Synced(_)) {
         let status_counts = workers.iter().fold(BTreeMap::new(), |mut m, w| {
@@ -437,6 +484,15 @@ pub fn plan(input: Input<'_>) -> Plan {
         next.ready_summary = Some(format!("{ready_n}/{}", workers.len()));
         next.status_counts = status_counts;
         next.workers_truncated = next.workers.len() < workers.len();
+        let mut urls: Vec<String> = workers
+            .iter()
+            .filter(|w| w.ready)
+            .filter_map(|w| w.url.clone())
+            .collect();
+        urls.sort();
+        urls.dedup();
+        urls.truncate(input.max_workers);
+        next.ready_urls = urls;
     } else if next.ready_summary.is_none() {
         next.ready_summary = Some(format!("{}/{}", next.ready_workers, next.worker_count));
     }
@@ -493,6 +549,7 @@ mod tests {
             now,
             max_workers: 500,
             heartbeat: Some(Duration::from_secs(600)),
+            discovery: None,
         }
     }
 

@@ -228,6 +228,7 @@ pub fn test_config(ns: &str) -> vast_operator::controller::Config {
         terminal_retry: Duration::from_secs(60),
         status_heartbeat: None,
         namespace: Some(ns.to_string()),
+        orphan_sweep: Duration::from_secs(1),
         ..Default::default()
     }
 }
