@@ -626,7 +626,9 @@ where
 }
 
 /// Deletes Services and slices whose WorkerGroup no longer exists (there may be no
-/// garbage collector, and users should not wait for one). Runs every `every`.
+/// garbage collector, and users should not wait for one). Runs every `every`. The
+/// WorkerGroup store only nominates candidates; each is confirmed with a GET, so a cache
+/// that lags never causes a deletion.
 pub async fn sweep_orphans(
     client: Client,
     stores: Stores,
@@ -636,38 +638,51 @@ pub async fn sweep_orphans(
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        if groups.wait_until_ready().await.is_err() {
-            return;
-        }
         let live: BTreeSet<String> = groups
             .state()
             .iter()
             .filter_map(|g| g.meta().uid.clone())
             .collect();
-        let orphan = |meta: &ObjectMeta| {
-            meta.owner_references.as_ref().is_some_and(|o| {
-                o.iter()
-                    .any(|r| r.kind == "WorkerGroup" && r.api_version.starts_with("vast.ai/"))
-                    && !o.iter().any(|r| live.contains(&r.uid))
-            })
-        };
-        for s in stores
-            .services
-            .state()
+        let services = stores.services.state();
+        let slices = stores.slices.state();
+        let metas = services
             .iter()
-            .filter(|s| orphan(&s.metadata))
-        {
-            let api: Api<Service> =
-                Api::namespaced(client.clone(), &s.namespace().unwrap_or_default());
-            if let Err(e) = api.delete(&s.name_any(), &DeleteParams::default()).await {
-                tracing::debug!(error = %e, service = %s.name_any(), "orphan delete failed");
+            .map(|s| ("Service", &s.metadata))
+            .chain(slices.iter().map(|s| ("EndpointSlice", &s.metadata)));
+        for (kind, meta) in metas {
+            let Some(owner) = meta.owner_references.iter().flatten().find(|r| {
+                r.kind == "WorkerGroup"
+                    && r.api_version.starts_with("vast.ai/")
+                    && !live.contains(&r.uid)
+            }) else {
+                continue;
+            };
+            let ns = meta.namespace.clone().unwrap_or_default();
+            let name = meta.name.clone().unwrap_or_default();
+            let groups_api: Api<WorkerGroup> = Api::namespaced(client.clone(), &ns);
+            match groups_api.get_opt(&owner.name).await {
+                Ok(Some(wg)) if wg.meta().uid.as_deref() == Some(owner.uid.as_str()) => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot confirm an orphan; skipped");
+                    continue;
+                }
             }
-        }
-        for s in stores.slices.state().iter().filter(|s| orphan(&s.metadata)) {
-            let api: Api<EndpointSlice> =
-                Api::namespaced(client.clone(), &s.namespace().unwrap_or_default());
-            if let Err(e) = api.delete(&s.name_any(), &DeleteParams::default()).await {
-                tracing::debug!(error = %e, slice = %s.name_any(), "orphan delete failed");
+            tracing::info!(kind, namespace = %ns, name = %name, workergroup = %owner.name, "deleting the object of a deleted WorkerGroup");
+            let dp = DeleteParams::default();
+            let res = if kind == "Service" {
+                Api::<Service>::namespaced(client.clone(), &ns)
+                    .delete(&name, &dp)
+                    .await
+                    .map(|_| ())
+            } else {
+                Api::<EndpointSlice>::namespaced(client.clone(), &ns)
+                    .delete(&name, &dp)
+                    .await
+                    .map(|_| ())
+            };
+            if let Err(e) = res {
+                tracing::debug!(error = %e, kind, name = %name, "orphan delete failed");
             }
         }
     }

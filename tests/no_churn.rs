@@ -28,6 +28,11 @@ async fn unchanged_polls_make_zero_status_writes() {
     let status_writes = [("resource", "workergroups"), ("subresource", "status")];
     let before = common::apiserver_requests(&h.ns.client, &status_writes).await;
     assert!(before >= 1, "the metric counts our status write");
+    let discovery_before = discovery_writes(&h.ns.client).await;
+    assert!(
+        discovery_before >= 2,
+        "the metric counts the Service and slice creates"
+    );
     let calls = h.vast.state.calls(61);
     // Loads move on every poll, states do not.
     for round in 0..3u32 {
@@ -66,5 +71,23 @@ async fn unchanged_polls_make_zero_status_writes() {
     .await;
     let changed = common::apiserver_requests(&h.ns.client, &status_writes).await;
     assert_eq!(changed, before + 1);
+    // ...and one slice update: the endpoint changes in place.
+    eventually("slice updated", Duration::from_secs(20), || async {
+        (discovery_writes(&h.ns.client).await > discovery_before).then_some(())
+    })
+    .await;
+    assert_eq!(discovery_writes(&h.ns.client).await, discovery_before + 1);
     h.stop().await;
+}
+
+/// Write requests (create, apply, patch, update, delete) to Services and EndpointSlices.
+async fn discovery_writes(client: &kube::Client) -> u64 {
+    let mut n = 0;
+    for resource in ["services", "endpointslices"] {
+        for verb in ["POST", "APPLY", "PATCH", "PUT", "DELETE"] {
+            n +=
+                common::apiserver_requests(client, &[("resource", resource), ("verb", verb)]).await;
+        }
+    }
+    n
 }

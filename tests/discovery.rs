@@ -1,0 +1,390 @@
+//! Discovery end to end: the Service and EndpointSlices the operator publishes, on a real
+//! kube-apiserver, from the fake Vast server's workers.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{Harness, cond, eventually, ready_is};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::json;
+use vast_operator::crd::WorkerGroup;
+use vast_operator::fake_vast::{Shape, worker_json};
+
+const KEY: &str = "k";
+
+fn spec(id: i64) -> serde_json::Value {
+    json!({"workergroupId": id, "apiKeySecretRef": {"name": "vast"}, "pollInterval": "5s"})
+}
+
+/// Slices of a Service: name -> (addressType, port, [(address, ready, serving, terminating)]).
+type SliceView = BTreeMap<String, (String, i32, Vec<(String, bool, bool, bool)>)>;
+
+async fn slices(h: &Harness, svc: &str) -> SliceView {
+    let api: Api<EndpointSlice> = h.ns.api();
+    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={svc}"));
+    api.list(&lp)
+        .await
+        .expect("list slices")
+        .items
+        .into_iter()
+        .map(|s| {
+            let port = s
+                .ports
+                .as_ref()
+                .and_then(|p| p.first())
+                .and_then(|p| p.port)
+                .unwrap_or(0);
+            let eps = s
+                .endpoints
+                .iter()
+                .map(|e| {
+                    let c = e.conditions.clone().unwrap_or_default();
+                    (
+                        e.addresses[0].clone(),
+                        c.ready.unwrap_or(false),
+                        c.serving.unwrap_or(false),
+                        c.terminating.unwrap_or(false),
+                    )
+                })
+                .collect();
+            (
+                s.metadata.name.clone().unwrap_or_default(),
+                (s.address_type, port, eps),
+            )
+        })
+        .collect()
+}
+
+async fn wait_slices(
+    h: &Harness,
+    svc: &str,
+    what: &str,
+    pred: impl Fn(&SliceView) -> bool,
+) -> SliceView {
+    eventually(what, Duration::from_secs(40), || async {
+        let s = slices(h, svc).await;
+        pred(&s).then_some(s)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn mixed_states_ports_families_and_skips() {
+    let h = Harness::start("disc-mixed").await;
+    h.vast.state.put_group(
+        101,
+        KEY,
+        Shape::Array,
+        vec![
+            worker_json(1, "idle", Some("http://198.51.100.1:40001")),
+            worker_json(2, "loading", Some("http://198.51.100.2:40001")),
+            worker_json(3, "running", Some("http://198.51.100.3:40002")),
+            worker_json(4, "stopping", Some("http://198.51.100.4:40003")),
+            worker_json(5, "idle", Some("http://[2001:db8::5]:40001")),
+            worker_json(6, "idle", Some("http://worker6.example.com:40001")),
+            worker_json(7, "idle", None),
+        ],
+    );
+    h.secret("vast", "api-key", KEY).await;
+    h.apply_group("llm", spec(101)).await;
+    let wg = h
+        .wait_for("llm", "synced", |wg| ready_is(wg, "True", "Synced"))
+        .await;
+
+    let svc: Service = h.ns.api::<Service>().get("llm").await.expect("service");
+    let spec_ = svc.spec.clone().expect("spec");
+    assert!(spec_.selector.is_none(), "no selector");
+    assert_eq!(spec_.type_.as_deref(), Some("ClusterIP"));
+    assert!(
+        spec_.cluster_ip.as_deref().is_some_and(|ip| ip != "None"),
+        "a cluster IP was allocated"
+    );
+    let port = &spec_.ports.expect("ports")[0];
+    assert_eq!((port.name.as_deref(), port.port), (Some("http"), 80));
+    let owner = &svc.metadata.owner_references.expect("owner")[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("WorkerGroup", "llm")
+    );
+
+    let s = wait_slices(&h, "llm", "four slices", |s| s.len() == 4).await;
+    let expected: SliceView = BTreeMap::from([
+        (
+            "llm-v4-40001-0".into(),
+            (
+                "IPv4".into(),
+                40001,
+                vec![
+                    ("198.51.100.1".into(), true, true, false),
+                    ("198.51.100.2".into(), false, false, false),
+                ],
+            ),
+        ),
+        (
+            "llm-v4-40002-0".into(),
+            (
+                "IPv4".into(),
+                40002,
+                vec![("198.51.100.3".into(), true, true, false)],
+            ),
+        ),
+        (
+            "llm-v4-40003-0".into(),
+            (
+                "IPv4".into(),
+                40003,
+                vec![("198.51.100.4".into(), false, false, true)],
+            ),
+        ),
+        (
+            "llm-v6-40001-0".into(),
+            (
+                "IPv6".into(),
+                40001,
+                vec![("2001:db8::5".into(), true, true, false)],
+            ),
+        ),
+    ]);
+    assert_eq!(s, expected);
+
+    let st = wg.status.clone().expect("status");
+    let d = st.discovery.clone().expect("discovery status");
+    assert_eq!(
+        (d.service_name.as_str(), d.endpoints, d.skipped),
+        ("llm", 5, 2)
+    );
+    assert!(d.reason.contains("1 worker without URL"), "{}", d.reason);
+    assert!(d.reason.contains("hostname"), "{}", d.reason);
+    assert_eq!(
+        st.ready_urls,
+        [
+            "http://198.51.100.1:40001",
+            "http://198.51.100.3:40002",
+            "http://[2001:db8::5]:40001",
+            "http://worker6.example.com:40001",
+        ]
+    );
+    assert_eq!(
+        cond(&wg, "DiscoveryReady"),
+        Some(("True".into(), "Published".into()))
+    );
+
+    // A state change moves the endpoint in place: same slice, other slices untouched.
+    let api: Api<EndpointSlice> = h.ns.api();
+    let rv = |s: &EndpointSlice| s.metadata.resource_version.clone();
+    let before_other = rv(&api.get("llm-v4-40002-0").await.expect("slice"));
+    let before_uid = api.get("llm-v4-40001-0").await.expect("slice").metadata.uid;
+    h.vast
+        .state
+        .upsert_worker(101, 2, json!({"status": "idle"}));
+    wait_slices(&h, "llm", "worker 2 ready", |s| {
+        s.get("llm-v4-40001-0")
+            .is_some_and(|v| v.2.iter().all(|e| e.1))
+    })
+    .await;
+    let after = api.get("llm-v4-40001-0").await.expect("slice");
+    assert_eq!(
+        after.metadata.uid, before_uid,
+        "updated in place, not recreated"
+    );
+    assert_eq!(
+        rv(&api.get("llm-v4-40002-0").await.expect("slice")),
+        before_other
+    );
+
+    // A worker going away deletes its now-empty slice.
+    h.vast.state.remove_worker(101, 4);
+    wait_slices(&h, "llm", "stale slice deleted", |s| {
+        !s.contains_key("llm-v4-40003-0") && s.len() == 3
+    })
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn thousands_of_workers_are_split() {
+    let h = Harness::start("disc-big").await;
+    let workers = (0..2500)
+        .map(|i| {
+            worker_json(
+                i + 1,
+                "idle",
+                Some(&format!("http://198.18.{}.{}:9000", i / 250, i % 250 + 1)),
+            )
+        })
+        .collect();
+    h.vast.state.put_group(102, KEY, Shape::Object, workers);
+    h.secret("vast", "api-key", KEY).await;
+    h.apply_group("big", spec(102)).await;
+    let wg = h
+        .wait_for("big", "synced", |wg| ready_is(wg, "True", "Synced"))
+        .await;
+    let st = wg.status.expect("status");
+    assert_eq!((st.worker_count, st.ready_workers), (2500, 2500));
+    assert!(st.workers_truncated);
+    assert_eq!(st.workers.len(), 500);
+    assert_eq!(st.discovery.map(|d| d.endpoints), Some(2500));
+    let s = wait_slices(&h, "big", "three slices", |s| s.len() == 3).await;
+    let mut sizes: Vec<usize> = s.values().map(|v| v.2.len()).collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, [500, 1000, 1000]);
+    assert!(s.values().all(|v| v.1 == 9000 && v.0 == "IPv4"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn foreign_service_is_a_conflict_and_left_alone() {
+    let h = Harness::start("disc-conflict").await;
+    let foreign: Service = serde_json::from_value(json!({
+        "metadata": {"name": "taken", "labels": {"team": "other"}},
+        "spec": {"ports": [{"name": "web", "port": 8080}], "selector": {"app": "other"}}
+    }))
+    .expect("service");
+    let created =
+        h.ns.api::<Service>()
+            .create(&PostParams::default(), &foreign)
+            .await
+            .expect("create");
+    h.vast.state.put_group(
+        103,
+        KEY,
+        Shape::Array,
+        vec![worker_json(1, "idle", Some("http://198.51.100.9:7000"))],
+    );
+    h.secret("vast", "api-key", KEY).await;
+    let mut s = spec(103);
+    s["discovery"] = json!({"serviceName": "taken"});
+    h.apply_group("g", s).await;
+    let wg = h
+        .wait_for("g", "DiscoveryConflict", |wg| {
+            cond(wg, "DiscoveryReady") == Some(("False".into(), "DiscoveryConflict".into()))
+        })
+        .await;
+    assert!(ready_is(&wg, "True", "Synced"), "the sync itself continues");
+    let d = wg.status.and_then(|s| s.discovery).expect("discovery");
+    assert!(
+        d.reason.contains("not managed by this WorkerGroup"),
+        "{}",
+        d.reason
+    );
+    let now = h.ns.api::<Service>().get("taken").await.expect("get");
+    assert_eq!(
+        now.metadata.resource_version, created.metadata.resource_version,
+        "never overwritten"
+    );
+    assert!(slices(&h, "taken").await.is_empty());
+    let events = h.events("g").await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.1 == "DiscoveryConflict" && e.0 == "Warning")
+            .count(),
+        1
+    );
+
+    // Pointing at a free name resolves it.
+    let mut s = spec(103);
+    s["discovery"] = json!({"serviceName": "free"});
+    h.apply_group("g", s).await;
+    h.wait_for("g", "Published", |wg| {
+        cond(wg, "DiscoveryReady") == Some(("True".into(), "Published".into()))
+    })
+    .await;
+    assert_eq!(slices(&h, "free").await.len(), 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn disable_rename_headless_and_delete_clean_up() {
+    let h = Harness::start("disc-lifecycle").await;
+    h.vast.state.put_group(
+        104,
+        KEY,
+        Shape::Array,
+        vec![worker_json(1, "idle", Some("http://198.51.100.7:7000"))],
+    );
+    h.secret("vast", "api-key", KEY).await;
+    h.apply_group("g", spec(104)).await;
+    wait_slices(&h, "g", "slice", |s| s.len() == 1).await;
+    let services: Api<Service> = h.ns.api();
+
+    // Rename: the old Service and slices go, new ones come.
+    let mut s = spec(104);
+    s["discovery"] =
+        json!({"serviceName": "renamed", "headless": true, "portName": "api", "port": 8000});
+    h.apply_group("g", s).await;
+    wait_slices(&h, "renamed", "renamed slice", |s| s.len() == 1).await;
+    wait_slices(&h, "g", "old slices gone", |s| s.is_empty()).await;
+    eventually("old Service gone", Duration::from_secs(20), || async {
+        services
+            .get_opt("g")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let svc = services.get("renamed").await.expect("renamed service");
+    let spec_ = svc.spec.expect("spec");
+    assert_eq!(spec_.cluster_ip.as_deref(), Some("None"), "headless");
+    assert_eq!(spec_.ports.expect("ports")[0].name.as_deref(), Some("api"));
+
+    // Back to ClusterIP: the Service is recreated (clusterIP is immutable).
+    let mut s = spec(104);
+    s["discovery"] = json!({"serviceName": "renamed"});
+    h.apply_group("g", s).await;
+    eventually("ClusterIP service", Duration::from_secs(20), || async {
+        let svc = services.get_opt("renamed").await.ok().flatten()?;
+        let ip = svc.spec?.cluster_ip?;
+        (ip != "None").then_some(())
+    })
+    .await;
+
+    // Disabled: everything we made is deleted; status says nothing about discovery.
+    let mut s = spec(104);
+    s["discovery"] = json!({"enabled": false});
+    h.apply_group("g", s).await;
+    wait_slices(&h, "renamed", "slices removed", |s| s.is_empty()).await;
+    eventually("service removed", Duration::from_secs(20), || async {
+        services
+            .get_opt("renamed")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let wg = h
+        .wait_for("g", "no discovery status", |wg| {
+            wg.status.as_ref().is_some_and(|s| s.discovery.is_none())
+                && cond(wg, "DiscoveryReady").is_none()
+        })
+        .await;
+    assert!(ready_is(&wg, "True", "Synced"));
+
+    // Deleting the WorkerGroup removes its objects (no garbage collector here).
+    h.apply_group("g", spec(104)).await;
+    wait_slices(&h, "g", "published again", |s| s.len() == 1).await;
+    h.ns.api::<WorkerGroup>()
+        .delete("g", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_slices(&h, "g", "orphans swept", |s| s.is_empty()).await;
+    eventually("orphan Service swept", Duration::from_secs(20), || async {
+        services
+            .get_opt("g")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    h.stop().await;
+}
