@@ -136,6 +136,7 @@ pub async fn run(
         store.clone(),
         ctx.config.orphan_sweep,
     ));
+    let pruner = tokio::spawn(prune_memory(ctx.clone(), store.clone()));
     controller
         .watches(
             secrets,
@@ -161,6 +162,26 @@ pub async fn run(
         })
         .await;
     sweeper.abort();
+    pruner.abort();
+}
+
+/// Forgets what is remembered of deleted WorkerGroups (they get no last reconcile).
+async fn prune_memory(ctx: Arc<Context>, store: kube::runtime::reflector::Store<WorkerGroup>) {
+    let mut tick = tokio::time::interval(ctx.config.orphan_sweep);
+    loop {
+        tick.tick().await;
+        let live: std::collections::HashSet<ObjectRef<WorkerGroup>> = store
+            .state()
+            .iter()
+            .map(|wg| ObjectRef::from_obj(&**wg))
+            .collect();
+        if live.is_empty() {
+            // Possibly a store that has not listed yet: forget nothing.
+            continue;
+        }
+        let mut map = ctx.memory.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|k, _| live.contains(k));
+    }
 }
 
 /// Reads the API key from the referenced Secret.
