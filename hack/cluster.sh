@@ -4,7 +4,8 @@
 # There is no controller-manager (no garbage collection, no namespace finalization, no
 # default ServiceAccounts) and no scheduler or kubelet.
 #
-#   hack/cluster.sh up      start (idempotent); prints `export KUBECONFIG=...`
+#   hack/cluster.sh up      start (idempotent); prints `export KUBECONFIG=...` and a PATH
+#                           export for the matching kubectl: `eval "$(hack/cluster.sh up)"`
 #   hack/cluster.sh down    stop everything and delete its data (logs are kept)
 #   hack/cluster.sh status  exit 0 when running and ready
 #
@@ -101,10 +102,15 @@ EOF
   mv "$kubeconfig.tmp" "$kubeconfig"
 }
 
+print_env() {
+  echo "export KUBECONFIG=$kubeconfig"
+  echo "export PATH=\"$root/hack/bin:\$PATH\"  # kubectl $("$root/hack/bin/kubectl" version --client -o json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])' 2>/dev/null || echo '(matching the apiserver)')"
+}
+
 up() {
   if alive kube-apiserver && alive etcd && ready; then
     log "already running"
-    echo "export KUBECONFIG=$kubeconfig"
+    print_env
     return 0
   fi
   down >/dev/null 2>&1 || true
@@ -160,7 +166,7 @@ up() {
   done
   write_kubeconfig "$url"
   log "ready in ${SECONDS}s; logs in $logs"
-  echo "export KUBECONFIG=$kubeconfig"
+  print_env
 }
 
 case ${1:-up} in
