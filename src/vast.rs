@@ -10,6 +10,12 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde_json::Value;
 
+/// Longest text of Vast's kept in an error message.
+pub const MAX_ERROR_TEXT: usize = 512;
+
+/// How much of a body is quoted into an error before redaction and the final cut.
+const QUOTE_WINDOW: usize = 4096;
+
 /// Largest response body read before giving up.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
@@ -78,11 +84,17 @@ impl VastError {
         }
     }
 
-    fn redact(self, secret: &str) -> Self {
-        if secret.is_empty() {
-            return self;
-        }
-        let r = |s: String| s.replace(secret, "<redacted>");
+    /// Replaces the key everywhere in the message, then cuts it to [`MAX_ERROR_TEXT`]
+    /// bytes: in this order, so that no piece of the key survives a cut.
+    pub fn redact(self, secret: &str) -> Self {
+        let r = |s: String| {
+            let s = if secret.is_empty() {
+                s
+            } else {
+                s.replace(secret, "<redacted>")
+            };
+            truncate(s, MAX_ERROR_TEXT)
+        };
         match self {
             VastError::Transport(s) => VastError::Transport(r(s)),
             VastError::RateLimited(s) => VastError::RateLimited(r(s)),
@@ -253,7 +265,6 @@ fn kind_of(v: &Value) -> &'static str {
 /// Classifies an error text Vast sent with HTTP 200.
 pub fn error_from_text(text: String) -> VastError {
     let lower = text.to_ascii_lowercase();
-    let text = truncate(text, 512);
     if lower.contains("api_key")
         || lower.contains("api key")
         || lower.contains("apikey")
@@ -363,8 +374,11 @@ fn epoch(secs: f64) -> Option<Timestamp> {
     Timestamp::from_second(secs.round() as i64).ok()
 }
 
+/// The start of a body, for an error message; cut to its final length only after
+/// redaction (see [`VastError::redact`]).
 fn snippet(body: &[u8]) -> String {
-    truncate(String::from_utf8_lossy(body).trim().to_string(), 200)
+    let window = &body[..body.len().min(QUOTE_WINDOW)];
+    String::from_utf8_lossy(window).trim().to_string()
 }
 
 fn truncate(mut s: String, max: usize) -> String {
@@ -507,9 +521,20 @@ mod tests {
     #[test]
     fn long_errors_are_cut_on_char_boundaries() {
         let text = "é".repeat(600);
-        let VastError::Remote(t) = error_from_text(text) else {
+        let VastError::Remote(t) = error_from_text(text).redact("") else {
             panic!("expected Remote");
         };
-        assert!(t.len() <= 512 + '…'.len_utf8());
+        assert!(t.len() <= MAX_ERROR_TEXT + '…'.len_utf8());
+    }
+
+    #[test]
+    fn redaction_comes_before_the_cut() {
+        let key = "0123456789abcdef0123456789abcdef";
+        let text = format!("{} invalid api_key {key}", "x".repeat(MAX_ERROR_TEXT - 20));
+        let e = error_from_text(text).redact(key).to_string();
+        assert!(!e.contains("0123456789"), "{e}");
+        // A one-letter key must not corrupt worker data: bodies are never rewritten.
+        let w = parse_workers(br#"[{"id":1,"url":"http://worker.example.com"}]"#).expect("parse");
+        assert_eq!(w[0].url.as_deref(), Some("http://worker.example.com"));
     }
 }

@@ -57,9 +57,22 @@ async fn workers_prints_the_table_the_operator_would_write() {
         ["3", "idle", "true", "http://198.51.100.3:4000"]
     );
 
+    // A server that echoes the key past the point where error texts are cut.
+    fake.state
+        .put_group(78, "cli-key-123", Shape::Array, vec![]);
+    fake.state.set_fault(
+        78,
+        Some(vast_operator::fake_vast::Fault {
+            body: vast_operator::fake_vast::FaultBody::ErrorMsg(format!(
+                "{} invalid api_key wrong-key-456",
+                "x".repeat(195)
+            )),
+            ..Default::default()
+        }),
+    );
     let url = fake.url();
     let out = tokio::task::spawn_blocking(move || {
-        run(&["workers", "77", "--vast-url", &url], "wrong-key-456")
+        run(&["workers", "78", "--vast-url", &url], "wrong-key-456")
     })
     .await
     .expect("join");
@@ -67,10 +80,10 @@ async fn workers_prints_the_table_the_operator_would_write() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("refused the API key"), "{err}");
     assert!(
-        !err.contains("wrong-key-456"),
-        "the key must not be printed: {err}"
+        !err.contains("wrong-key"),
+        "no piece of the key may be printed: {err}"
     );
-    assert_eq!(fake.state.calls(77), 2);
+    assert_eq!((fake.state.calls(77), fake.state.calls(78)), (1, 1));
 }
 
 #[test]
@@ -82,5 +95,8 @@ fn crd_subcommand_prints_the_committed_crd() {
         "/crds/workergroups.vast.ai.yaml"
     ))
     .expect("read crd");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
+    assert!(
+        String::from_utf8_lossy(&out.stdout) == committed,
+        "`vast-operator crd` differs from crds/: run `make crds`"
+    );
 }
