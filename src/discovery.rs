@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -16,7 +17,7 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -335,12 +336,17 @@ pub fn skipped_reason(skipped: &BTreeMap<Skip, i64>) -> String {
 pub struct Stores {
     services: Store<Service>,
     slices: Store<EndpointSlice>,
+    ready: Arc<AtomicBool>,
 }
 
 impl Stores {
-    /// Starts watches of our Services and slices (in `namespace`, or everywhere) and
-    /// returns their stores once both have listed.
-    pub async fn start(client: Client, namespace: Option<&str>) -> Self {
+    /// Starts watches of our Services and slices (in `namespace`, or everywhere). Returns
+    /// at once; [`Stores::is_ready`] tells when both have listed. The handles end the
+    /// watches when aborted.
+    pub fn start(
+        client: Client,
+        namespace: Option<&str>,
+    ) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
         let (services, svc_writer) = reflector::store::<Service>();
         let (slices, slice_writer) = reflector::store::<EndpointSlice>();
         let (svc_api, slice_api) = match namespace {
@@ -354,21 +360,44 @@ impl Stores {
             watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY_APP}={APP_MANAGER}"));
         let slice_cfg =
             watcher::Config::default().labels(&format!("{SLICE_MANAGED_BY_LABEL}={MANAGED_BY}"));
-        tokio::spawn(
-            watcher(svc_api, svc_cfg)
-                .default_backoff()
-                .reflect(svc_writer)
-                .for_each(|_| async {}),
-        );
-        tokio::spawn(
-            watcher(slice_api, slice_cfg)
-                .default_backoff()
-                .reflect(slice_writer)
-                .for_each(|_| async {}),
-        );
-        let _ = services.wait_until_ready().await;
-        let _ = slices.wait_until_ready().await;
-        Self { services, slices }
+        let ready = Arc::new(AtomicBool::new(false));
+        let handles = vec![
+            tokio::spawn(
+                watcher(svc_api, svc_cfg)
+                    .default_backoff()
+                    .reflect(svc_writer)
+                    .for_each(log_watch_errors("Services")),
+            ),
+            tokio::spawn(
+                watcher(slice_api, slice_cfg)
+                    .default_backoff()
+                    .reflect(slice_writer)
+                    .for_each(log_watch_errors("EndpointSlices")),
+            ),
+            tokio::spawn({
+                let (services, slices, ready) = (services.clone(), slices.clone(), ready.clone());
+                async move {
+                    if services.wait_until_ready().await.is_ok()
+                        && slices.wait_until_ready().await.is_ok()
+                    {
+                        ready.store(true, Ordering::Release);
+                    }
+                }
+            }),
+        ];
+        (
+            Self {
+                services,
+                slices,
+                ready,
+            },
+            handles,
+        )
+    }
+
+    /// Whether both watches have listed, so the stores can be trusted to hold our objects.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
     }
 
     fn ours_services(&self, wg: &WorkerGroup) -> Vec<Arc<Service>> {
@@ -387,6 +416,17 @@ impl Stores {
             .into_iter()
             .filter(|s| s.namespace() == ns && owned_by(&**s, wg))
             .collect()
+    }
+}
+
+fn log_watch_errors<T>(
+    what: &'static str,
+) -> impl FnMut(Result<T, watcher::Error>) -> futures::future::Ready<()> {
+    move |ev| {
+        if let Err(e) = ev {
+            tracing::warn!(error = %e, "watch of our {what} failed (may the operator list and watch them?); retrying");
+        }
+        futures::future::ready(())
     }
 }
 
@@ -486,11 +526,17 @@ pub async fn reconcile(
         }
     }
 
+    let existing: BTreeMap<String, Arc<EndpointSlice>> = existing_slices
+        .iter()
+        .map(|s| (s.name_any(), s.clone()))
+        .collect();
+    // Our slices that are not wanted go, whatever happened to the Service: a slice left
+    // labelled with an old Service name would route that name's traffic to the workers.
+    let wanted: BTreeSet<&String> = want.slices.keys().collect();
+    for name in existing.keys().filter(|n| !wanted.contains(n)) {
+        delete(&slice_api, name, &mut out, &mut problems).await;
+    }
     if service_ok {
-        let existing: BTreeMap<String, Arc<EndpointSlice>> = existing_slices
-            .iter()
-            .map(|s| (s.name_any(), s.clone()))
-            .collect();
         for (name, slice) in &want.slices {
             match existing.get(name) {
                 Some(cur) if slice_matches(cur, slice) => {}
@@ -514,10 +560,6 @@ pub async fn reconcile(
                     .await;
                 }
             }
-        }
-        let wanted: BTreeSet<&String> = want.slices.keys().collect();
-        for name in existing.keys().filter(|n| !wanted.contains(n)) {
-            delete(&slice_api, name, &mut out, &mut problems).await;
         }
     }
 
@@ -556,9 +598,10 @@ fn with_kind<K: Resource<DynamicType = ()> + serde::Serialize>(obj: &K) -> serde
     v
 }
 
-/// Creates `obj`; when the name is taken, adopts it only if it is ours already (a store
-/// that has not caught up), and otherwise reports a conflict. Returns whether `obj` is
-/// in place.
+/// Creates `obj` with server-side apply (so that later applies own, and can remove,
+/// every field) unless the name is taken: an object of ours that the store has not
+/// caught up with is updated, anyone else's is a conflict and left alone. Returns
+/// whether `obj` is in place.
 async fn create_or_adopt<K>(
     api: &Api<K>,
     obj: &K,
@@ -577,38 +620,27 @@ where
 {
     let name = obj.meta().name.clone().unwrap_or_default();
     let kind = K::kind(&());
-    match api.create(&PostParams::default(), obj).await {
+    match api.get_opt(&name).await {
+        Ok(Some(cur)) if !owned_by(&cur, wg) => {
+            *conflict = true;
+            problems.push(format!(
+                "{kind} {name} exists and is not managed by this WorkerGroup"
+            ));
+            return false;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            problems.push(format!("cannot read {kind} {name}: {e}"));
+            return false;
+        }
+    }
+    match api.patch(&name, pp, &Patch::Apply(&with_kind(obj))).await {
         Ok(_) => {
             out.writes += 1;
             true
         }
-        Err(kube::Error::Api(s)) if s.code == 409 => match api.get_opt(&name).await {
-            Ok(Some(cur)) if owned_by(&cur, wg) => {
-                match api.patch(&name, pp, &Patch::Apply(&with_kind(obj))).await {
-                    Ok(_) => {
-                        out.writes += 1;
-                        true
-                    }
-                    Err(e) => {
-                        problems.push(format!("cannot update {kind} {name}: {e}"));
-                        false
-                    }
-                }
-            }
-            Ok(_) => {
-                *conflict = true;
-                problems.push(format!(
-                    "{kind} {name} exists and is not managed by this WorkerGroup"
-                ));
-                false
-            }
-            Err(e) => {
-                problems.push(format!("cannot read {kind} {name}: {e}"));
-                false
-            }
-        },
         Err(e) => {
-            problems.push(format!("cannot create {kind} {name}: {e}"));
+            problems.push(format!("cannot write {kind} {name}: {e}"));
             false
         }
     }
@@ -669,7 +701,14 @@ pub async fn sweep_orphans(
                 }
             }
             tracing::info!(kind, namespace = %ns, name = %name, workergroup = %owner.name, "deleting the object of a deleted WorkerGroup");
-            let dp = DeleteParams::default();
+            // Only the object seen, not one recreated under the same name since.
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: meta.uid.clone(),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
             let res = if kind == "Service" {
                 Api::<Service>::namespaced(client.clone(), &ns)
                     .delete(&name, &dp)
