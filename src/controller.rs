@@ -11,8 +11,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::utils::PredicateConfig;
+use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use rand::Rng;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -61,8 +62,13 @@ impl Default for Config {
     }
 }
 
+/// What the operator remembers of one WorkerGroup between reconciles.
 #[derive(Default)]
 struct ObjectMemory {
+    /// The object it belongs to: a recreated object with the same name starts afresh.
+    uid: Option<String>,
+    /// The workergroup the workers came from: a new id starts afresh.
+    workergroup_id: i64,
     failures: u32,
     full_workers: Option<Vec<WorkerStatus>>,
 }
@@ -94,13 +100,17 @@ impl Context {
         })
     }
 
-    fn remember<T>(
-        &self,
-        key: &ObjectRef<WorkerGroup>,
-        f: impl FnOnce(&mut ObjectMemory) -> T,
-    ) -> T {
+    fn remember<T>(&self, wg: &WorkerGroup, f: impl FnOnce(&mut ObjectMemory) -> T) -> T {
         let mut map = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-        f(map.entry(key.clone()).or_default())
+        let entry = map.entry(ObjectRef::from_obj(wg)).or_default();
+        if entry.uid != wg.metadata.uid || entry.workergroup_id != wg.spec.workergroup_id {
+            *entry = ObjectMemory {
+                uid: wg.metadata.uid.clone(),
+                workergroup_id: wg.spec.workergroup_id,
+                ..Default::default()
+            };
+        }
+        f(entry)
     }
 
     fn forget(&self, key: &ObjectRef<WorkerGroup>) {
@@ -125,11 +135,18 @@ pub async fn run(
             Api::<Secret>::all(client),
         ),
     };
-    let stores =
-        discovery::Stores::start(ctx.client.clone(), ctx.config.namespace.as_deref()).await;
+    let (stores, watch_tasks) =
+        discovery::Stores::start(ctx.client.clone(), ctx.config.namespace.as_deref());
     let _ = ctx.stores.set(stores.clone());
-    let controller = Controller::new(groups, watcher::Config::default().any_semantic());
-    let store = controller.store();
+    // Only spec changes (generation) of WorkerGroups trigger a reconcile: our own status
+    // writes must not cause another Vast call. Secret changes trigger through `watches`.
+    let (store, writer) = reflector::store::<WorkerGroup>();
+    let changes = watcher(groups, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, PredicateConfig::default());
+    let controller = Controller::for_stream(changes, store.clone());
     let sweeper = tokio::spawn(discovery::sweep_orphans(
         ctx.client.clone(),
         stores,
@@ -163,6 +180,9 @@ pub async fn run(
         .await;
     sweeper.abort();
     pruner.abort();
+    for t in watch_tasks {
+        t.abort();
+    }
 }
 
 /// Forgets what is remembered of deleted WorkerGroups (they get no last reconcile).
@@ -300,29 +320,9 @@ async fn reconcile_inner(
     let now = Timestamp::now()
         .round(jiff::Unit::Second)
         .unwrap_or_else(|_| Timestamp::now());
-    let remembered = ctx.remember(&key, |m| m.full_workers.clone());
+    let remembered = ctx.remember(&wg, |m| m.full_workers.clone());
 
-    // Discovery publishes the freshest list there is: this poll's, else the last known.
-    let published = match &outcome {
-        Outcome::Synced(found) => sync::to_status_workers(found),
-        _ => remembered
-            .clone()
-            .or_else(|| wg.status.as_ref().map(|s| s.workers.clone()))
-            .unwrap_or_default(),
-    };
-    let discovered = match ctx.stores.get() {
-        Some(stores) => {
-            let d = discovery::reconcile(&ctx.client, stores, &wg, &published).await;
-            if d.writes > 0 {
-                debug!(writes = d.writes, "discovery objects written");
-            }
-            d.status.map(|status| sync::Discovery {
-                status,
-                problem: d.problem,
-            })
-        }
-        None => None,
-    };
+    let discovered = publish(&ctx, &wg, &outcome, remembered.as_deref()).await;
     let plan = sync::plan(sync::Input {
         previous: wg.status.as_ref(),
         previous_full: remembered.as_deref(),
@@ -331,6 +331,7 @@ async fn reconcile_inner(
         now,
         max_workers: ctx.config.max_workers,
         heartbeat: ctx.config.status_heartbeat,
+        workergroup_id: wg.spec.workergroup_id,
         discovery: discovered,
     });
 
@@ -365,18 +366,18 @@ async fn reconcile_inner(
     let interval = interval.unwrap_or(Duration::from_secs(30));
     let next = match &outcome {
         Outcome::Synced(_) => {
-            ctx.remember(&key, |m| {
+            ctx.remember(&wg, |m| {
                 m.failures = 0;
                 m.full_workers = Some(plan.workers.clone());
             });
             jitter(interval, 0.1)
         }
         Outcome::Suspended => {
-            ctx.remember(&key, |m| m.failures = 0);
+            ctx.remember(&wg, |m| m.failures = 0);
             return Ok(Action::await_change());
         }
         Outcome::Transient(err) => {
-            let n = ctx.remember(&key, |m| {
+            let n = ctx.remember(&wg, |m| {
                 m.failures = m.failures.saturating_add(1);
                 m.failures
             });
@@ -401,6 +402,52 @@ async fn reconcile_inner(
     Ok(Action::requeue(next))
 }
 
+/// Publishes the freshest worker list there is (this poll's, else the last known of the
+/// same workergroup) as a Service and EndpointSlices.
+async fn publish(
+    ctx: &Context,
+    wg: &WorkerGroup,
+    outcome: &Outcome,
+    remembered: Option<&[WorkerStatus]>,
+) -> sync::DiscoveryUpdate {
+    let Some(stores) = ctx.stores.get().filter(|s| s.is_ready()) else {
+        debug!("discovery watches have not listed yet; discovery left as it is");
+        return sync::DiscoveryUpdate::Unchanged;
+    };
+    let status = wg.status.as_ref();
+    let status_is_this_group = status.is_some_and(|s| {
+        s.workergroup_id
+            .is_none_or(|id| id == wg.spec.workergroup_id)
+    });
+    let workers = match (outcome, remembered) {
+        (Outcome::Synced(found), _) => sync::to_status_workers(found),
+        (_, Some(full)) => full.to_vec(),
+        // After a restart a truncated status list is not the whole truth: leave the
+        // published endpoints alone until a poll succeeds.
+        (_, None) if status_is_this_group && status.is_some_and(|s| s.workers_truncated) => {
+            return sync::DiscoveryUpdate::Unchanged;
+        }
+        (_, None) if status_is_this_group => status.map(|s| s.workers.clone()).unwrap_or_default(),
+        (_, None) => Vec::new(),
+    };
+    let d = discovery::reconcile(&ctx.client, stores, wg, &workers).await;
+    if d.writes > 0 {
+        debug!(writes = d.writes, "discovery objects written");
+    }
+    match d.status {
+        Some(status) => sync::DiscoveryUpdate::Published(sync::Discovery {
+            status,
+            problem: d.problem,
+        }),
+        None => {
+            if let Some((reason, msg)) = d.problem {
+                warn!(reason, message = %msg, "could not remove discovery objects; retrying next poll");
+            }
+            sync::DiscoveryUpdate::Disabled
+        }
+    }
+}
+
 /// Writes status with server-side apply under [`FIELD_MANAGER`].
 async fn patch_status(
     client: &Client,
@@ -421,7 +468,7 @@ async fn patch_status(
 
 fn error_policy(wg: Arc<WorkerGroup>, err: &Error, ctx: Arc<Context>) -> Action {
     let key = ObjectRef::from_obj(&*wg);
-    let n = ctx.remember(&key, |m| {
+    let n = ctx.remember(&wg, |m| {
         m.failures = m.failures.saturating_add(1);
         m.failures
     });

@@ -162,6 +162,11 @@ pub struct WorkerGroupStatus {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["id"]))]
     pub workers: Vec<WorkerStatus>,
 
+    /// The workergroup the workers were read from (differs from the spec's until the
+    /// first poll after a change of `workergroupId`; the list is then empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workergroup_id: Option<i64>,
+
     /// Number of workers Vast reported (exact, also when `workers` is truncated).
     #[serde(default)]
     pub worker_count: i64,

@@ -76,8 +76,22 @@ pub struct Input<'a> {
     pub max_workers: usize,
     /// Refresh `lastSyncTime` at least this often when nothing changed (`None`: never).
     pub heartbeat: Option<Duration>,
-    /// The discovery result: `None` when discovery is disabled.
-    pub discovery: Option<Discovery>,
+    /// The workergroup polled (`spec.workergroupId`).
+    pub workergroup_id: i64,
+    /// What discovery did.
+    pub discovery: DiscoveryUpdate,
+}
+
+/// What discovery did in this reconcile.
+#[derive(Debug, Clone, Default)]
+pub enum DiscoveryUpdate {
+    /// Disabled: no discovery status, no condition.
+    #[default]
+    Disabled,
+    /// Not attempted (for example the watches have not listed yet): keep what status says.
+    Unchanged,
+    /// Published, with this result.
+    Published(Discovery),
 }
 
 /// What publishing the workers for discovery gave.
@@ -280,10 +294,18 @@ pub fn plan(input: Input<'_>) -> Plan {
     let now = input.now;
     let prev_ready = find(prev_conds, READY);
     let prev_reason = prev_ready.map(|c| c.reason.as_str());
-    let prev_full: Vec<WorkerStatus> = input
-        .previous_full
-        .map(<[WorkerStatus]>::to_vec)
-        .unwrap_or_else(|| prev.workers.clone());
+    // Workers of another workergroup (the id changed) are no baseline at all.
+    let same_group = prev
+        .workergroup_id
+        .is_none_or(|id| id == input.workergroup_id);
+    let prev_full: Vec<WorkerStatus> = match input.previous_full {
+        Some(full) => full.to_vec(),
+        None if same_group => prev.workers.clone(),
+        None => Vec::new(),
+    };
+    // After a restart, a truncated status list is all there is to compare with: ids
+    // beyond it may be old, so they are not announced as added.
+    let partial_baseline = input.previous_full.is_none() && same_group && prev.workers_truncated;
     // The current generation has been synced when the last reconcile of this generation
     // ended with neither a pending first sync nor a stall.
     let synced_current = prev.observed_generation == gen_
@@ -303,6 +325,9 @@ pub fn plan(input: Input<'_>) -> Plan {
         Outcome::Synced(found) => {
             workers = to_status_workers(found);
             changes = diff(&prev_full, &workers);
+            if partial_baseline {
+                changes.added.clear();
+            }
             let ready_n = workers.iter().filter(|w| w.ready).count();
             let msg = format!("{ready_n}/{} workers ready", workers.len());
             if !changes.is_empty() || prev.last_change_time.is_none() {
@@ -437,8 +462,23 @@ pub fn plan(input: Input<'_>) -> Plan {
             now,
         ),
     ];
-    next.discovery = input.discovery.as_ref().map(|d| d.status.clone());
-    if let Some(d) = &input.discovery {
+    let discovery = match &input.discovery {
+        DiscoveryUpdate::Disabled => None,
+        DiscoveryUpdate::Unchanged => {
+            if let Some(c) = find(prev_conds, DISCOVERY_READY) {
+                next.conditions.push(c.clone());
+            }
+            None
+        }
+        DiscoveryUpdate::Published(d) => {
+            next.discovery = Some(d.status.clone());
+            Some(d)
+        }
+    };
+    if matches!(input.discovery, DiscoveryUpdate::Disabled) {
+        next.discovery = None;
+    }
+    if let Some(d) = discovery {
         let (ok, reason, msg) = match &d.problem {
             None => (
                 true,
@@ -472,7 +512,13 @@ pub fn plan(input: Input<'_>) -> Plan {
         ));
     }
 
-    if matches!(input.outcome, Outcome::Synced(_)) {
+    let synced = matches!(input.outcome, Outcome::Synced(_));
+    if !synced && !same_group {
+        // The workers on record belong to another workergroup: they are gone.
+        next.last_change_time = Some(now);
+    }
+    if synced || !same_group {
+        next.workergroup_id = Some(input.workergroup_id);
         let status_counts = workers.iter().fold(BTreeMap::new(), |mut m, w| {
             *m.entry(w.status.clone()).or_insert(0) += 1;
             m
@@ -549,7 +595,8 @@ mod tests {
             now,
             max_workers: 500,
             heartbeat: Some(Duration::from_secs(600)),
-            discovery: None,
+            workergroup_id: 1,
+            discovery: DiscoveryUpdate::Disabled,
         }
     }
 
@@ -763,6 +810,87 @@ mod tests {
         ));
         assert_eq!(p.status.workers[0].status, "quantum_flux");
         assert!(!p.status.workers[0].ready);
+    }
+
+    #[test]
+    fn a_new_workergroup_id_drops_the_old_workers() {
+        let first = plan(input(None, Outcome::Synced(vec![w(1, "idle")]), t(0))).status;
+        assert_eq!(first.workergroup_id, Some(1));
+        let mut i = input(Some(&first), Outcome::Transient("timeout".into()), t(30));
+        i.workergroup_id = 2;
+        i.generation = Some(2);
+        let p = plan(i);
+        assert!(
+            p.status.workers.is_empty(),
+            "old group's workers are not this one's"
+        );
+        assert!(p.status.ready_urls.is_empty());
+        assert_eq!(p.status.worker_count, 0);
+        assert_eq!(p.status.workergroup_id, Some(2));
+        assert_eq!(cond(&p.status, RECONCILING).status, "True");
+        let mut i = input(Some(&p.status), Outcome::Synced(vec![w(5, "idle")]), t(60));
+        i.workergroup_id = 2;
+        i.generation = Some(2);
+        let p = plan(i);
+        assert_eq!(p.events[0].note, "+1 (ids 5)");
+    }
+
+    #[test]
+    fn a_truncated_baseline_announces_no_unknown_additions() {
+        let mut i = input(
+            None,
+            Outcome::Synced((1..=5).map(|n| w(n, "idle")).collect()),
+            t(0),
+        );
+        i.max_workers = 2;
+        let first = plan(i).status;
+        assert!(first.workers_truncated);
+        // After a restart (no memory): ids 3..5 are not new, 2 changed state.
+        let mut ws: Vec<Worker> = (1..=5).map(|n| w(n, "idle")).collect();
+        ws[1].status = "error".into();
+        let mut i = input(Some(&first), Outcome::Synced(ws), t(30));
+        i.max_workers = 2;
+        let p = plan(i);
+        assert_eq!(p.changes.added, Vec::<i64>::new());
+        assert_eq!(
+            p.changes.changed,
+            [(2, "idle".to_string(), "error".to_string())]
+        );
+    }
+
+    #[test]
+    fn discovery_results_become_a_condition_and_unchanged_keeps_it() {
+        let mut i = input(None, Outcome::Synced(vec![w(1, "idle")]), t(0));
+        i.discovery = DiscoveryUpdate::Published(Discovery {
+            status: DiscoveryStatus {
+                service_name: "svc".into(),
+                endpoints: 1,
+                skipped: 0,
+                reason: String::new(),
+            },
+            problem: Some(("DiscoveryConflict", "Service svc exists".into())),
+        });
+        let p = plan(i);
+        assert_eq!(cond(&p.status, DISCOVERY_READY).reason, "DiscoveryConflict");
+        assert!(
+            p.events
+                .iter()
+                .any(|e| e.reason == "DiscoveryConflict" && e.warning)
+        );
+        let mut i = input(Some(&p.status), Outcome::Synced(vec![w(1, "idle")]), t(30));
+        i.discovery = DiscoveryUpdate::Unchanged;
+        let again = plan(i);
+        assert!(!again.write, "nothing changed");
+        assert_eq!(
+            cond(&again.status, DISCOVERY_READY).reason,
+            "DiscoveryConflict"
+        );
+        let mut i = input(Some(&p.status), Outcome::Synced(vec![w(1, "idle")]), t(60));
+        i.discovery = DiscoveryUpdate::Disabled;
+        let off = plan(i);
+        assert!(off.write);
+        assert!(off.status.discovery.is_none());
+        assert!(find(&off.status.conditions, DISCOVERY_READY).is_none());
     }
 
     #[test]
