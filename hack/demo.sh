@@ -31,7 +31,11 @@ trap 'exit 130' INT TERM
 mkdir -p "$work"
 say "building the operator and the control plane (first run: a few minutes)"
 cargo build --quiet
-eval "$(hack/cluster.sh up)"
+# Never touch the user's own cluster: the demo's kubeconfig is set explicitly, and a
+# failed start stops here (an `eval "$(...)"` would hide the failure).
+hack/cluster.sh up >/dev/null
+export KUBECONFIG="$VAST_CLUSTER_DIR/kubeconfig"
+[[ -s "$KUBECONFIG" ]] || { echo "the local control plane did not start"; exit 1; }
 kubectl="$root/hack/bin/kubectl"
 op="$root/target/debug/vast-operator"
 

@@ -108,8 +108,6 @@ async fn create_sync_columns_and_wait() {
     let row: Vec<&str> = lines.next().expect("row").split_whitespace().collect();
     assert_eq!(&row[..4], ["gpu", "11", "1/2", "Synced"]);
     assert_eq!(&row[row.len() - 2..], ["5s", "false"]);
-    let out = kubectl(&["get", "all", "-n", &h.ns.name]);
-    let _ = out; // `vast` category is checked below.
     let out = kubectl(&["get", "vast", "-n", &h.ns.name, "-o", "name"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -229,10 +227,19 @@ async fn every_response_shape_and_odd_fields() {
     assert_eq!(cond(&wg, "Stalled").map(|c| c.0), Some("False".into()));
     assert_eq!(cond(&wg, "Reconciling").map(|c| c.0), Some("True".into()));
 
-    // A bare-string error about the key: terminal.
-    h.vast
-        .state
-        .put_group(16, "another-key", Shape::Array, vec![]);
+    // A bare-string error about the key: terminal. This one echoes the key past the
+    // point where error texts are cut, which must not leave a piece of it behind.
+    h.vast.state.put_group(16, KEY, Shape::Array, vec![]);
+    h.vast.state.set_fault(
+        16,
+        Some(Fault {
+            body: FaultBody::StringError(format!(
+                "{} invalid api_key {KEY} for workergroup 16",
+                "x".repeat(190)
+            )),
+            ..Default::default()
+        }),
+    );
     h.apply_group("strerr", spec(16)).await;
     let wg = h
         .wait_for("strerr", "AuthenticationFailed", |wg| {
@@ -244,8 +251,16 @@ async fn every_response_shape_and_odd_fields() {
         Some(("True".into(), "AuthenticationFailed".into()))
     );
     let msg = serde_json::to_string(&wg.status).expect("json");
-    assert!(msg.contains("invalid api_key"));
-    assert!(!msg.contains(KEY), "the key never appears in status");
+    assert!(msg.contains("invalid api_key <redacted>"), "{msg}");
+    assert!(
+        !msg.contains(&KEY[..8]),
+        "no piece of the key appears in status: {msg}"
+    );
+    let events = h.events("strerr").await;
+    assert!(!events.is_empty());
+    for e in &events {
+        assert!(!e.2.contains(&KEY[..8]), "key leaked into an event: {e:?}");
+    }
     h.stop().await;
 }
 
@@ -311,9 +326,10 @@ async fn transient_errors_keep_workers_and_recover() {
                         .is_some_and(|c| c.message.contains(expect))
             })
             .await;
-        // Last-known workers are kept; not stalled; no longer reconciling (synced before).
+        // Last-known workers are kept; not stalled; not reconciling (synced before).
         assert_eq!(worker_states(&wg), [(1, "idle".to_string())]);
         assert_eq!(cond(&wg, "Stalled").map(|c| c.0), Some("False".into()));
+        assert_eq!(cond(&wg, "Reconciling").map(|c| c.0), Some("False".into()));
         h.vast.state.set_fault(21, None);
         h.wait_for("g", "recovered", |wg| ready_is(wg, "True", "Synced"))
             .await;
@@ -533,4 +549,53 @@ async fn invalid_specs_are_rejected_by_the_apiserver() {
         );
     }
     ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn not_found_and_http_401_stall() {
+    let h = Harness::start("terminal").await;
+    h.secret("vast", "api-key", KEY).await;
+    h.vast.state.put_group(71, KEY, Shape::Array, vec![]);
+    h.vast.state.set_fault(
+        71,
+        Some(Fault {
+            body: FaultBody::ErrorMsg("workergroup 71 not found".into()),
+            ..Default::default()
+        }),
+    );
+    h.apply_group("gone", spec(71)).await;
+    let wg = h
+        .wait_for("gone", "WorkergroupNotFound", |wg| {
+            ready_is(wg, "False", "WorkergroupNotFound")
+        })
+        .await;
+    assert_eq!(
+        cond(&wg, "Stalled"),
+        Some(("True".into(), "WorkergroupNotFound".into()))
+    );
+    assert_eq!(cond(&wg, "Reconciling").map(|c| c.0), Some("False".into()));
+
+    h.vast.state.put_group(72, KEY, Shape::Array, vec![]);
+    h.vast.state.set_fault(
+        72,
+        Some(Fault {
+            status: Some(401),
+            ..Default::default()
+        }),
+    );
+    h.apply_group("denied", spec(72)).await;
+    h.wait_for("denied", "AuthenticationFailed", |wg| {
+        ready_is(wg, "False", "AuthenticationFailed")
+    })
+    .await;
+    // A terminal error is retried slowly (60s in tests), not with the 200ms backoff:
+    // watch a window in which a hot loop would have called several times.
+    let calls = h.vast.state.calls(72);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        h.vast.state.calls(72),
+        calls,
+        "no retry loop on a terminal error"
+    );
+    h.stop().await;
 }
