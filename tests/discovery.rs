@@ -345,6 +345,23 @@ async fn disable_rename_headless_and_delete_clean_up() {
     })
     .await;
 
+    // A port change updates the Service in place, leaving one port.
+    let mut s = spec(104);
+    s["discovery"] = json!({"serviceName": "renamed", "port": 8080});
+    h.apply_group("g", s).await;
+    let ports = eventually("port 8080", Duration::from_secs(20), || async {
+        let svc = services.get_opt("renamed").await.ok().flatten()?;
+        let ports: Vec<(Option<String>, i32)> = svc
+            .spec?
+            .ports?
+            .into_iter()
+            .map(|p| (p.name, p.port))
+            .collect();
+        ports.iter().any(|p| p.1 == 8080).then_some(ports)
+    })
+    .await;
+    assert_eq!(ports, [(Some("http".to_string()), 8080)]);
+
     // Disabled: everything we made is deleted; status says nothing about discovery.
     let mut s = spec(104);
     s["discovery"] = json!({"enabled": false});
