@@ -113,6 +113,17 @@ impl Context {
         f(entry)
     }
 
+    /// Counts one more consecutive failure; returns the count and the delay before the
+    /// next try (exponential backoff, +-20 % jitter).
+    fn failed(&self, wg: &WorkerGroup) -> (u32, Duration) {
+        let n = self.remember(wg, |m| {
+            m.failures = m.failures.saturating_add(1);
+            m.failures
+        });
+        let delay = backoff(n, self.config.backoff_base, self.config.backoff_max);
+        (n, jitter(delay, 0.2))
+    }
+
     fn forget(&self, key: &ObjectRef<WorkerGroup>) {
         let mut map = self.memory.lock().unwrap_or_else(|p| p.into_inner());
         map.remove(key);
@@ -377,14 +388,7 @@ async fn reconcile_inner(
             return Ok(Action::await_change());
         }
         Outcome::Transient(err) => {
-            let n = ctx.remember(&wg, |m| {
-                m.failures = m.failures.saturating_add(1);
-                m.failures
-            });
-            let delay = jitter(
-                backoff(n, ctx.config.backoff_base, ctx.config.backoff_max),
-                0.2,
-            );
+            let (n, delay) = ctx.failed(&wg);
             // Rate limits are not retried faster than the normal interval.
             let delay = if rate_limited {
                 delay.max(interval)
@@ -468,14 +472,7 @@ async fn patch_status(
 
 fn error_policy(wg: Arc<WorkerGroup>, err: &Error, ctx: Arc<Context>) -> Action {
     let key = ObjectRef::from_obj(&*wg);
-    let n = ctx.remember(&wg, |m| {
-        m.failures = m.failures.saturating_add(1);
-        m.failures
-    });
-    let delay = jitter(
-        backoff(n, ctx.config.backoff_base, ctx.config.backoff_max),
-        0.2,
-    );
+    let (_, delay) = ctx.failed(&wg);
     warn!(workergroup = %key, error = %err, category = err.category(), retry_in = ?delay, "reconcile error");
     Action::requeue(delay)
 }

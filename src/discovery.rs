@@ -486,34 +486,16 @@ pub async fn reconcile(
         .iter()
         .find(|s| s.name_any() == svc_name)
         .cloned();
-    let mut service_ok = true;
-    match current {
-        Some(cur) if service_matches(&cur, &want.service) => {}
-        Some(cur) if needs_recreate(&cur, &want.service) => {
-            delete(&svc_api, &svc_name, &mut out, &mut problems).await;
-            service_ok = create_or_adopt(
-                &svc_api,
-                &want.service,
-                wg,
-                &pp,
-                &mut out,
-                &mut problems,
-                &mut conflict,
-            )
-            .await;
+    let service_ok = match current {
+        Some(cur) if service_matches(&cur, &want.service) => true,
+        Some(cur) if !needs_recreate(&cur, &want.service) => {
+            apply(&svc_api, &want.service, &pp, &mut out, &mut problems).await
         }
-        Some(_) => match svc_api
-            .patch(&svc_name, &pp, &Patch::Apply(&with_kind(&want.service)))
-            .await
-        {
-            Ok(_) => out.writes += 1,
-            Err(e) => {
-                service_ok = false;
-                problems.push(format!("cannot update Service {svc_name}: {e}"));
+        found => {
+            if found.is_some() {
+                delete(&svc_api, &svc_name, &mut out, &mut problems).await;
             }
-        },
-        None => {
-            service_ok = create_or_adopt(
+            create_or_adopt(
                 &svc_api,
                 &want.service,
                 wg,
@@ -522,9 +504,9 @@ pub async fn reconcile(
                 &mut problems,
                 &mut conflict,
             )
-            .await;
+            .await
         }
-    }
+    };
 
     let existing: BTreeMap<String, Arc<EndpointSlice>> = existing_slices
         .iter()
@@ -540,13 +522,9 @@ pub async fn reconcile(
         for (name, slice) in &want.slices {
             match existing.get(name) {
                 Some(cur) if slice_matches(cur, slice) => {}
-                Some(_) => match slice_api
-                    .patch(name, &pp, &Patch::Apply(&with_kind(slice)))
-                    .await
-                {
-                    Ok(_) => out.writes += 1,
-                    Err(e) => problems.push(format!("cannot update EndpointSlice {name}: {e}")),
-                },
+                Some(_) => {
+                    apply(&slice_api, slice, &pp, &mut out, &mut problems).await;
+                }
                 None => {
                     create_or_adopt(
                         &slice_api,
@@ -598,6 +576,24 @@ fn with_kind<K: Resource<DynamicType = ()> + serde::Serialize>(obj: &K) -> serde
     v
 }
 
+/// The kinds this module writes (Services and EndpointSlices).
+trait Object:
+    Resource<DynamicType = ()>
+    + Clone
+    + serde::Serialize
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+}
+impl<K> Object for K where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+{
+}
+
 /// Creates `obj` with server-side apply (so that later applies own, and can remove,
 /// every field) unless the name is taken: an object of ours that the store has not
 /// caught up with is updated, anyone else's is a conflict and left alone. Returns
@@ -612,11 +608,7 @@ async fn create_or_adopt<K>(
     conflict: &mut bool,
 ) -> bool
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+    K: Object,
 {
     let name = obj.meta().name.clone().unwrap_or_default();
     let kind = K::kind(&());
@@ -634,13 +626,28 @@ where
             return false;
         }
     }
+    apply(api, obj, pp, out, problems).await
+}
+
+/// Applies `obj` (server-side, forced, our field manager); returns whether it worked.
+async fn apply<K>(
+    api: &Api<K>,
+    obj: &K,
+    pp: &PatchParams,
+    out: &mut Outcome,
+    problems: &mut Vec<String>,
+) -> bool
+where
+    K: Object,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
     match api.patch(&name, pp, &Patch::Apply(&with_kind(obj))).await {
         Ok(_) => {
             out.writes += 1;
             true
         }
         Err(e) => {
-            problems.push(format!("cannot write {kind} {name}: {e}"));
+            problems.push(format!("cannot write {} {name}: {e}", K::kind(&())));
             false
         }
     }

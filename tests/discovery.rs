@@ -72,6 +72,19 @@ async fn wait_slices(
     .await
 }
 
+async fn service_gone(services: &Api<Service>, name: &str, what: &str) {
+    eventually(what, Duration::from_secs(20), || async {
+        services
+            .get_opt(name)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn mixed_states_ports_families_and_skips() {
     let h = Harness::start("disc-mixed").await;
@@ -319,16 +332,7 @@ async fn disable_rename_headless_and_delete_clean_up() {
     h.apply_group("g", s).await;
     wait_slices(&h, "renamed", "renamed slice", |s| s.len() == 1).await;
     wait_slices(&h, "g", "old slices gone", |s| s.is_empty()).await;
-    eventually("old Service gone", Duration::from_secs(20), || async {
-        services
-            .get_opt("g")
-            .await
-            .ok()
-            .flatten()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    service_gone(&services, "g", "old Service gone").await;
     let svc = services.get("renamed").await.expect("renamed service");
     let spec_ = svc.spec.expect("spec");
     assert_eq!(spec_.cluster_ip.as_deref(), Some("None"), "headless");
@@ -367,16 +371,7 @@ async fn disable_rename_headless_and_delete_clean_up() {
     s["discovery"] = json!({"enabled": false});
     h.apply_group("g", s).await;
     wait_slices(&h, "renamed", "slices removed", |s| s.is_empty()).await;
-    eventually("service removed", Duration::from_secs(20), || async {
-        services
-            .get_opt("renamed")
-            .await
-            .ok()
-            .flatten()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    service_gone(&services, "renamed", "service removed").await;
     let wg = h
         .wait_for("g", "no discovery status", |wg| {
             wg.status.as_ref().is_some_and(|s| s.discovery.is_none())
@@ -393,15 +388,6 @@ async fn disable_rename_headless_and_delete_clean_up() {
         .await
         .expect("delete");
     wait_slices(&h, "g", "orphans swept", |s| s.is_empty()).await;
-    eventually("orphan Service swept", Duration::from_secs(20), || async {
-        services
-            .get_opt("g")
-            .await
-            .ok()
-            .flatten()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    service_gone(&services, "g", "orphan Service swept").await;
     h.stop().await;
 }
