@@ -414,10 +414,15 @@ async fn publish(
     outcome: &Outcome,
     remembered: Option<&[WorkerStatus]>,
 ) -> sync::DiscoveryUpdate {
-    let Some(stores) = ctx.stores.get().filter(|s| s.is_ready()) else {
-        debug!("discovery watches have not listed yet; discovery left as it is");
+    let Some(stores) = ctx.stores.get() else {
         return sync::DiscoveryUpdate::Unchanged;
     };
+    if !stores.wait_ready(Duration::from_secs(10)).await {
+        warn!(
+            "the watches of our Services and EndpointSlices have not listed; discovery left as it is"
+        );
+        return sync::DiscoveryUpdate::Unchanged;
+    }
     let status = wg.status.as_ref();
     let status_is_this_group = status.is_some_and(|s| {
         s.workergroup_id

@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -336,12 +335,12 @@ pub fn skipped_reason(skipped: &BTreeMap<Skip, i64>) -> String {
 pub struct Stores {
     services: Store<Service>,
     slices: Store<EndpointSlice>,
-    ready: Arc<AtomicBool>,
+    ready: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Stores {
     /// Starts watches of our Services and slices (in `namespace`, or everywhere). Returns
-    /// at once; [`Stores::is_ready`] tells when both have listed. The handles end the
+    /// at once; [`Stores::wait_ready`] tells when both have listed. The handles end the
     /// watches when aborted.
     pub fn start(
         client: Client,
@@ -360,7 +359,7 @@ impl Stores {
             watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY_APP}={APP_MANAGER}"));
         let slice_cfg =
             watcher::Config::default().labels(&format!("{SLICE_MANAGED_BY_LABEL}={MANAGED_BY}"));
-        let ready = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready) = tokio::sync::watch::channel(false);
         let handles = vec![
             tokio::spawn(
                 watcher(svc_api, svc_cfg)
@@ -375,12 +374,12 @@ impl Stores {
                     .for_each(log_watch_errors("EndpointSlices")),
             ),
             tokio::spawn({
-                let (services, slices, ready) = (services.clone(), slices.clone(), ready.clone());
+                let (services, slices) = (services.clone(), slices.clone());
                 async move {
                     if services.wait_until_ready().await.is_ok()
                         && slices.wait_until_ready().await.is_ok()
                     {
-                        ready.store(true, Ordering::Release);
+                        let _ = ready_tx.send(true);
                     }
                 }
             }),
@@ -395,9 +394,14 @@ impl Stores {
         )
     }
 
-    /// Whether both watches have listed, so the stores can be trusted to hold our objects.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+    /// Waits up to `timeout` until both watches have listed, so the stores can be trusted
+    /// to hold our objects; false when they have not.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let mut rx = self.ready.clone();
+        matches!(
+            tokio::time::timeout(timeout, rx.wait_for(|r| *r)).await,
+            Ok(Ok(_))
+        )
     }
 
     fn ours_services(&self, wg: &WorkerGroup) -> Vec<Arc<Service>> {

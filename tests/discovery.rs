@@ -105,7 +105,10 @@ async fn mixed_states_ports_families_and_skips() {
     h.secret("vast", "api-key", KEY).await;
     h.apply_group("llm", spec(101)).await;
     let wg = h
-        .wait_for("llm", "synced", |wg| ready_is(wg, "True", "Synced"))
+        .wait_for("llm", "synced and published", |wg| {
+            ready_is(wg, "True", "Synced")
+                && cond(wg, "DiscoveryReady") == Some(("True".into(), "Published".into()))
+        })
         .await;
 
     let svc: Service = h.ns.api::<Service>().get("llm").await.expect("service");
