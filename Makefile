@@ -14,14 +14,14 @@ demo: ## Local control plane + fake Vast + operator; shows a workergroup scaling
 	hack/demo.sh
 
 test: lint tools ## fmt check, clippy, unit and integration tests (on a real kube-apiserver + etcd).
-	$(CARGO) test --all-targets
+	$(CARGO) test --workspace --all-targets
 
 lint: ## cargo fmt --check and clippy -D warnings.
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 unit: ## Unit tests only (no control plane).
-	$(CARGO) test --lib --bins
+	$(CARGO) test --workspace --lib --bins
 
 cluster: ## Start the local control plane (idempotent); prints the KUBECONFIG export.
 	@hack/cluster.sh up
@@ -35,8 +35,8 @@ tools: ## Build kube-apiserver, kubectl and etcd from the Go module proxy (cache
 crds: build ## Regenerate crds/ from the Rust types.
 	$(BIN) crd > crds/workergroups.vast.ai.yaml
 
-build: ## Build the operator.
-	$(CARGO) build
+build: ## Build the operator and the fake Vast server (target/debug/fake-vast).
+	$(CARGO) build --workspace
 
 clean: cluster-down ## Remove build output and the local control plane.
 	$(CARGO) clean

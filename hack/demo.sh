@@ -30,7 +30,7 @@ trap 'exit 130' INT TERM
 
 mkdir -p "$work"
 say "building the operator and the control plane (first run: a few minutes)"
-cargo build --quiet
+cargo build --quiet --workspace
 # Never touch the user's own cluster: the demo's kubeconfig is set explicitly, and a
 # failed start stops here (an `eval "$(...)"` would hide the failure).
 hack/cluster.sh up >/dev/null
@@ -38,9 +38,10 @@ export KUBECONFIG="$VAST_CLUSTER_DIR/kubeconfig"
 [[ -s "$KUBECONFIG" ]] || { echo "the local control plane did not start"; exit 1; }
 kubectl="$root/hack/bin/kubectl"
 op="$root/target/debug/vast-operator"
+fake="$root/target/debug/fake-vast"
 
 say "starting the fake Vast server"
-"$op" fake-vast --port 0 --demo-workergroup 4242 --demo-api-key demo-key --demo-step "$step" \
+"$fake" --port 0 --demo-workergroup 4242 --demo-api-key demo-key --demo-step "$step" \
   >"$work/fake-vast.out" 2>"$work/fake-vast.log" &
 pids+=($!)
 for _ in $(seq 1 100); do grep -q listening "$work/fake-vast.out" 2>/dev/null && break; sleep 0.1; done

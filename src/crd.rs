@@ -281,3 +281,18 @@ pub fn crd_yaml() -> Result<String, serde_norway::Error> {
     let crd = WorkerGroup::crd();
     serde_norway::to_string(&crd)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn status_defaults_observed_generation_to_minus_one() {
+        let crd: serde_json::Value =
+            serde_norway::from_str(&super::crd_yaml().expect("crd")).expect("yaml");
+        let status =
+            &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"];
+        assert_eq!(
+            status["default"],
+            serde_json::json!({"observedGeneration": -1})
+        );
+    }
+}

@@ -39,26 +39,6 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(total).map_err(|_| bad())
 }
 
-/// Formats a duration the short way (`30s`, `2m`, `1h30m`).
-pub fn format(d: Duration) -> String {
-    let secs = d.as_secs();
-    if d.subsec_millis() != 0 || secs == 0 {
-        return format!("{}ms", d.as_millis());
-    }
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    let mut out = String::new();
-    if h > 0 {
-        out += &format!("{h}h");
-    }
-    if m > 0 {
-        out += &format!("{m}m");
-    }
-    if s > 0 {
-        out += &format!("{s}s");
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,12 +58,5 @@ mod tests {
         for bad in ["", "30", "s", "30x", "-5s", "1d", "1h 30m", "..5s", "5.s5"] {
             assert!(parse(bad).is_err(), "{bad:?} should be rejected");
         }
-    }
-
-    #[test]
-    fn formats_short() {
-        assert_eq!(format(Duration::from_secs(30)), "30s");
-        assert_eq!(format(Duration::from_secs(5400)), "1h30m");
-        assert_eq!(format(Duration::from_millis(1500)), "1500ms");
     }
 }

@@ -1,15 +1,35 @@
 //! vast-operator: mirrors Vast.ai serverless workergroups into `WorkerGroup` resources.
 //!
-//! Data flows one way: [`vast`] (HTTP, tolerant parsing) -> [`sync`] (pure: diff,
-//! conditions, events) -> [`controller`] (status patch, events).
+//! Data flows one way: [`vast`] (HTTP client, tolerant parsing) -> [`sync`] (pure: diff,
+//! conditions, the write decision, events) -> [`controller`] (status patch, events) and
+//! [`discovery`] (Service and EndpointSlices). [`runtime`] holds the process-level pieces
+//! (metrics, health probes, leader election, logging) and [`app`] wires them together.
+//!
+//! Modules are layered; a module imports only modules of a lower layer (a test checks
+//! it, see `docs/architecture.md`):
+//!
+//! | layer | modules |
+//! |---|---|
+//! | 0 | [`duration`], [`text`] |
+//! | 1 | [`crd`], [`runtime`] |
+//! | 2 | [`vast`] |
+//! | 3 | [`sync`] (pure: no I/O) |
+//! | 4 | [`discovery`] |
+//! | 5 | [`controller`] |
+//! | 6 | [`app`] |
 
+pub mod app;
 pub mod controller;
 pub mod crd;
 pub mod discovery;
 pub mod duration;
-pub mod fake_vast;
+pub mod runtime;
 pub mod sync;
+pub mod text;
 pub mod vast;
+
+/// Field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "vast-operator";
 
 /// Every error the operator can meet outside the Vast call (whose errors are
 /// [`vast::VastError`] and end up in status rather than here).
@@ -21,9 +41,6 @@ pub enum Error {
     /// Configuration given to the operator is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// A value could not be serialized.
-    #[error("serialization error: {0}")]
-    Serialization(#[from] serde_json::Error),
 }
 
 impl Error {
@@ -32,7 +49,6 @@ impl Error {
         match self {
             Error::Kube(_) => "KubeApiError",
             Error::Config(_) => "InvalidConfig",
-            Error::Serialization(_) => "SerializationError",
         }
     }
 }

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use vast_operator::controller::{self, Config, Context};
-use vast_operator::{crd, duration, fake_vast, sync, vast};
+use vast_operator::controller::Config;
+use vast_operator::{app, crd, duration, runtime, sync, vast};
 
 /// Mirrors Vast.ai serverless workergroups into Kubernetes `WorkerGroup` resources.
 #[derive(Parser)]
@@ -34,26 +34,6 @@ enum Command {
         /// Print the raw list as JSON instead of a table.
         #[arg(long)]
         json: bool,
-    },
-    /// Serve a fake Vast API on 127.0.0.1, for tests and the demo.
-    FakeVast {
-        /// Port to listen on (0: any free port; the port is printed).
-        #[arg(long, default_value_t = 0)]
-        port: u16,
-        /// Play the demo story on this workergroup id.
-        #[arg(long)]
-        demo_workergroup: Option<i64>,
-        /// API key the demo workergroup accepts.
-        #[arg(
-            long,
-            env = "VAST_API_KEY",
-            hide_env_values = true,
-            default_value = "demo-key"
-        )]
-        demo_api_key: String,
-        /// Time between steps of the demo story.
-        #[arg(long, default_value = "8s", value_parser = parse_duration)]
-        demo_step: Duration,
     },
 }
 
@@ -94,19 +74,6 @@ fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
     }
 }
 
-fn init_tracing(json: bool) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     vast_operator::install_crypto_provider();
@@ -120,48 +87,27 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
-
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Crd => {
             print!("{}", crd::crd_yaml()?);
         }
         Command::Run(args) => {
-            init_tracing(args.log_json);
-            let client = kube::Client::try_default().await?;
-            let vast = vast::VastClient::new(&args.vast_url, args.vast_timeout)?;
-            let config = Config {
-                max_workers: usize::from(args.max_status_workers),
-                status_heartbeat: (!args.status_heartbeat.is_zero())
-                    .then_some(args.status_heartbeat),
-                terminal_retry: args.terminal_retry,
-                instance: std::env::var("POD_NAME").ok(),
-                namespace: args.namespace,
-                ..Config::default()
-            };
-            tracing::info!(vast_url = %args.vast_url, "starting vast-operator");
-            controller::run(Context::new(client, vast, config), shutdown_signal()).await;
-            tracing::info!("stopped");
+            runtime::telemetry::init(args.log_json);
+            app::run(app::Settings {
+                vast_url: args.vast_url,
+                vast_timeout: args.vast_timeout,
+                controller: Config {
+                    max_workers: usize::from(args.max_status_workers),
+                    status_heartbeat: (!args.status_heartbeat.is_zero())
+                        .then_some(args.status_heartbeat),
+                    terminal_retry: args.terminal_retry,
+                    instance: std::env::var("POD_NAME").ok(),
+                    namespace: args.namespace,
+                    ..Config::default()
+                },
+            })
+            .await?;
         }
         Command::Workers {
             id,
@@ -177,25 +123,6 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             } else {
                 print!("{}", table(&rows));
             }
-        }
-        Command::FakeVast {
-            port,
-            demo_workergroup,
-            demo_api_key,
-            demo_step,
-        } => {
-            init_tracing(false);
-            let server = fake_vast::FakeVast::start(port).await?;
-            println!("fake Vast listening on {}", server.url());
-            if let Some(id) = demo_workergroup {
-                tokio::spawn(fake_vast::demo_scenario(
-                    server.state.clone(),
-                    id,
-                    demo_api_key,
-                    demo_step,
-                ));
-            }
-            shutdown_signal().await;
         }
     }
     Ok(())

@@ -2,8 +2,8 @@
 
 use std::process::Command;
 
+use fake_vast::{FakeVast, Shape, worker_json};
 use serde_json::json;
-use vast_operator::fake_vast::{FakeVast, Shape, worker_json};
 
 fn run(args: &[&str], key: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_vast-operator"))
@@ -62,8 +62,8 @@ async fn workers_prints_the_table_the_operator_would_write() {
         .put_group(78, "cli-key-123", Shape::Array, vec![]);
     fake.state.set_fault(
         78,
-        Some(vast_operator::fake_vast::Fault {
-            body: vast_operator::fake_vast::FaultBody::ErrorMsg(format!(
+        Some(fake_vast::Fault {
+            body: fake_vast::FaultBody::ErrorMsg(format!(
                 "{} invalid api_key wrong-key-456",
                 "x".repeat(195)
             )),

@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{Harness, cond, eventually, ready_is};
+use fake_vast::{Shape, worker_json};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 use vast_operator::crd::WorkerGroup;
-use vast_operator::fake_vast::{Shape, worker_json};
 
 const KEY: &str = "k";
 

@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{Harness, eventually, ready_is};
+use fake_vast::{Shape, worker_json};
 use serde_json::json;
-use vast_operator::fake_vast::{Shape, worker_json};
 
 #[tokio::test]
 async fn unchanged_polls_make_zero_status_writes() {

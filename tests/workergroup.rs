@@ -7,9 +7,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{Harness, cond, eventually, ready_is, worker_states};
+use fake_vast::{Fault, FaultBody, Shape, worker_json};
 use serde_json::json;
 use vast_operator::crd::WorkerGroup;
-use vast_operator::fake_vast::{Fault, FaultBody, Shape, worker_json};
 
 const KEY: &str = "test-key-0123456789";
 

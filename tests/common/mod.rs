@@ -215,7 +215,7 @@ pub struct Harness {
     /// The namespace.
     pub ns: TestNs,
     /// The fake Vast server.
-    pub vast: vast_operator::fake_vast::FakeVast,
+    pub vast: fake_vast::FakeVast,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -246,9 +246,7 @@ impl Harness {
     ) -> Self {
         let ns = TestNs::new(test).await;
         install_workergroup_crd(&ns.client).await;
-        let vast = vast_operator::fake_vast::FakeVast::start(0)
-            .await
-            .expect("fake vast");
+        let vast = fake_vast::FakeVast::start(0).await.expect("fake vast");
         let client =
             vast::VastClient::new(&vast.url(), Duration::from_secs(3)).expect("vast client");
         let ctx = vast_operator::controller::Context::new(

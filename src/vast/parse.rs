@@ -1,23 +1,13 @@
-//! The Vast.ai client: one call, `POST /get_workergroup_workers/`, parsed tolerantly.
-//!
-//! The real service answers in four shapes (a bare array, `{"workers": [...]}`,
-//! `{"error_msg": "..."}` and a bare JSON string), all with HTTP 200, and its worker
-//! objects carry more, fewer or differently typed fields than documented. Everything here
-//! accepts what the service really sends; see `docs/architecture.md`.
-
-use std::time::Duration;
+//! Tolerant parsing of Vast's answers: four response shapes, unknown and missing fields,
+//! numbers as strings, ISO and epoch timestamps. Pure: no I/O.
 
 use jiff::Timestamp;
 use serde_json::Value;
 
-/// Longest text of Vast's kept in an error message.
-pub const MAX_ERROR_TEXT: usize = 512;
+use super::VastError;
 
 /// How much of a body is quoted into an error before redaction and the final cut.
 const QUOTE_WINDOW: usize = 4096;
-
-/// Largest response body read before giving up.
-pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// One worker as Vast reports it, after tolerant parsing.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,169 +26,6 @@ pub struct Worker {
     pub reqs_working: Option<i64>,
     /// Measured performance times reliability.
     pub perf: Option<f64>,
-}
-
-/// Why a poll failed.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-pub enum VastError {
-    /// The request did not complete (connection refused, reset, timeout).
-    #[error("request to Vast failed: {0}")]
-    Transport(String),
-    /// HTTP 429.
-    #[error("rate limited by Vast (HTTP 429): {0}")]
-    RateLimited(String),
-    /// HTTP 401 or 403, or an error text about the API key: retrying will not help.
-    #[error("Vast refused the API key: {0}")]
-    Authentication(String),
-    /// Vast says the workergroup does not exist (HTTP 404 or an error text).
-    #[error("Vast does not know this workergroup: {0}")]
-    NotFound(String),
-    /// Any other non-200 status.
-    #[error("Vast answered HTTP {status}: {body}")]
-    Http {
-        /// The status code.
-        status: u16,
-        /// The start of the body.
-        body: String,
-    },
-    /// An `error_msg` or error string that is neither about authentication nor "not found".
-    #[error("Vast reported an error: {0}")]
-    Remote(String),
-    /// The body was not one of the known shapes.
-    #[error("unreadable response from Vast: {0}")]
-    Malformed(String),
-}
-
-impl VastError {
-    /// Errors that retrying cannot fix (until the key, the id or Vast's side changes).
-    pub fn is_terminal(&self) -> bool {
-        matches!(self, VastError::Authentication(_) | VastError::NotFound(_))
-    }
-
-    /// The condition and event reason for this error.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            VastError::Authentication(_) => "AuthenticationFailed",
-            VastError::NotFound(_) => "WorkergroupNotFound",
-            _ => "PollFailed",
-        }
-    }
-
-    /// Replaces the key everywhere in the message, then cuts it to [`MAX_ERROR_TEXT`]
-    /// bytes: in this order, so that no piece of the key survives a cut.
-    pub fn redact(self, secret: &str) -> Self {
-        let r = |s: String| {
-            let s = if secret.is_empty() {
-                s
-            } else {
-                s.replace(secret, "<redacted>")
-            };
-            truncate(s, MAX_ERROR_TEXT)
-        };
-        match self {
-            VastError::Transport(s) => VastError::Transport(r(s)),
-            VastError::RateLimited(s) => VastError::RateLimited(r(s)),
-            VastError::Authentication(s) => VastError::Authentication(r(s)),
-            VastError::NotFound(s) => VastError::NotFound(r(s)),
-            VastError::Http { status, body } => VastError::Http {
-                status,
-                body: r(body),
-            },
-            VastError::Remote(s) => VastError::Remote(r(s)),
-            VastError::Malformed(s) => VastError::Malformed(r(s)),
-        }
-    }
-}
-
-/// HTTP client for the Vast serverless API.
-#[derive(Clone)]
-pub struct VastClient {
-    http: reqwest::Client,
-    endpoint: String,
-    timeout: Duration,
-}
-
-impl VastClient {
-    /// A client for `base_url` (such as `https://run.vast.ai`).
-    pub fn new(base_url: &str, timeout: Duration) -> Result<Self, crate::Error> {
-        crate::install_crypto_provider();
-        let base = base_url.trim_end_matches('/');
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(crate::Error::Config(format!(
-                "Vast URL {base_url:?} must start with http:// or https://"
-            )));
-        }
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("vast-operator/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| crate::Error::Config(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self {
-            http,
-            endpoint: format!("{base}/get_workergroup_workers/"),
-            timeout,
-        })
-    }
-
-    /// Fetches the workers of one workergroup.
-    pub async fn workergroup_workers(
-        &self,
-        workergroup_id: i64,
-        api_key: &str,
-    ) -> Result<Vec<Worker>, VastError> {
-        self.call(workergroup_id, api_key)
-            .await
-            .map_err(|e| e.redact(api_key))
-    }
-
-    async fn call(&self, workergroup_id: i64, api_key: &str) -> Result<Vec<Worker>, VastError> {
-        let mut resp = self
-            .http
-            .post(&self.endpoint)
-            .bearer_auth(api_key)
-            .json(&serde_json::json!({ "id": workergroup_id }))
-            .send()
-            .await
-            .map_err(|e| self.transport_error(&e))?;
-        let status = resp.status().as_u16();
-        let mut body = Vec::new();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > MAX_BODY_BYTES {
-                        return Err(VastError::Malformed(format!(
-                            "response body larger than {} MiB",
-                            MAX_BODY_BYTES / (1024 * 1024)
-                        )));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => return Err(self.transport_error(&e)),
-            }
-        }
-        classify_response(status, &body)
-    }
-
-    fn transport_error(&self, e: &reqwest::Error) -> VastError {
-        if e.is_timeout() {
-            return VastError::Transport(format!(
-                "no answer within {}s",
-                self.timeout.as_secs_f64()
-            ));
-        }
-        if e.is_connect() {
-            return VastError::Transport(format!("cannot connect to {}", self.endpoint));
-        }
-        let mut msg = e.to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            msg = format!("{msg}: {s}");
-            source = s.source();
-        }
-        VastError::Transport(msg)
-    }
 }
 
 /// Turns an HTTP status and body into workers or an error.
@@ -381,18 +208,6 @@ fn snippet(body: &[u8]) -> String {
     String::from_utf8_lossy(window).trim().to_string()
 }
 
-fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push('…');
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,31 +325,5 @@ mod tests {
                 .is_terminal()
         );
         assert!(!classify_response(503, b"").expect_err("503").is_terminal());
-    }
-
-    #[test]
-    fn redacts_the_key() {
-        let e = VastError::Authentication("bad api_key s3cr3t-key".into()).redact("s3cr3t-key");
-        assert!(!e.to_string().contains("s3cr3t"));
-    }
-
-    #[test]
-    fn long_errors_are_cut_on_char_boundaries() {
-        let text = "é".repeat(600);
-        let VastError::Remote(t) = error_from_text(text).redact("") else {
-            panic!("expected Remote");
-        };
-        assert!(t.len() <= MAX_ERROR_TEXT + '…'.len_utf8());
-    }
-
-    #[test]
-    fn redaction_comes_before_the_cut() {
-        let key = "0123456789abcdef0123456789abcdef";
-        let text = format!("{} invalid api_key {key}", "x".repeat(MAX_ERROR_TEXT - 20));
-        let e = error_from_text(text).redact(key).to_string();
-        assert!(!e.contains("0123456789"), "{e}");
-        // A one-letter key must not corrupt worker data: bodies are never rewritten.
-        let w = parse_workers(br#"[{"id":1,"url":"http://worker.example.com"}]"#).expect("parse");
-        assert_eq!(w[0].url.as_deref(), Some("http://worker.example.com"));
     }
 }

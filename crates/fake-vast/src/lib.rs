@@ -1,4 +1,4 @@
-//! A fake Vast serverless API for tests and the demo (`vast-operator fake-vast`).
+//! A fake Vast serverless API for tests, the demo and trials (the `fake-vast` binary).
 //!
 //! It reproduces the quirks of the real service listed in `vast-api.md`: the four
 //! response shapes on HTTP 200, `error_msg` and bare-string errors, the authentication

@@ -1,0 +1,90 @@
+//! What the operator remembers of each WorkerGroup between reconciles: the full worker
+//! list of the last successful poll (status may hold a truncated one) and the count of
+//! consecutive failures. Memory belongs to one object (uid) and one workergroup id: a
+//! recreated object or a new id starts afresh.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use kube::Resource;
+use kube::runtime::reflector::ObjectRef;
+
+use crate::crd::{WorkerGroup, WorkerStatus};
+
+#[derive(Default)]
+struct Entry {
+    uid: Option<String>,
+    workergroup_id: i64,
+    failures: u32,
+    full_workers: Option<Vec<WorkerStatus>>,
+}
+
+impl Entry {
+    fn belongs_to(&self, wg: &WorkerGroup) -> bool {
+        self.uid == wg.meta().uid && self.workergroup_id == wg.spec.workergroup_id
+    }
+}
+
+/// Per-object memory, shared by the reconcilers.
+#[derive(Default)]
+pub struct Memory(Mutex<HashMap<ObjectRef<WorkerGroup>, Entry>>);
+
+impl Memory {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<ObjectRef<WorkerGroup>, Entry>) -> T) -> T {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut map)
+    }
+
+    /// The entry of `wg`, emptied first when it belonged to another uid or workergroup.
+    fn entry<'m>(
+        map: &'m mut HashMap<ObjectRef<WorkerGroup>, Entry>,
+        wg: &WorkerGroup,
+    ) -> &'m mut Entry {
+        let entry = map.entry(ObjectRef::from_obj(wg)).or_default();
+        if !entry.belongs_to(wg) {
+            *entry = Entry {
+                uid: wg.meta().uid.clone(),
+                workergroup_id: wg.spec.workergroup_id,
+                ..Default::default()
+            };
+        }
+        entry
+    }
+
+    /// The full worker list of the last successful poll of this object and workergroup.
+    pub fn full_workers(&self, wg: &WorkerGroup) -> Option<Vec<WorkerStatus>> {
+        self.with(|map| {
+            map.get(&ObjectRef::from_obj(wg))
+                .filter(|e| e.belongs_to(wg))
+                .and_then(|e| e.full_workers.clone())
+        })
+    }
+
+    /// A successful poll: remembers its full list and clears the failure count.
+    pub fn synced(&self, wg: &WorkerGroup, workers: Vec<WorkerStatus>) {
+        self.with(|map| {
+            let e = Self::entry(map, wg);
+            e.failures = 0;
+            e.full_workers = Some(workers);
+        });
+    }
+
+    /// Clears the failure count (suspended, or an outcome that is not a failure streak).
+    pub fn clear_failures(&self, wg: &WorkerGroup) {
+        self.with(|map| Self::entry(map, wg).failures = 0);
+    }
+
+    /// Counts one more consecutive failure; returns the count.
+    pub fn failed(&self, wg: &WorkerGroup) -> u32 {
+        self.with(|map| {
+            let e = Self::entry(map, wg);
+            e.failures = e.failures.saturating_add(1);
+            e.failures
+        })
+    }
+
+    /// Forgets every object not in `live`.
+    pub fn retain(&self, live: &HashSet<ObjectRef<WorkerGroup>>) {
+        self.with(|map| map.retain(|k, _| live.contains(k)));
+    }
+}

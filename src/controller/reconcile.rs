@@ -1,0 +1,269 @@
+//! One reconcile, as a sequence of named steps: poll Vast, publish for discovery, plan
+//! (pure, in [`crate::sync`]), write the status, emit the events, choose the requeue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::api_key;
+use super::context::Context;
+use super::requeue::{backoff, jitter};
+use crate::crd::{WorkerGroup, WorkerGroupStatus, WorkerStatus};
+use crate::sync::{self, DiscoveryUpdate, EventSpec, Plan, PollOutcome};
+use crate::vast::VastError;
+use crate::{Error, discovery, duration};
+
+/// Shortest and longest `spec.pollInterval` (the CRD enforces the same).
+const INTERVAL_RANGE: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(86_400));
+
+/// Reconciles one WorkerGroup.
+pub async fn reconcile(wg: Arc<WorkerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = ObjectRef::from_obj(&*wg);
+    let span = info_span!("reconcile", workergroup = %key, id = wg.spec.workergroup_id);
+    async move {
+        if wg.meta().deletion_timestamp.is_some() {
+            return Ok(Action::await_change());
+        }
+        let interval = poll_interval(&wg);
+        let poll = poll(&ctx, &wg, &interval).await;
+        let remembered = ctx.memory.full_workers(&wg);
+        let discovery = publish(&ctx, &wg, &poll.outcome, remembered.as_deref()).await;
+        let plan = sync::plan(sync::Input {
+            previous: wg.status.as_ref(),
+            previous_full: remembered.as_deref(),
+            generation: wg.meta().generation,
+            outcome: poll.outcome.clone(),
+            now: now(),
+            max_workers: ctx.config.max_workers,
+            heartbeat: ctx.config.status_heartbeat,
+            workergroup_id: wg.spec.workergroup_id,
+            discovery,
+        });
+        let written = write_status(&ctx, &wg, &plan).await?;
+        emit_events(&ctx, &plan.events, &written).await;
+        Ok(requeue(&ctx, &wg, poll, plan.workers, interval.ok()))
+    }
+    .instrument(span)
+    .await
+}
+
+/// Now, in whole seconds (what Kubernetes stores).
+fn now() -> Timestamp {
+    Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or_else(|_| Timestamp::now())
+}
+
+/// `spec.pollInterval`, or the terminal outcome of an unusable one.
+fn poll_interval(wg: &WorkerGroup) -> Result<Duration, PollOutcome> {
+    let text = &wg.spec.poll_interval;
+    let invalid = |message| PollOutcome::Terminal {
+        reason: "InvalidSpec",
+        message,
+    };
+    let interval = duration::parse(text)
+        .map_err(|_| invalid(format!("pollInterval {text:?} is not a duration")))?;
+    if interval < INTERVAL_RANGE.0 || interval > INTERVAL_RANGE.1 {
+        return Err(invalid(format!("pollInterval {text:?} is outside 5s..24h")));
+    }
+    Ok(interval)
+}
+
+/// The outcome of one poll, and whether Vast rate-limited it.
+struct Poll {
+    outcome: PollOutcome,
+    rate_limited: bool,
+}
+
+/// Reads the key and calls Vast, unless the spec is unusable or suspended.
+async fn poll(ctx: &Context, wg: &WorkerGroup, interval: &Result<Duration, PollOutcome>) -> Poll {
+    let outcome = match interval {
+        Err(invalid) => invalid.clone(),
+        Ok(_) if wg.spec.suspend => PollOutcome::Suspended,
+        Ok(_) => match api_key::read(&ctx.client, wg).await {
+            Err(outcome) => outcome,
+            Ok(key) => {
+                let result = ctx
+                    .vast
+                    .workergroup_workers(wg.spec.workergroup_id, &key)
+                    .await;
+                let rate_limited = matches!(result, Err(VastError::RateLimited(_)));
+                return Poll {
+                    outcome: PollOutcome::from_vast(result),
+                    rate_limited,
+                };
+            }
+        },
+    };
+    Poll {
+        outcome,
+        rate_limited: false,
+    }
+}
+
+/// Publishes the freshest worker list there is (this poll's, else the last known of the
+/// same workergroup) as a Service and EndpointSlices.
+async fn publish(
+    ctx: &Context,
+    wg: &WorkerGroup,
+    outcome: &PollOutcome,
+    remembered: Option<&[WorkerStatus]>,
+) -> DiscoveryUpdate {
+    let Some(stores) = ctx.stores.get() else {
+        return DiscoveryUpdate::Unchanged;
+    };
+    if !stores.wait_ready(Duration::from_secs(10)).await {
+        warn!(
+            "the watches of our Services and EndpointSlices have not listed; discovery left as it is"
+        );
+        return DiscoveryUpdate::Unchanged;
+    }
+    let status = wg.status.as_ref();
+    let status_is_this_group = status.is_some_and(|s| {
+        s.workergroup_id
+            .is_none_or(|id| id == wg.spec.workergroup_id)
+    });
+    let workers: &[WorkerStatus] = match (outcome, remembered) {
+        (PollOutcome::Synced(found), _) => found,
+        (_, Some(full)) => full,
+        // After a restart a truncated status list is not the whole truth: leave the
+        // published endpoints alone until a poll succeeds.
+        (_, None) if status_is_this_group && status.is_some_and(|s| s.workers_truncated) => {
+            return DiscoveryUpdate::Unchanged;
+        }
+        (_, None) if status_is_this_group => {
+            status.map(|s| s.workers.as_slice()).unwrap_or_default()
+        }
+        (_, None) => &[],
+    };
+    let d = discovery::publish(&ctx.client, stores, wg, workers).await;
+    if d.writes > 0 {
+        debug!(writes = d.writes, "discovery objects written");
+    }
+    match d.status {
+        Some(status) => DiscoveryUpdate::Published(sync::Discovery {
+            status,
+            problem: d.problem,
+        }),
+        None => {
+            if let Some((reason, msg)) = d.problem {
+                warn!(reason, message = %msg, "could not remove discovery objects; retrying next poll");
+            }
+            DiscoveryUpdate::Disabled
+        }
+    }
+}
+
+/// Writes the planned status (server-side apply under [`crate::FIELD_MANAGER`]) when it
+/// changed; returns the reference events should name: the object at the written
+/// resourceVersion.
+async fn write_status(
+    ctx: &Context,
+    wg: &WorkerGroup,
+    plan: &Plan,
+) -> Result<ObjectReference, Error> {
+    if !plan.write {
+        return Ok(wg.object_ref(&()));
+    }
+    let updated = patch_status(ctx, wg, &plan.status).await?;
+    if !plan.changes.is_empty() {
+        info!(note = %plan.changes.note(), "workers changed");
+    }
+    let mut at = updated.object_ref(&());
+    at.resource_version = updated.metadata.resource_version.clone();
+    Ok(at)
+}
+
+async fn patch_status(
+    ctx: &Context,
+    wg: &WorkerGroup,
+    status: &WorkerGroupStatus,
+) -> Result<WorkerGroup, Error> {
+    let api =
+        Api::<WorkerGroup>::namespaced(ctx.client.clone(), &wg.namespace().unwrap_or_default());
+    let body = serde_json::json!({
+        "apiVersion": "vast.ai/v1alpha1",
+        "kind": "WorkerGroup",
+        "status": status,
+    });
+    let pp = PatchParams::apply(crate::FIELD_MANAGER).force();
+    Ok(api
+        .patch_status(&wg.name_any(), &pp, &Patch::Apply(&body))
+        .await?)
+}
+
+/// Publishes the planned events. Each names the object at the resourceVersion written
+/// with it, so the Recorder never folds two different changes into one series with the
+/// first note.
+async fn emit_events(ctx: &Context, events: &[EventSpec], at: &ObjectReference) {
+    for ev in events {
+        let event = Event {
+            type_: if ev.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: ev.reason.into(),
+            note: Some(ev.note.clone()),
+            action: ev.action.into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, at).await {
+            warn!(error = %e, reason = ev.reason, "could not publish event");
+        }
+    }
+}
+
+/// Remembers the outcome and chooses when to look again: `pollInterval` +-10 % after
+/// success; backoff after a transient error, never sooner than `pollInterval` after a
+/// 429; `--terminal-retry` after a terminal error; nothing while suspended.
+fn requeue(
+    ctx: &Context,
+    wg: &WorkerGroup,
+    poll: Poll,
+    workers: Vec<WorkerStatus>,
+    interval: Option<Duration>,
+) -> Action {
+    let interval = interval.unwrap_or(Duration::from_secs(30));
+    match poll.outcome {
+        PollOutcome::Synced(_) => {
+            ctx.memory.synced(wg, workers);
+            Action::requeue(jitter(interval, 0.1))
+        }
+        PollOutcome::Suspended => {
+            ctx.memory.clear_failures(wg);
+            Action::await_change()
+        }
+        PollOutcome::Transient(err) => {
+            let (n, delay) = failure_delay(ctx, wg);
+            // Rate limits are not retried faster than the normal interval.
+            let delay = if poll.rate_limited {
+                delay.max(interval)
+            } else {
+                delay
+            };
+            warn!(error = %err, failures = n, retry_in = ?delay, "poll failed");
+            Action::requeue(delay)
+        }
+        PollOutcome::Terminal { reason, message } => {
+            warn!(reason, message = %message, "terminal error; retrying slowly");
+            Action::requeue(jitter(ctx.config.terminal_retry, 0.1))
+        }
+    }
+}
+
+/// Counts one more consecutive failure; returns the count and the delay before the next
+/// try (exponential backoff, +-20 % jitter).
+pub(super) fn failure_delay(ctx: &Context, wg: &WorkerGroup) -> (u32, Duration) {
+    let n = ctx.memory.failed(wg);
+    let delay = backoff(n, ctx.config.backoff_base, ctx.config.backoff_max);
+    (n, jitter(delay, 0.2))
+}

@@ -1,0 +1,35 @@
+//! In-cluster discovery: a selector-less Service and EndpointSlices holding the workers'
+//! addresses, so clients reach a workergroup the Kubernetes way.
+//!
+//! [`desired`] computes the desired objects from the workers and compares them with
+//! what exists (pure); [`stores`] watches our objects; [`publish`] creates, applies and
+//! deletes only what differs; [`sweep`] removes the objects of deleted WorkerGroups.
+//! Objects are never taken over: a Service or slice of the same name that the
+//! WorkerGroup does not own is a conflict, reported, not overwritten.
+
+pub mod desired;
+pub mod publish;
+pub mod stores;
+pub mod sweep;
+
+pub use desired::{
+    Desired, Skip, Target, desired, needs_recreate, owned_by, parse_endpoint, service_matches,
+    service_name, skipped_reason, slice_matches, targets,
+};
+pub use publish::{Published, publish};
+pub use stores::Stores;
+pub use sweep::sweep_orphans;
+
+/// `endpointslice.kubernetes.io/managed-by` of our slices.
+pub const MANAGED_BY: &str = "vast-operator.vast.ai";
+/// Label naming the WorkerGroup an object belongs to.
+pub const LABEL_WORKERGROUP: &str = "vast.ai/workergroup";
+/// `app.kubernetes.io/managed-by` of our Services.
+pub const LABEL_MANAGED_BY_APP: &str = "app.kubernetes.io/managed-by";
+/// Its value.
+pub const APP_MANAGER: &str = "vast-operator";
+/// Most endpoints in one EndpointSlice.
+pub const MAX_ENDPOINTS: usize = 1000;
+
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+const SLICE_MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";

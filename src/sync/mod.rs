@@ -1,0 +1,758 @@
+//! The pure core: from the previous status and the outcome of one poll, compute the next
+//! status, whether it must be written, and which events to emit. No I/O here (a test
+//! checks that this module names no I/O crate).
+//!
+//! [`plan`] reads as its steps: take the baseline from the previous status, compare what
+//! a successful poll found, judge the outcome into the kstatus conditions, add the
+//! discovery condition, record the workers, and decide whether anything changed.
+
+pub mod conditions;
+pub mod diff;
+pub mod events;
+pub mod workers;
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::crd::{DiscoveryStatus, WorkerGroupStatus, WorkerStatus};
+use crate::vast::{VastError, Worker};
+
+pub use conditions::{DISCOVERY_READY, READY, RECONCILING, STALLED, Verdict};
+pub use diff::{ChangeSet, MAX_NOTE, diff};
+pub use events::EventSpec;
+pub use workers::{is_ready_state, to_status_workers};
+
+use conditions::{condition, find, is_false};
+
+/// What one poll found out.
+#[derive(Debug, Clone)]
+pub enum PollOutcome {
+    /// Vast answered with these workers (as status entries, sorted by id).
+    Synced(Vec<WorkerStatus>),
+    /// `spec.suspend` is true: nothing was asked.
+    Suspended,
+    /// An error that retrying may fix.
+    Transient(String),
+    /// An error that retrying will not fix (reason, message).
+    Terminal {
+        /// CamelCase reason, e.g. `SecretNotFound`.
+        reason: &'static str,
+        /// Message for the condition and the event.
+        message: String,
+    },
+}
+
+impl PollOutcome {
+    /// The outcome of a Vast call.
+    pub fn from_vast(result: Result<Vec<Worker>, VastError>) -> Self {
+        match result {
+            Ok(found) => PollOutcome::Synced(to_status_workers(&found)),
+            Err(e) => e.into(),
+        }
+    }
+}
+
+impl From<VastError> for PollOutcome {
+    fn from(e: VastError) -> Self {
+        if e.is_terminal() {
+            PollOutcome::Terminal {
+                reason: e.reason(),
+                message: e.to_string(),
+            }
+        } else {
+            PollOutcome::Transient(e.to_string())
+        }
+    }
+}
+
+/// Everything `plan` needs.
+#[derive(Debug)]
+pub struct Input<'a> {
+    /// The status as last read from the apiserver.
+    pub previous: Option<&'a WorkerGroupStatus>,
+    /// The full worker list of the last successful poll, when the operator remembers it
+    /// (the status list may be truncated); falls back to `previous.workers`.
+    pub previous_full: Option<&'a [WorkerStatus]>,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// The poll's result.
+    pub outcome: PollOutcome,
+    /// Now, in whole seconds.
+    pub now: Timestamp,
+    /// Cap on `status.workers`.
+    pub max_workers: usize,
+    /// Refresh `lastSyncTime` at least this often when nothing changed (`None`: never).
+    pub heartbeat: Option<Duration>,
+    /// The workergroup polled (`spec.workergroupId`).
+    pub workergroup_id: i64,
+    /// What discovery did.
+    pub discovery: DiscoveryUpdate,
+}
+
+/// What discovery did in this reconcile.
+#[derive(Debug, Clone, Default)]
+pub enum DiscoveryUpdate {
+    /// Disabled: no discovery status, no condition.
+    #[default]
+    Disabled,
+    /// Not attempted (for example the watches have not listed yet): keep what status says.
+    Unchanged,
+    /// Published, with this result.
+    Published(Discovery),
+}
+
+/// What publishing the workers for discovery gave.
+#[derive(Debug, Clone, Default)]
+pub struct Discovery {
+    /// `status.discovery`.
+    pub status: DiscoveryStatus,
+    /// A problem (reason, message): `DiscoveryConflict` or `DiscoveryFailed`.
+    pub problem: Option<(&'static str, String)>,
+}
+
+/// The result of planning one reconcile.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The status to hold after this reconcile.
+    pub status: WorkerGroupStatus,
+    /// The full, untruncated worker list the status stands for.
+    pub workers: Vec<WorkerStatus>,
+    /// Whether `status` differs from the previous one and must be written.
+    pub write: bool,
+    /// Events to emit after the write.
+    pub events: Vec<EventSpec>,
+    /// What changed in the worker set.
+    pub changes: ChangeSet,
+}
+
+/// Plans one reconcile: the next status, whether to write it, and the events.
+pub fn plan(input: Input<'_>) -> Plan {
+    let empty = WorkerGroupStatus::default();
+    let base = Baseline::new(&input, &empty);
+    let (mut judged, found) = judge(&input, &base);
+
+    let mut next = base.prev.clone();
+    next.observed_generation = input.generation;
+    next.conditions = kstatus_conditions(&judged, &base, &input);
+    add_discovery(&mut next, &input, base.prev, &mut judged.events);
+    let (workers, changes, heartbeat_due) = record_workers(&mut next, base, found, &input);
+
+    let prev = input.previous.unwrap_or(&empty);
+    let write = input.previous.is_none() || !same_content(prev, &next) || heartbeat_due;
+    if !write {
+        next = prev.clone();
+    } else if matches!(input.outcome, PollOutcome::Synced(_)) {
+        next.last_sync_time = Some(input.now);
+    }
+    Plan {
+        status: next,
+        workers,
+        write,
+        events: judged.events,
+        changes,
+    }
+}
+
+/// What the previous status offers to compare with.
+struct Baseline<'a> {
+    prev: &'a WorkerGroupStatus,
+    /// The previous full worker list of this workergroup.
+    full: Vec<WorkerStatus>,
+    /// The status list was truncated and nothing fuller is remembered (after a restart).
+    partial: bool,
+    /// The status describes the workergroup polled now (not one before an id change).
+    same_group: bool,
+    /// The current generation has been synced: its last reconcile ended with neither a
+    /// pending first sync nor a stall.
+    synced_current: bool,
+}
+
+impl<'a> Baseline<'a> {
+    fn new(input: &Input<'a>, empty: &'a WorkerGroupStatus) -> Self {
+        let prev = input.previous.unwrap_or(empty);
+        let same_group = prev
+            .workergroup_id
+            .is_none_or(|id| id == input.workergroup_id);
+        let full = match input.previous_full {
+            Some(full) => full.to_vec(),
+            None if same_group => prev.workers.clone(),
+            None => Vec::new(),
+        };
+        let gen_ = input.generation;
+        Self {
+            prev,
+            full,
+            partial: input.previous_full.is_none() && same_group && prev.workers_truncated,
+            same_group,
+            synced_current: prev.observed_generation == gen_
+                && gen_.is_some()
+                && prev.last_sync_time.is_some()
+                && is_false(&prev.conditions, RECONCILING)
+                && is_false(&prev.conditions, STALLED),
+        }
+    }
+
+    fn ready_reason(&self) -> Option<&str> {
+        find(&self.prev.conditions, READY).map(|c| c.reason.as_str())
+    }
+}
+
+/// What a successful poll found, against the baseline.
+struct Found {
+    workers: Vec<WorkerStatus>,
+    changes: ChangeSet,
+    heartbeat_due: bool,
+}
+
+fn compare(base: &Baseline<'_>, workers: &[WorkerStatus], input: &Input<'_>) -> Found {
+    let mut changes = diff(&base.full, workers);
+    // After a restart a truncated status list is all there is to compare with: ids beyond
+    // it may be old, so they are not announced as added.
+    if base.partial {
+        changes.added.clear();
+    }
+    let heartbeat_due = match (base.prev.last_sync_time, input.heartbeat) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(last), Some(every)) => input.now.duration_since(last).unsigned_abs() >= every,
+    };
+    Found {
+        workers: workers.to_vec(),
+        changes,
+        heartbeat_due,
+    }
+}
+
+/// The outcome judged: the three kstatus conditions and the events of the transition.
+struct Judged {
+    ready: Verdict,
+    reconciling: Verdict,
+    stalled: Verdict,
+    events: Vec<EventSpec>,
+}
+
+/// Judges the outcome; a successful poll is also compared with the baseline.
+fn judge(input: &Input<'_>, base: &Baseline<'_>) -> (Judged, Option<Found>) {
+    let prev_reason = base.ready_reason();
+    let judged = match &input.outcome {
+        PollOutcome::Synced(workers) => {
+            let found = compare(base, workers, input);
+            let ready_n = found.workers.iter().filter(|w| w.ready).count();
+            let msg = format!("{ready_n}/{} workers ready", found.workers.len());
+            let mut events = Vec::new();
+            if !found.changes.is_empty() {
+                events.push(EventSpec::normal(
+                    "WorkersChanged",
+                    "Sync",
+                    found.changes.note(),
+                ));
+            }
+            if prev_reason.is_some_and(|r| r != "Synced" && r != "Suspended") {
+                let note = format!("polling Vast works again; {msg}");
+                events.push(EventSpec::normal("SyncRecovered", "Sync", note));
+            }
+            let judged = Judged {
+                ready: Verdict::new(true, "Synced", msg),
+                reconciling: Verdict::new(false, "Synced", ""),
+                stalled: Verdict::new(false, "Synced", ""),
+                events,
+            };
+            return (judged, Some(found));
+        }
+        PollOutcome::Suspended => {
+            let was_ready = conditions::is_true(&base.prev.conditions, READY);
+            let msg = match base.prev.last_sync_time {
+                Some(t) => format!("polling is suspended; workers as of {t}"),
+                None => "polling is suspended; Vast was never polled".to_string(),
+            };
+            let mut events = Vec::new();
+            if prev_reason != Some("Suspended") {
+                let note = "spec.suspend is true: Vast is no longer polled";
+                events.push(EventSpec::normal("Suspended", "Suspend", note));
+            }
+            Judged {
+                ready: Verdict::new(was_ready, "Suspended", msg),
+                reconciling: Verdict::new(false, "Suspended", ""),
+                stalled: Verdict::new(false, "Suspended", ""),
+                events,
+            }
+        }
+        PollOutcome::Transient(err) => {
+            let prev_ready = find(&base.prev.conditions, READY);
+            // The message keeps the time of the first failure and changes only when the
+            // error text does, so a repeating error writes nothing.
+            let msg = match prev_ready {
+                Some(c) if c.reason == "PollFailed" && c.message.starts_with(err.as_str()) => {
+                    c.message.clone()
+                }
+                Some(c) if c.reason == "PollFailed" => {
+                    format!("{err} (failing since {})", c.last_transition_time)
+                }
+                _ => format!("{err} (failing since {})", input.now),
+            };
+            let mut events = Vec::new();
+            if prev_reason != Some("PollFailed") {
+                let note = format!("{err}; retrying with backoff");
+                events.push(EventSpec::warning("SyncFailed", "Sync", note));
+            }
+            let reconciling = if base.synced_current {
+                Verdict::new(false, "Retrying", "")
+            } else {
+                Verdict::new(true, "Progressing", PENDING)
+            };
+            Judged {
+                ready: Verdict::new(false, "PollFailed", msg),
+                reconciling,
+                stalled: Verdict::new(false, "Retrying", ""),
+                events,
+            }
+        }
+        PollOutcome::Terminal { reason, message } => {
+            let mut events = Vec::new();
+            if prev_reason != Some(*reason) {
+                events.push(EventSpec::warning(reason, "Sync", message.clone()));
+            }
+            Judged {
+                ready: Verdict::new(false, reason, message.clone()),
+                reconciling: Verdict::new(false, reason, ""),
+                stalled: Verdict::new(true, reason, message.clone()),
+                events,
+            }
+        }
+    };
+    (judged, None)
+}
+
+/// The message of `Reconciling=True`.
+const PENDING: &str = "the current spec has not been synced yet";
+
+fn kstatus_conditions(
+    judged: &Judged,
+    base: &Baseline<'_>,
+    input: &Input<'_>,
+) -> Vec<crate::crd::Condition> {
+    let prev = &base.prev.conditions;
+    let (gen_, now) = (input.generation, input.now);
+    vec![
+        condition(READY, judged.ready.clone(), gen_, prev, now),
+        condition(RECONCILING, judged.reconciling.clone(), gen_, prev, now),
+        condition(STALLED, judged.stalled.clone(), gen_, prev, now),
+    ]
+}
+
+/// Adds `status.discovery` and the `DiscoveryReady` condition (and the event of a new
+/// discovery problem).
+fn add_discovery(
+    next: &mut WorkerGroupStatus,
+    input: &Input<'_>,
+    prev: &WorkerGroupStatus,
+    events: &mut Vec<EventSpec>,
+) {
+    let prev_conds = &prev.conditions;
+    let d = match &input.discovery {
+        DiscoveryUpdate::Disabled => {
+            next.discovery = None;
+            return;
+        }
+        DiscoveryUpdate::Unchanged => {
+            if let Some(c) = find(prev_conds, DISCOVERY_READY) {
+                next.conditions.push(c.clone());
+            }
+            return;
+        }
+        DiscoveryUpdate::Published(d) => d,
+    };
+    next.discovery = Some(d.status.clone());
+    let verdict = match &d.problem {
+        None => Verdict::new(
+            true,
+            "Published",
+            format!(
+                "{} endpoints published under Service {}",
+                d.status.endpoints, d.status.service_name
+            ),
+        ),
+        Some((reason, msg)) => Verdict::new(false, reason, msg.clone()),
+    };
+    let prev_reason = find(prev_conds, DISCOVERY_READY).map(|c| c.reason.as_str());
+    if let Some((reason, msg)) = &d.problem
+        && prev_reason != Some(*reason)
+    {
+        events.push(EventSpec::warning(reason, "Publish", msg.clone()));
+    }
+    next.conditions.push(condition(
+        DISCOVERY_READY,
+        verdict,
+        input.generation,
+        prev_conds,
+        input.now,
+    ));
+}
+
+/// Records the workers the status stands for; returns the full list, the changes and
+/// whether the heartbeat is due.
+fn record_workers(
+    next: &mut WorkerGroupStatus,
+    base: Baseline<'_>,
+    found: Option<Found>,
+    input: &Input<'_>,
+) -> (Vec<WorkerStatus>, ChangeSet, bool) {
+    let (workers, changes, heartbeat_due) = match found {
+        Some(f) => {
+            if !f.changes.is_empty() || base.prev.last_change_time.is_none() {
+                next.last_change_time = Some(input.now);
+            }
+            (f.workers, f.changes, f.heartbeat_due)
+        }
+        None => {
+            if !base.same_group {
+                // The workers on record belong to another workergroup: they are gone.
+                next.last_change_time = Some(input.now);
+            }
+            (base.full, ChangeSet::default(), false)
+        }
+    };
+    if matches!(input.outcome, PollOutcome::Synced(_)) || !base.same_group {
+        workers::fill(next, &workers, input.workergroup_id, input.max_workers);
+    } else if next.ready_summary.is_none() {
+        next.ready_summary = Some(format!("{}/{}", next.ready_workers, next.worker_count));
+    }
+    (workers, changes, heartbeat_due)
+}
+
+/// Compares two statuses, ignoring what refreshes only with a write: `lastSyncTime`
+/// and the workers' load figures.
+pub fn same_content(a: &WorkerGroupStatus, b: &WorkerGroupStatus) -> bool {
+    fn strip(s: &WorkerGroupStatus) -> WorkerGroupStatus {
+        let mut s = s.clone();
+        s.last_sync_time = None;
+        for w in &mut s.workers {
+            w.cur_load = None;
+            w.reqs_working = None;
+            w.perf = None;
+        }
+        s
+    }
+    strip(a) == strip(b)
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::Condition;
+
+    fn w(id: i64, status: &str) -> Worker {
+        Worker {
+            id,
+            status: status.into(),
+            url: Some(format!("http://10.0.0.{id}:8000")),
+            created_at: None,
+            cur_load: Some(id as f64),
+            reqs_working: None,
+            perf: None,
+        }
+    }
+
+    fn synced(workers: Vec<Worker>) -> PollOutcome {
+        PollOutcome::from_vast(Ok(workers))
+    }
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).expect("ts")
+    }
+
+    fn input(prev: Option<&WorkerGroupStatus>, outcome: PollOutcome, now: Timestamp) -> Input<'_> {
+        Input {
+            previous: prev,
+            previous_full: None,
+            generation: Some(1),
+            outcome,
+            now,
+            max_workers: 500,
+            heartbeat: Some(Duration::from_secs(600)),
+            workergroup_id: 1,
+            discovery: DiscoveryUpdate::Disabled,
+        }
+    }
+
+    fn cond<'a>(s: &'a WorkerGroupStatus, t: &str) -> &'a Condition {
+        find(&s.conditions, t).expect("condition present")
+    }
+
+    #[test]
+    fn first_sync_writes_and_announces() {
+        let p = plan(input(
+            None,
+            synced(vec![w(2, "idle"), w(1, "loading")]),
+            t(0),
+        ));
+        assert!(p.write);
+        assert_eq!(p.status.worker_count, 2);
+        assert_eq!(p.status.ready_workers, 1);
+        assert_eq!(p.status.ready_summary.as_deref(), Some("1/2"));
+        assert_eq!(
+            p.status.workers.iter().map(|w| w.id).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert_eq!(cond(&p.status, READY).status, "True");
+        assert_eq!(cond(&p.status, RECONCILING).status, "False");
+        assert_eq!(cond(&p.status, STALLED).status, "False");
+        assert_eq!(p.status.last_sync_time, Some(t(0)));
+        assert_eq!(p.events.len(), 1);
+        assert_eq!(p.events[0].reason, "WorkersChanged");
+        assert_eq!(p.events[0].note, "+2 (ids 1, 2)");
+    }
+
+    #[test]
+    fn unchanged_poll_writes_nothing_even_when_load_moves() {
+        let first = plan(input(None, synced(vec![w(1, "idle")]), t(0))).status;
+        let mut moved = w(1, "idle");
+        moved.cur_load = Some(99.0);
+        let p = plan(input(Some(&first), synced(vec![moved]), t(30)));
+        assert!(!p.write);
+        assert!(p.events.is_empty());
+        assert_eq!(p.status, first);
+    }
+
+    #[test]
+    fn heartbeat_refreshes_last_sync_time() {
+        let first = plan(input(None, synced(vec![w(1, "idle")]), t(0))).status;
+        let p = plan(input(Some(&first), synced(vec![w(1, "idle")]), t(601)));
+        assert!(p.write);
+        assert_eq!(p.status.last_sync_time, Some(t(601)));
+        assert_eq!(p.status.last_change_time, Some(t(0)));
+        assert!(p.events.is_empty());
+        let mut i = input(Some(&first), synced(vec![w(1, "idle")]), t(601));
+        i.heartbeat = None;
+        assert!(!plan(i).write);
+    }
+
+    #[test]
+    fn changes_make_one_event_with_a_true_note() {
+        let first = plan(input(
+            None,
+            synced(vec![w(1, "loading"), w(2, "idle"), w(3, "idle")]),
+            t(0),
+        ))
+        .status;
+        let p = plan(input(
+            Some(&first),
+            synced(vec![w(1, "idle"), w(3, "idle"), w(4, "creating")]),
+            t(30),
+        ));
+        assert!(p.write);
+        assert_eq!(p.events.len(), 1);
+        assert_eq!(
+            p.events[0].note,
+            "+1 (ids 4) -1 (ids 2) ~1 (1: loading->idle)"
+        );
+        assert_eq!(p.status.last_change_time, Some(t(30)));
+        assert_eq!(p.status.status_counts.get("idle"), Some(&2));
+        assert_eq!(p.status.status_counts.get("creating"), Some(&1));
+        // Ready stayed True: its transition time is kept.
+        assert_eq!(cond(&p.status, READY).last_transition_time, t(0));
+    }
+
+    #[test]
+    fn transient_error_keeps_workers_and_does_not_repeat() {
+        let first = plan(input(None, synced(vec![w(1, "idle")]), t(0))).status;
+        let p1 = plan(input(
+            Some(&first),
+            PollOutcome::Transient("HTTP 503".into()),
+            t(30),
+        ));
+        assert!(p1.write);
+        assert_eq!(p1.status.workers, first.workers);
+        let ready = cond(&p1.status, READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "PollFailed")
+        );
+        assert!(ready.message.contains("HTTP 503"), "{}", ready.message);
+        assert_eq!(cond(&p1.status, RECONCILING).status, "False");
+        assert_eq!(cond(&p1.status, STALLED).status, "False");
+        assert_eq!(p1.events.len(), 1);
+        assert!(p1.events[0].warning);
+        assert_eq!(p1.events[0].reason, "SyncFailed");
+
+        let p2 = plan(input(
+            Some(&p1.status),
+            PollOutcome::Transient("HTTP 503".into()),
+            t(60),
+        ));
+        assert!(!p2.write, "a repeating error writes nothing");
+        assert!(p2.events.is_empty());
+
+        let p3 = plan(input(Some(&p1.status), synced(vec![w(1, "idle")]), t(90)));
+        assert!(p3.write);
+        assert_eq!(cond(&p3.status, READY).status, "True");
+        assert_eq!(cond(&p3.status, READY).last_transition_time, t(90));
+        assert_eq!(
+            p3.events.iter().map(|e| e.reason).collect::<Vec<_>>(),
+            ["SyncRecovered"]
+        );
+    }
+
+    #[test]
+    fn transient_error_before_first_sync_is_reconciling() {
+        let p = plan(input(None, PollOutcome::Transient("timeout".into()), t(0)));
+        assert_eq!(cond(&p.status, RECONCILING).status, "True");
+        assert_eq!(cond(&p.status, READY).status, "False");
+        assert_eq!(p.status.ready_summary.as_deref(), Some("0/0"));
+    }
+
+    #[test]
+    fn terminal_error_stalls_once() {
+        let first = plan(input(None, synced(vec![w(1, "idle")]), t(0))).status;
+        let terminal = || PollOutcome::Terminal {
+            reason: "AuthenticationFailed",
+            message: "Vast refused the API key".into(),
+        };
+        let p = plan(input(Some(&first), terminal(), t(30)));
+        assert_eq!(cond(&p.status, STALLED).status, "True");
+        assert_eq!(cond(&p.status, STALLED).reason, "AuthenticationFailed");
+        assert_eq!(cond(&p.status, READY).status, "False");
+        assert_eq!(p.events.len(), 1);
+        let again = plan(input(Some(&p.status), terminal(), t(330)));
+        assert!(!again.write);
+        assert!(again.events.is_empty());
+    }
+
+    #[test]
+    fn suspend_keeps_data_and_ready_state() {
+        let first = plan(input(None, synced(vec![w(1, "idle")]), t(0))).status;
+        let p = plan(input(Some(&first), PollOutcome::Suspended, t(30)));
+        assert!(p.write);
+        let ready = cond(&p.status, READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "Suspended")
+        );
+        assert_eq!(ready.last_transition_time, t(0));
+        assert_eq!(p.status.workers, first.workers);
+        let again = plan(input(Some(&p.status), PollOutcome::Suspended, t(60)));
+        assert!(!again.write);
+    }
+
+    #[test]
+    fn generation_change_is_written() {
+        let first = plan(input(None, synced(vec![w(1, "idle")]), t(0))).status;
+        let mut i = input(Some(&first), synced(vec![w(1, "idle")]), t(30));
+        i.generation = Some(2);
+        let p = plan(i);
+        assert!(p.write);
+        assert_eq!(p.status.observed_generation, Some(2));
+        assert!(
+            p.status
+                .conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(2))
+        );
+    }
+
+    #[test]
+    fn truncation_keeps_counts_exact_and_ready_first() {
+        let mut ws: Vec<Worker> = (1..=10).map(|i| w(i, "loading")).collect();
+        ws.push(w(11, "idle"));
+        let mut i = input(None, synced(ws), t(0));
+        i.max_workers = 3;
+        let p = plan(i);
+        assert_eq!(p.status.workers.len(), 3);
+        assert!(p.status.workers_truncated);
+        assert_eq!(p.status.worker_count, 11);
+        assert_eq!(p.status.status_counts.get("loading"), Some(&10));
+        assert_eq!(
+            p.status.workers.iter().map(|w| w.id).collect::<Vec<_>>(),
+            [1, 2, 11]
+        );
+        assert_eq!(p.workers.len(), 11);
+    }
+
+    #[test]
+    fn unknown_states_are_kept_and_not_ready() {
+        let p = plan(input(None, synced(vec![w(1, "quantum_flux")]), t(0)));
+        assert_eq!(p.status.workers[0].status, "quantum_flux");
+        assert!(!p.status.workers[0].ready);
+    }
+
+    #[test]
+    fn a_new_workergroup_id_drops_the_old_workers() {
+        let first = plan(input(None, synced(vec![w(1, "idle")]), t(0))).status;
+        assert_eq!(first.workergroup_id, Some(1));
+        let mut i = input(
+            Some(&first),
+            PollOutcome::Transient("timeout".into()),
+            t(30),
+        );
+        i.workergroup_id = 2;
+        i.generation = Some(2);
+        let p = plan(i);
+        assert!(
+            p.status.workers.is_empty(),
+            "old group's workers are not this one's"
+        );
+        assert!(p.status.ready_urls.is_empty());
+        assert_eq!(p.status.worker_count, 0);
+        assert_eq!(p.status.workergroup_id, Some(2));
+        assert_eq!(cond(&p.status, RECONCILING).status, "True");
+        let mut i = input(Some(&p.status), synced(vec![w(5, "idle")]), t(60));
+        i.workergroup_id = 2;
+        i.generation = Some(2);
+        let p = plan(i);
+        assert_eq!(p.events[0].note, "+1 (ids 5)");
+    }
+
+    #[test]
+    fn a_truncated_baseline_announces_no_unknown_additions() {
+        let mut i = input(None, synced((1..=5).map(|n| w(n, "idle")).collect()), t(0));
+        i.max_workers = 2;
+        let first = plan(i).status;
+        assert!(first.workers_truncated);
+        // After a restart (no memory): ids 3..5 are not new, 2 changed state.
+        let mut ws: Vec<Worker> = (1..=5).map(|n| w(n, "idle")).collect();
+        ws[1].status = "error".into();
+        let mut i = input(Some(&first), synced(ws), t(30));
+        i.max_workers = 2;
+        let p = plan(i);
+        assert_eq!(p.changes.added, Vec::<i64>::new());
+        assert_eq!(
+            p.changes.changed,
+            [(2, "idle".to_string(), "error".to_string())]
+        );
+    }
+
+    #[test]
+    fn discovery_results_become_a_condition_and_unchanged_keeps_it() {
+        let mut i = input(None, synced(vec![w(1, "idle")]), t(0));
+        i.discovery = DiscoveryUpdate::Published(Discovery {
+            status: DiscoveryStatus {
+                service_name: "svc".into(),
+                endpoints: 1,
+                skipped: 0,
+                reason: String::new(),
+            },
+            problem: Some(("DiscoveryConflict", "Service svc exists".into())),
+        });
+        let p = plan(i);
+        assert_eq!(cond(&p.status, DISCOVERY_READY).reason, "DiscoveryConflict");
+        assert!(
+            p.events
+                .iter()
+                .any(|e| e.reason == "DiscoveryConflict" && e.warning)
+        );
+        let mut i = input(Some(&p.status), synced(vec![w(1, "idle")]), t(30));
+        i.discovery = DiscoveryUpdate::Unchanged;
+        let again = plan(i);
+        assert!(!again.write, "nothing changed");
+        assert_eq!(
+            cond(&again.status, DISCOVERY_READY).reason,
+            "DiscoveryConflict"
+        );
+        let mut i = input(Some(&p.status), synced(vec![w(1, "idle")]), t(60));
+        i.discovery = DiscoveryUpdate::Disabled;
+        let off = plan(i);
+        assert!(off.write);
+        assert!(off.status.discovery.is_none());
+        assert!(find(&off.status.conditions, DISCOVERY_READY).is_none());
+    }
+}
