@@ -1,9 +1,23 @@
-//! The `run` command: wires the runtime pieces and the controller together and runs them
-//! until a shutdown signal.
+//! The `run` command: wires the runtime pieces (metrics and probe endpoints, leader
+//! election) and the controller together, and shuts them down in bounded time.
+//!
+//! The watches run from the start on every replica (so `/readyz` passes on a standby and
+//! a takeover starts warm); the controller runs only while this process leads. Losing
+//! the Lease stops the controller at once; SIGTERM or Ctrl-C lets in-flight reconciles
+//! finish until `--shutdown-timeout` (less a moment to release the Lease), then cancels
+//! them, releases the Lease and returns.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::controller::{self, Config, Context};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::controller::{self, Config, Context, Watches};
+use crate::runtime::http::{self, Health, Route};
+use crate::runtime::leader;
+use crate::runtime::metrics::Metrics;
 use crate::vast::VastClient;
 
 /// What `vast-operator run` was asked to do.
@@ -15,19 +29,113 @@ pub struct Settings {
     pub vast_timeout: Duration,
     /// The controller's tunables.
     pub controller: Config,
+    /// Leader election, or None to lead alone.
+    pub leader: Option<leader::Settings>,
+    /// Where `/metrics` is served.
+    pub metrics_addr: SocketAddr,
+    /// Where `/healthz` and `/readyz` are served.
+    pub health_addr: SocketAddr,
+    /// Longest time from SIGTERM to exit.
+    pub shutdown_timeout: Duration,
 }
+
+/// Time kept from `--shutdown-timeout` for releasing the Lease.
+const RELEASE_BUDGET: Duration = Duration::from_secs(3);
 
 /// Runs the operator until SIGTERM or Ctrl-C.
 pub async fn run(settings: Settings) -> Result<(), crate::Error> {
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    // Bind first: a port in use is a clear error before anything else starts.
+    let listeners = http::bind(&[
+        (settings.metrics_addr, Route::Metrics),
+        (settings.health_addr, Route::Probes),
+    ])
+    .await?;
+    let mut background = vec![tokio::spawn(health.clone().beat())];
+    for (listener, routes) in listeners {
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, ?routes, "serving");
+        }
+        background.push(tokio::spawn(http::serve(
+            listener,
+            routes,
+            metrics.clone(),
+            health.clone(),
+        )));
+    }
+
     let client = kube::Client::try_default().await?;
-    let vast = VastClient::new(&settings.vast_url, settings.vast_timeout)?;
-    tracing::info!(vast_url = %settings.vast_url, "starting vast-operator");
-    controller::run(
-        Context::new(client, vast, settings.controller),
-        shutdown_signal(),
-    )
-    .await;
-    tracing::info!("stopped");
+    let vast =
+        VastClient::new(&settings.vast_url, settings.vast_timeout)?.with_metrics(metrics.clone());
+    info!(vast_url = %settings.vast_url, "starting vast-operator");
+    let ctx = Context::with_metrics(client.clone(), vast, settings.controller, metrics.clone());
+    let watches = Watches::start(&ctx, {
+        let health = health.clone();
+        move || health.set_ready()
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (mut leading, election) = match settings.leader {
+        Some(l) => {
+            let (rx, task) = leader::start(client, l, stop_rx).await?;
+            (rx, Some(task))
+        }
+        None => {
+            let (tx, rx) = watch::channel(true);
+            // The sender lives as long as the process: always leading.
+            background.push(tokio::spawn(async move {
+                tx.closed().await;
+            }));
+            (rx, None)
+        }
+    };
+
+    let signal = crate::app::shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            res = leading.wait_for(|l| *l) => if res.is_err() { break },
+        }
+        metrics.set_leader(true);
+        info!("leading: reconciling WorkerGroups");
+        let (term_stop_tx, term_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let term = controller::run_term(ctx.clone(), &watches, async {
+            let _ = term_stop_rx.await;
+        });
+        tokio::pin!(term);
+        let lost = tokio::select! {
+            _ = &mut term => false,
+            _ = &mut signal => {
+                info!(timeout = ?settings.shutdown_timeout, "shutting down: letting running reconciles finish");
+                let _ = term_stop_tx.send(());
+                let budget = settings.shutdown_timeout.saturating_sub(RELEASE_BUDGET);
+                if tokio::time::timeout(budget, &mut term).await.is_err() {
+                    warn!("reconciles still running at the shutdown timeout: cancelled");
+                }
+                metrics.set_leader(false);
+                break;
+            }
+            res = leading.wait_for(|l| !*l) => res.is_ok(),
+        };
+        // Dropping the term cancels its reconciles at once: no write after the Lease.
+        metrics.set_leader(false);
+        if lost {
+            warn!("lost the leader Lease: stopped reconciling");
+        }
+    }
+    drop(watches);
+    let _ = stop_tx.send(true);
+    if let Some(task) = election
+        && tokio::time::timeout(RELEASE_BUDGET, task).await.is_err()
+    {
+        warn!("leader election did not end in time");
+    }
+    for t in background {
+        t.abort();
+    }
+    info!("stopped");
     Ok(())
 }
 

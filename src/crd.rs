@@ -14,6 +14,10 @@ use crate::duration;
 
 /// Default `spec.pollInterval`.
 pub const DEFAULT_POLL_INTERVAL: &str = "30s";
+/// Annotation asking for a poll at once: when its value changes, the operator polls
+/// (at most once per 5 s) and records the value in `status.lastHandledResyncAt`.
+pub const RESYNC_ANNOTATION: &str = "vast.ai/resync-requested-at";
+
 /// Default `spec.apiKeySecretRef.key`.
 pub const DEFAULT_SECRET_KEY: &str = "api-key";
 
@@ -199,6 +203,11 @@ pub struct WorkerGroupStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>", extend("format" = "date-time"))]
     pub last_change_time: Option<Timestamp>,
+
+    /// The value of the `vast.ai/resync-requested-at` annotation that the last poll
+    /// answered, so scripts can wait for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_resync_at: Option<String>,
 
     /// When a successful poll was last written. Refreshed on every write and otherwise at
     /// most once per the operator's `--status-heartbeat`; the load figures of the workers

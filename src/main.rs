@@ -1,10 +1,12 @@
 //! The `vast-operator` command line.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use vast_operator::controller::Config;
+use vast_operator::runtime::leader;
 use vast_operator::{app, crd, duration, runtime, sync, vast};
 
 /// Mirrors Vast.ai serverless workergroups into Kubernetes `WorkerGroup` resources.
@@ -60,6 +62,65 @@ struct RunArgs {
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+    /// Elect a leader with a Lease: only the leader polls and writes.
+    #[arg(long, env = "LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Name of the leader Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "vast-operator")]
+    lease_name: String,
+    /// Namespace of the leader Lease (default: $POD_NAMESPACE, else `default`).
+    #[arg(long, env = "LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// How long the Lease holds without renewal; a standby takes over within it.
+    #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// Longest time from SIGTERM to exit: running reconciles are cancelled after it.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
+    /// Address of the Prometheus endpoint (`/metrics`).
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Address of the probes (`/healthz`, `/readyz`).
+    #[arg(long, env = "HEALTH_ADDR", default_value = "0.0.0.0:8081")]
+    health_addr: SocketAddr,
+}
+
+impl RunArgs {
+    fn leader(&self) -> Result<Option<leader::Settings>, String> {
+        if !self.leader_elect {
+            return Ok(None);
+        }
+        if self.lease_duration < leader::MIN_DURATION {
+            return Err(format!(
+                "--lease-duration must be at least {}s",
+                leader::MIN_DURATION.as_secs()
+            ));
+        }
+        let namespace = self
+            .lease_namespace
+            .clone()
+            .or_else(|| {
+                std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            })
+            .unwrap_or_else(|| "default".to_string());
+        let identity = std::env::var("POD_NAME")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "vast-operator".into());
+                format!("{host}-{:08x}", rand::random::<u32>())
+            });
+        Ok(Some(leader::Settings {
+            lease_name: self.lease_name.clone(),
+            namespace,
+            identity,
+            duration: self.lease_duration,
+        }))
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -94,7 +155,12 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Run(args) => {
             runtime::telemetry::init(args.log_json);
+            let leader = args.leader()?;
             app::run(app::Settings {
+                leader,
+                metrics_addr: args.metrics_addr,
+                health_addr: args.health_addr,
+                shutdown_timeout: args.shutdown_timeout,
                 vast_url: args.vast_url,
                 vast_timeout: args.vast_timeout,
                 controller: Config {

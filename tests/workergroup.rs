@@ -599,3 +599,88 @@ async fn not_found_and_http_401_stall() {
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn resync_annotation_polls_at_once_and_is_recorded() {
+    let h = Harness::start("resync").await;
+    h.vast.state.put_group(
+        81,
+        KEY,
+        Shape::Array,
+        vec![worker_json(1, "idle", Some(&url(1)))],
+    );
+    h.secret("vast", "api-key", KEY).await;
+    let mut s = spec(81);
+    s["pollInterval"] = json!("1h");
+    h.apply_group("g", s).await;
+    h.wait_for("g", "synced", |wg| ready_is(wg, "True", "Synced"))
+        .await;
+    let calls = h.vast.state.calls(81);
+    h.vast
+        .state
+        .upsert_worker(81, 2, worker_json(2, "idle", Some(&url(2))));
+    // What a script does: annotate, then wait for the value in status.
+    let out = kubectl(&[
+        "annotate",
+        "-n",
+        &h.ns.name,
+        "--overwrite",
+        "workergroup/g",
+        "vast.ai/resync-requested-at=v1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kubectl(&[
+        "wait",
+        "-n",
+        &h.ns.name,
+        "workergroup/g",
+        "--timeout=20s",
+        "--for=jsonpath={.status.lastHandledResyncAt}=v1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let handled = std::time::Instant::now();
+    let wg = h.ns.api::<WorkerGroup>().get("g").await.expect("get");
+    assert_eq!(
+        h.vast.state.calls(81),
+        calls + 1,
+        "one poll for the request"
+    );
+    assert_eq!(
+        worker_states(&wg).len(),
+        2,
+        "the poll's result is in status"
+    );
+
+    // A second request right away is answered, but not sooner than 5 s after the poll.
+    let out = kubectl(&[
+        "annotate",
+        "-n",
+        &h.ns.name,
+        "--overwrite",
+        "workergroup/g",
+        "vast.ai/resync-requested-at=v2",
+    ]);
+    assert!(out.status.success());
+    h.wait_for("g", "v2 handled", |wg| {
+        wg.status
+            .as_ref()
+            .and_then(|s| s.last_handled_resync_at.as_deref())
+            == Some("v2")
+    })
+    .await;
+    assert!(
+        handled.elapsed() >= Duration::from_secs(4),
+        "answered after {:?}: at most one resync poll per 5 s",
+        handled.elapsed()
+    );
+    assert_eq!(h.vast.state.calls(81), calls + 2);
+    h.stop().await;
+}

@@ -9,6 +9,7 @@ use kube::runtime::events::{Recorder, Reporter};
 
 use super::memory::Memory;
 use crate::discovery;
+use crate::runtime::metrics::Metrics;
 use crate::vast::VastClient;
 
 /// Tunables of the controller.
@@ -30,6 +31,8 @@ pub struct Config {
     pub namespace: Option<String>,
     /// How often Services and EndpointSlices of deleted WorkerGroups are looked for.
     pub orphan_sweep: Duration,
+    /// Fewest time between two polls of one object asked for by the resync annotation.
+    pub resync_min_interval: Duration,
 }
 
 impl Default for Config {
@@ -43,6 +46,7 @@ impl Default for Config {
             instance: None,
             namespace: None,
             orphan_sweep: Duration::from_secs(60),
+            resync_min_interval: Duration::from_secs(5),
         }
     }
 }
@@ -55,11 +59,22 @@ pub struct Context {
     pub(super) config: Config,
     pub(super) memory: Memory,
     pub(super) stores: tokio::sync::OnceCell<discovery::Stores>,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 impl Context {
-    /// A context for [`super::run`].
+    /// A context for [`super::run`], with metrics of its own.
     pub fn new(client: Client, vast: VastClient, config: Config) -> Arc<Self> {
+        Self::with_metrics(client, vast, config, Arc::new(Metrics::new()))
+    }
+
+    /// A context recording into `metrics`.
+    pub fn with_metrics(
+        client: Client,
+        vast: VastClient,
+        config: Config,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         let reporter = Reporter {
             controller: crate::FIELD_MANAGER.into(),
             instance: config.instance.clone(),
@@ -71,6 +86,14 @@ impl Context {
             config,
             memory: Memory::default(),
             stores: tokio::sync::OnceCell::new(),
+            metrics,
         })
+    }
+}
+
+impl Context {
+    /// The metrics this context records into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
@@ -17,6 +18,8 @@ struct Entry {
     workergroup_id: i64,
     failures: u32,
     full_workers: Option<Vec<WorkerStatus>>,
+    last_poll: Option<Instant>,
+    status_write_failing: bool,
 }
 
 impl Entry {
@@ -81,6 +84,36 @@ impl Memory {
             e.failures = e.failures.saturating_add(1);
             e.failures
         })
+    }
+
+    /// When Vast was last asked about this object, if this process asked.
+    pub fn last_poll(&self, wg: &WorkerGroup) -> Option<Instant> {
+        self.with(|map| {
+            map.get(&ObjectRef::from_obj(wg))
+                .filter(|e| e.belongs_to(wg))
+                .and_then(|e| e.last_poll)
+        })
+    }
+
+    /// Vast is being asked about this object now.
+    pub fn polled(&self, wg: &WorkerGroup) {
+        self.with(|map| Self::entry(map, wg).last_poll = Some(Instant::now()));
+    }
+
+    /// Records whether the last status write failed; returns true when a failure starts
+    /// a new streak (the first failure after a success).
+    pub fn status_write_failed(&self, wg: &WorkerGroup, failed: bool) -> bool {
+        self.with(|map| {
+            let e = Self::entry(map, wg);
+            let starts = failed && !e.status_write_failing;
+            e.status_write_failing = failed;
+            starts
+        })
+    }
+
+    /// Forgets one object (it was deleted).
+    pub fn forget(&self, key: &ObjectRef<WorkerGroup>) {
+        self.with(|map| map.remove(key));
     }
 
     /// Forgets every object not in `live`.

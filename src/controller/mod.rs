@@ -1,112 +1,116 @@
-//! The kube-runtime `Controller` of WorkerGroups: its watches and triggers ([`run`]),
-//! the reconcile steps ([`reconcile`]), the API-key source ([`api_key`]), per-object
-//! memory ([`memory`]) and the requeue policy ([`requeue`]).
+//! The kube-runtime `Controller` of WorkerGroups: the process-long watches
+//! ([`watches`]), one term of reconciling ([`run_term`], while leading), the reconcile
+//! steps ([`reconcile`]), the API-key source ([`api_key`]), per-object memory
+//! ([`memory`]) and the requeue policy ([`requeue`]).
 
 pub mod api_key;
 pub mod context;
 pub mod memory;
 pub mod reconcile;
 pub mod requeue;
+pub mod watches;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
-use kube::ResourceExt;
-use kube::api::Api;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::utils::PredicateConfig;
-use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::runtime::controller::{self as kcontroller, Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
 use tracing::{debug, warn};
 
 pub use context::{Config, Context};
+pub use watches::Watches;
 
 use crate::crd::WorkerGroup;
 use crate::{Error, discovery};
 
-/// Runs the controller until `shutdown` resolves.
+/// Runs the watches and the controller until `shutdown` resolves: the whole operator
+/// without leader election (what the tests run in-process).
 pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
-    let (groups, secrets) = match &ctx.config.namespace {
-        Some(ns) => (
-            Api::<WorkerGroup>::namespaced(client.clone(), ns),
-            Api::<Secret>::namespaced(client, ns),
-        ),
-        None => (
-            Api::<WorkerGroup>::all(client.clone()),
-            Api::<Secret>::all(client),
-        ),
-    };
-    let (stores, watch_tasks) =
-        discovery::Stores::start(ctx.client.clone(), ctx.config.namespace.as_deref());
-    let _ = ctx.stores.set(stores.clone());
-    // Only spec changes (generation) of WorkerGroups trigger a reconcile: our own status
-    // writes must not cause another Vast call. Secret changes trigger through `watches`.
-    let (store, writer) = reflector::store::<WorkerGroup>();
-    let changes = watcher(groups, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(predicates::generation, PredicateConfig::default());
-    let controller = Controller::for_stream(changes, store.clone());
-    let sweeper = tokio::spawn(discovery::sweep_orphans(
-        ctx.client.clone(),
-        stores,
-        store.clone(),
-        ctx.config.orphan_sweep,
-    ));
-    let pruner = tokio::spawn(prune_memory(ctx.clone(), store.clone()));
-    controller
-        .watches(
-            secrets,
-            watcher::Config::default().any_semantic(),
-            move |secret| {
-                let ns = secret.namespace();
-                let name = secret.name_any();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|wg| wg.namespace() == ns && wg.spec.api_key_secret_ref.name == name)
-                    .map(|wg| ObjectRef::from_obj(&*wg))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            match res {
-                Ok((obj, _)) => debug!(object = %obj, "reconciled"),
-                Err(e) => debug!(error = %e, "reconcile failed"),
-            }
-        })
-        .await;
-    sweeper.abort();
-    pruner.abort();
-    for t in watch_tasks {
-        t.abort();
+    let watches = Watches::start(&ctx, || {});
+    run_term(ctx, &watches, shutdown).await;
+}
+
+/// Reconciles, with the warm `watches`, until `shutdown` resolves (then in-flight
+/// reconciles finish) or the future is dropped (then they are cancelled at once). Every
+/// WorkerGroup is reconciled once at the start of a term.
+pub async fn run_term(
+    ctx: Arc<Context>,
+    watches: &Watches,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<ObjectRef<WorkerGroup>>();
+    let _term = Term::begin(&ctx, watches, tx);
+    let store = watches.groups.clone();
+    let listed = store.clone();
+    let wakeups =
+        futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|key| (key, rx)) },
+        );
+    let everything_once = futures::stream::once(async move {
+        let _ = listed.wait_until_ready().await;
+    });
+    Controller::for_stream(
+        futures::stream::pending::<Result<WorkerGroup, watcher::Error>>(),
+        store,
+    )
+    .reconcile_on(wakeups)
+    .reconcile_all_on(everything_once)
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile::reconcile, error_policy, ctx)
+    .for_each(|res| async move {
+        match res {
+            Ok((obj, _)) => debug!(object = %obj, "reconciled"),
+            // Reconcile errors were logged by error_policy.
+            Err(kcontroller::Error::ReconcilerFailed(..)) => {}
+            Err(e) => warn!(error = %e, "controller error"),
+        }
+    })
+    .await;
+}
+
+/// What runs only during a term (wake-ups, the orphan sweeper), undone however the term
+/// ends.
+struct Term<'a> {
+    watches: &'a Watches,
+    sweeper: tokio::task::JoinHandle<()>,
+    metrics: Arc<crate::runtime::metrics::Metrics>,
+}
+
+impl<'a> Term<'a> {
+    fn begin(
+        ctx: &Arc<Context>,
+        watches: &'a Watches,
+        tx: tokio::sync::mpsc::UnboundedSender<ObjectRef<WorkerGroup>>,
+    ) -> Self {
+        watches.forward_to(Some(tx));
+        let sweeper = match ctx.stores.get() {
+            Some(stores) => tokio::spawn(discovery::sweep_orphans(
+                ctx.client.clone(),
+                stores.clone(),
+                watches.groups.clone(),
+                ctx.config.orphan_sweep,
+            )),
+            None => tokio::spawn(async {}),
+        };
+        Self {
+            watches,
+            sweeper,
+            metrics: ctx.metrics.clone(),
+        }
     }
 }
 
-/// Forgets what is remembered of deleted WorkerGroups (they get no last reconcile).
-async fn prune_memory(ctx: Arc<Context>, store: Store<WorkerGroup>) {
-    let mut tick = tokio::time::interval(ctx.config.orphan_sweep);
-    loop {
-        tick.tick().await;
-        let live: HashSet<ObjectRef<WorkerGroup>> = store
-            .state()
-            .iter()
-            .map(|wg| ObjectRef::from_obj(&**wg))
-            .collect();
-        if live.is_empty() {
-            // Possibly a store that has not listed yet: forget nothing.
-            continue;
-        }
-        ctx.memory.retain(&live);
+impl Drop for Term<'_> {
+    fn drop(&mut self) {
+        self.watches.forward_to(None);
+        self.sweeper.abort();
+        // A standby reports nothing per WorkerGroup: the leader does.
+        self.metrics.retain_groups(&Default::default());
     }
 }
 

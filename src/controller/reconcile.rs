@@ -2,7 +2,7 @@
 //! (pure, in [`crate::sync`]), write the status, emit the events, choose the requeue.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -16,7 +16,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::api_key;
 use super::context::Context;
 use super::requeue::{backoff, jitter};
-use crate::crd::{WorkerGroup, WorkerGroupStatus, WorkerStatus};
+use crate::crd::{RESYNC_ANNOTATION, WorkerGroup, WorkerGroupStatus, WorkerStatus};
+use crate::runtime::metrics::GroupSnapshot;
 use crate::sync::{self, DiscoveryUpdate, EventSpec, Plan, PollOutcome};
 use crate::vast::VastError;
 use crate::{Error, discovery, duration};
@@ -24,35 +25,107 @@ use crate::{Error, discovery, duration};
 /// Shortest and longest `spec.pollInterval` (the CRD enforces the same).
 const INTERVAL_RANGE: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(86_400));
 
-/// Reconciles one WorkerGroup.
+/// Reconciles one WorkerGroup, and counts it in the metrics.
 pub async fn reconcile(wg: Arc<WorkerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(&*wg);
     let span = info_span!("reconcile", workergroup = %key, id = wg.spec.workergroup_id);
-    async move {
-        if wg.meta().deletion_timestamp.is_some() {
-            return Ok(Action::await_change());
-        }
-        let interval = poll_interval(&wg);
-        let poll = poll(&ctx, &wg, &interval).await;
-        let remembered = ctx.memory.full_workers(&wg);
-        let discovery = publish(&ctx, &wg, &poll.outcome, remembered.as_deref()).await;
-        let plan = sync::plan(sync::Input {
-            previous: wg.status.as_ref(),
-            previous_full: remembered.as_deref(),
-            generation: wg.meta().generation,
-            outcome: poll.outcome.clone(),
-            now: now(),
-            max_workers: ctx.config.max_workers,
-            heartbeat: ctx.config.status_heartbeat,
-            workergroup_id: wg.spec.workergroup_id,
-            discovery,
-        });
-        let written = write_status(&ctx, &wg, &plan).await?;
-        emit_events(&ctx, &plan.events, &written).await;
-        Ok(requeue(&ctx, &wg, poll, plan.workers, interval.ok()))
+    let started = Instant::now();
+    let (result, label) = steps(&wg, &ctx).instrument(span).await;
+    ctx.metrics
+        .reconciled(label, started.elapsed().as_secs_f64());
+    result
+}
+
+async fn steps(wg: &Arc<WorkerGroup>, ctx: &Arc<Context>) -> (Result<Action, Error>, &'static str) {
+    let (wg, ctx) = (&**wg, &**ctx);
+    if wg.meta().deletion_timestamp.is_some() {
+        return (Ok(Action::await_change()), "deleting");
     }
-    .instrument(span)
-    .await
+    let resync = resync_request(wg);
+    if resync.is_some()
+        && let Some(wait) = resync_too_soon(ctx, wg)
+    {
+        // Asked again within the minimum interval: answer once it has passed.
+        return (Ok(Action::requeue(wait)), "resync_deferred");
+    }
+    let interval = poll_interval(wg);
+    let poll = poll(ctx, wg, &interval).await;
+    let label = poll.outcome.metric_label();
+    let result = finish(ctx, wg, poll, interval, resync).await;
+    let label = if result.is_err() { "error" } else { label };
+    (result, label)
+}
+
+/// After the poll: publish, plan, write, tell.
+async fn finish(
+    ctx: &Context,
+    wg: &WorkerGroup,
+    poll: Poll,
+    interval: Result<Duration, PollOutcome>,
+    resync: Option<String>,
+) -> Result<Action, Error> {
+    let remembered = ctx.memory.full_workers(wg);
+    let discovery = publish(ctx, wg, &poll.outcome, remembered.as_deref()).await;
+    let plan = sync::plan(sync::Input {
+        previous: wg.status.as_ref(),
+        previous_full: remembered.as_deref(),
+        generation: wg.meta().generation,
+        outcome: poll.outcome.clone(),
+        now: now(),
+        max_workers: ctx.config.max_workers,
+        heartbeat: ctx.config.status_heartbeat,
+        workergroup_id: wg.spec.workergroup_id,
+        discovery,
+        resync,
+    });
+    let written = write_status(ctx, wg, &plan).await?;
+    emit_events(ctx, &plan.events, &written).await;
+    record_metrics(ctx, wg, &plan, &poll.outcome);
+    Ok(requeue(ctx, wg, poll, plan.workers, interval.ok()))
+}
+
+/// The resync annotation's value, when it asks for a poll not yet answered.
+fn resync_request(wg: &WorkerGroup) -> Option<String> {
+    let asked = wg.annotations().get(RESYNC_ANNOTATION)?;
+    let answered = wg
+        .status
+        .as_ref()
+        .and_then(|s| s.last_handled_resync_at.as_ref());
+    (answered != Some(asked)).then(|| asked.clone())
+}
+
+/// How long until a resync may poll, when the last poll was too recent.
+fn resync_too_soon(ctx: &Context, wg: &WorkerGroup) -> Option<Duration> {
+    let last = ctx.memory.last_poll(wg)?;
+    ctx.config
+        .resync_min_interval
+        .checked_sub(last.elapsed())
+        .filter(|d| !d.is_zero())
+}
+
+/// Sets the WorkerGroup's series from the planned status.
+fn record_metrics(ctx: &Context, wg: &WorkerGroup, plan: &Plan, outcome: &PollOutcome) {
+    let status = &plan.status;
+    let synced = matches!(outcome, PollOutcome::Synced(_));
+    let snapshot = GroupSnapshot {
+        states: status.status_counts.clone(),
+        ready: status.ready_workers,
+        last_sync: status
+            .last_sync_time
+            .map(|t| t.as_millisecond() as f64 / 1000.0),
+        conditions: status
+            .conditions
+            .iter()
+            .map(|c| (c.type_.clone(), c.status.clone()))
+            .collect(),
+        load: synced.then(|| plan.workers.iter().filter_map(|w| w.cur_load).sum()),
+        reqs_working: synced.then(|| plan.workers.iter().filter_map(|w| w.reqs_working).sum()),
+    };
+    ctx.metrics.set_group(
+        &wg.namespace().unwrap_or_default(),
+        &wg.name_any(),
+        &snapshot,
+    );
 }
 
 /// Now, in whole seconds (what Kubernetes stores).
@@ -91,6 +164,7 @@ async fn poll(ctx: &Context, wg: &WorkerGroup, interval: &Result<Duration, PollO
         Ok(_) => match api_key::read(&ctx.client, wg).await {
             Err(outcome) => outcome,
             Ok(key) => {
+                ctx.memory.polled(wg);
                 let result = ctx
                     .vast
                     .workergroup_workers(wg.spec.workergroup_id, &key)
@@ -173,7 +247,20 @@ async fn write_status(
     if !plan.write {
         return Ok(wg.object_ref(&()));
     }
-    let updated = patch_status(ctx, wg, &plan.status).await?;
+    let updated = match patch_status(ctx, wg, &plan.status).await {
+        Ok(updated) => {
+            ctx.memory.status_write_failed(wg, false);
+            updated
+        }
+        Err(e) => {
+            if ctx.memory.status_write_failed(wg, true) {
+                let note = format!("the status could not be written: {e}");
+                let warning = EventSpec::warning("StatusUpdateFailed", "WriteStatus", note);
+                emit_events(ctx, &[warning], &wg.object_ref(&())).await;
+            }
+            return Err(e);
+        }
+    };
     if !plan.changes.is_empty() {
         info!(note = %plan.changes.note(), "workers changed");
     }

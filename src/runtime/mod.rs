@@ -1,4 +1,8 @@
-//! Process-level pieces that know nothing of WorkerGroups: logging ([`telemetry`]).
-//! Metrics, health probes and leader election belong here as well.
+//! Process-level pieces that know nothing of WorkerGroups: logging ([`telemetry`]),
+//! Prometheus metrics ([`metrics`]), the metrics and probe endpoints ([`http`]) and
+//! leader election ([`leader`]).
 
+pub mod http;
+pub mod leader;
+pub mod metrics;
 pub mod telemetry;

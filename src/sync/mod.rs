@@ -53,6 +53,18 @@ impl PollOutcome {
     }
 }
 
+impl PollOutcome {
+    /// The `result` label of `vast_operator_reconciles_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            PollOutcome::Synced(_) => "synced",
+            PollOutcome::Suspended => "suspended",
+            PollOutcome::Transient(_) => "poll_failed",
+            PollOutcome::Terminal { .. } => "terminal_error",
+        }
+    }
+}
+
 impl From<VastError> for PollOutcome {
     fn from(e: VastError) -> Self {
         if e.is_terminal() {
@@ -88,6 +100,8 @@ pub struct Input<'a> {
     pub workergroup_id: i64,
     /// What discovery did.
     pub discovery: DiscoveryUpdate,
+    /// The value of the resync annotation this poll answers, if any.
+    pub resync: Option<String>,
 }
 
 /// What discovery did in this reconcile.
@@ -134,6 +148,9 @@ pub fn plan(input: Input<'_>) -> Plan {
 
     let mut next = base.prev.clone();
     next.observed_generation = input.generation;
+    if input.resync.is_some() {
+        next.last_handled_resync_at = input.resync.clone();
+    }
     next.conditions = kstatus_conditions(&judged, &base, &input);
     add_discovery(&mut next, &input, base.prev, &mut judged.events);
     let (workers, changes, heartbeat_due) = record_workers(&mut next, base, found, &input);
@@ -472,6 +489,7 @@ mod tests {
             heartbeat: Some(Duration::from_secs(600)),
             workergroup_id: 1,
             discovery: DiscoveryUpdate::Disabled,
+            resync: None,
         }
     }
 

@@ -1,8 +1,10 @@
 //! The HTTP side: one call, `POST /get_workergroup_workers/`, with a capped body.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::{VastError, Worker, classify_response};
+use crate::runtime::metrics::Metrics;
 
 /// Largest response body read before giving up.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -13,6 +15,7 @@ pub struct VastClient {
     http: reqwest::Client,
     endpoint: String,
     timeout: Duration,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl VastClient {
@@ -35,7 +38,15 @@ impl VastClient {
             http,
             endpoint: format!("{base}/get_workergroup_workers/"),
             timeout,
+            metrics: None,
         })
+    }
+
+    /// Counts every call in `metrics` (`vast_operator_vast_requests_total` and
+    /// `vast_operator_vast_request_duration_seconds`).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Fetches the workers of one workergroup.
@@ -44,12 +55,28 @@ impl VastClient {
         workergroup_id: i64,
         api_key: &str,
     ) -> Result<Vec<Worker>, VastError> {
-        self.call(workergroup_id, api_key)
+        let started = Instant::now();
+        let mut code = None;
+        let result = self
+            .call(workergroup_id, api_key, &mut code)
             .await
-            .map_err(|e| e.redact(api_key))
+            .map_err(|e| e.redact(api_key));
+        if let Some(m) = &self.metrics {
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(e) => e.metric_label(),
+            };
+            m.vast_request(outcome, code, started.elapsed().as_secs_f64());
+        }
+        result
     }
 
-    async fn call(&self, workergroup_id: i64, api_key: &str) -> Result<Vec<Worker>, VastError> {
+    async fn call(
+        &self,
+        workergroup_id: i64,
+        api_key: &str,
+        code: &mut Option<u16>,
+    ) -> Result<Vec<Worker>, VastError> {
         let mut resp = self
             .http
             .post(&self.endpoint)
@@ -59,6 +86,7 @@ impl VastClient {
             .await
             .map_err(|e| self.transport_error(&e))?;
         let status = resp.status().as_u16();
+        *code = Some(status);
         let mut body = Vec::new();
         loop {
             match resp.chunk().await {

@@ -51,6 +51,19 @@ impl VastError {
         }
     }
 
+    /// The `outcome` label of `vast_operator_vast_requests_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            VastError::Transport(_) => "transport_error",
+            VastError::RateLimited(_) => "rate_limited",
+            VastError::Authentication(_) => "auth_failed",
+            VastError::NotFound(_) => "not_found",
+            VastError::Http { .. } => "http_error",
+            VastError::Remote(_) => "remote_error",
+            VastError::Malformed(_) => "malformed",
+        }
+    }
+
     /// Replaces the key everywhere in the message, then cuts it to [`MAX_ERROR_TEXT`]
     /// bytes: in this order, so that no piece of the key survives a cut.
     pub fn redact(self, secret: &str) -> Self {

@@ -379,3 +379,100 @@ pub fn worker_states(wg: &WorkerGroup) -> Vec<(i64, String)> {
 
 use vast_operator::crd::WorkerGroup;
 use vast_operator::vast;
+
+/// A free port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// `vast-operator run` as a child process, with its own metrics and health ports and its
+/// log in a file.
+pub struct OperatorProcess {
+    /// The process.
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:<port>` of `/metrics`.
+    pub metrics: String,
+    /// `http://127.0.0.1:<port>` of the probes.
+    pub health: String,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+}
+
+impl OperatorProcess {
+    /// Starts `vast-operator run` with `args` (after `run`), scoped to `ns`.
+    pub fn start(name: &str, ns: &str, vast_url: &str, args: &[&str]) -> Self {
+        let (m, h) = (free_port(), free_port());
+        let dir = repo_root().join("target").join("test-logs");
+        std::fs::create_dir_all(&dir).expect("log dir");
+        let log = dir.join(format!("{ns}-{name}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_vast-operator"))
+            .arg("run")
+            .args(["--vast-url", vast_url, "--namespace", ns])
+            .args(["--metrics-addr", &format!("127.0.0.1:{m}")])
+            .args(["--health-addr", &format!("127.0.0.1:{h}")])
+            .args(args)
+            .env("KUBECONFIG", kubeconfig())
+            .env("POD_NAME", name)
+            .env("RUST_LOG", "info,vast_operator=debug")
+            .env_remove("LEADER_ELECT")
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start vast-operator");
+        Self {
+            child,
+            metrics: format!("http://127.0.0.1:{m}"),
+            health: format!("http://127.0.0.1:{h}"),
+            log,
+        }
+    }
+
+    /// The process's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal (`-9`, `-TERM`).
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status();
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET `url`: (status code, body); None when nothing answers.
+pub async fn http_get(url: &str) -> Option<(u16, String)> {
+    let resp = reqwest_client().get(url).send().await.ok()?;
+    let code = resp.status().as_u16();
+    Some((code, resp.text().await.ok()?))
+}
+
+fn reqwest_client() -> &'static reqwest::Client {
+    static C: OnceLock<reqwest::Client> = OnceLock::new();
+    C.get_or_init(|| {
+        vast_operator::install_crypto_provider();
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build()
+            .expect("http client")
+    })
+}
+
+/// The value of the sample `series` (full name with labels, as printed) in a metrics
+/// text.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}

@@ -1,0 +1,210 @@
+//! The watches of WorkerGroups and Secrets. They run for the whole life of the process,
+//! on the leader and on a standby alike, so that a standby that takes over has warm
+//! caches. While a controller runs (on the leader), they forward what should wake a
+//! WorkerGroup to it; on a standby nothing is forwarded.
+//!
+//! - A WorkerGroup wakes when its uid, generation (spec) or resync annotation changes;
+//!   the operator's own status writes do not wake it.
+//! - A Secret (watched as metadata only: no Secret data is held) wakes the WorkerGroups
+//!   that reference it when it is created, changed or deleted.
+//! - A deleted WorkerGroup's memory and metrics are dropped at once; after every full
+//!   list, those of WorkerGroups no longer listed are dropped too.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::{Resource, ResourceExt};
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::warn;
+
+use super::context::Context;
+use crate::crd::{RESYNC_ANNOTATION, WorkerGroup};
+use crate::discovery;
+
+type Triggers = Arc<Mutex<Option<UnboundedSender<ObjectRef<WorkerGroup>>>>>;
+
+/// The process-long watches.
+pub struct Watches {
+    /// Every WorkerGroup in scope.
+    pub groups: Store<WorkerGroup>,
+    triggers: Triggers,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Watches {
+    /// Starts the watches of WorkerGroups, Secrets and our discovery objects.
+    /// `on_listed` runs once, when the WorkerGroups have been listed.
+    pub fn start(ctx: &Arc<Context>, on_listed: impl FnOnce() + Send + 'static) -> Self {
+        let client = ctx.client.clone();
+        let ns = ctx.config.namespace.as_deref();
+        let (groups_api, secrets_api) = match ns {
+            Some(ns) => (
+                Api::<WorkerGroup>::namespaced(client.clone(), ns),
+                Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+        let (stores, mut tasks) = discovery::Stores::start(client, ns);
+        let _ = ctx.stores.set(stores);
+        let (groups, writer) = reflector::store::<WorkerGroup>();
+        let triggers: Triggers = Arc::default();
+        tasks.push(tokio::spawn(watch_groups(
+            groups_api,
+            writer,
+            ctx.clone(),
+            triggers.clone(),
+            on_listed,
+        )));
+        tasks.push(tokio::spawn(watch_secrets(
+            secrets_api,
+            groups.clone(),
+            triggers.clone(),
+        )));
+        Self {
+            groups,
+            triggers,
+            tasks,
+        }
+    }
+
+    /// Forwards wake-ups to `tx` (a running controller), or to nobody.
+    pub fn forward_to(&self, tx: Option<UnboundedSender<ObjectRef<WorkerGroup>>>) {
+        *self.triggers.lock().unwrap_or_else(|p| p.into_inner()) = tx;
+    }
+
+    /// Stops every watch.
+    pub fn abort(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+fn send(triggers: &Triggers, key: ObjectRef<WorkerGroup>) {
+    if let Some(tx) = triggers.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        let _ = tx.send(key);
+    }
+}
+
+/// What of a WorkerGroup wakes it: uid, generation and the resync annotation.
+fn wake_key(wg: &WorkerGroup) -> u64 {
+    let mut h = DefaultHasher::new();
+    wg.meta().uid.hash(&mut h);
+    wg.meta().generation.hash(&mut h);
+    wg.annotations().get(RESYNC_ANNOTATION).hash(&mut h);
+    h.finish()
+}
+
+async fn watch_groups(
+    api: Api<WorkerGroup>,
+    writer: reflector::store::Writer<WorkerGroup>,
+    ctx: Arc<Context>,
+    triggers: Triggers,
+    on_listed: impl FnOnce() + Send + 'static,
+) {
+    let store = writer.as_reader();
+    let mut on_listed = Some(on_listed);
+    let mut seen: HashMap<ObjectRef<WorkerGroup>, u64> = HashMap::new();
+    let mut events = watcher::watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .boxed();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(Event::Apply(wg) | Event::InitApply(wg)) => {
+                let key = ObjectRef::from_obj(&wg);
+                let wake = wake_key(&wg);
+                if seen.insert(key.clone(), wake) != Some(wake) {
+                    send(&triggers, key);
+                }
+            }
+            Ok(Event::Delete(wg)) => {
+                let key = ObjectRef::from_obj(&wg);
+                seen.remove(&key);
+                ctx.memory.forget(&key);
+                ctx.metrics
+                    .forget_group(&wg.namespace().unwrap_or_default(), &wg.name_any());
+            }
+            Ok(Event::InitDone) => {
+                let live: HashSet<ObjectRef<WorkerGroup>> = store
+                    .state()
+                    .iter()
+                    .map(|wg| ObjectRef::from_obj(&**wg))
+                    .collect();
+                seen.retain(|k, _| live.contains(k));
+                ctx.memory.retain(&live);
+                ctx.metrics.retain_groups(
+                    &live
+                        .iter()
+                        .map(|k| (k.namespace.clone().unwrap_or_default(), k.name.clone()))
+                        .collect(),
+                );
+                if let Some(f) = on_listed.take() {
+                    f();
+                }
+            }
+            Ok(Event::Init) => {}
+            Err(e) => {
+                warn!(error = %e, "watch of WorkerGroups failed (is the CRD installed, may the operator list and watch workergroups.vast.ai?); retrying")
+            }
+        }
+    }
+}
+
+async fn watch_secrets(
+    api: Api<PartialObjectMeta<Secret>>,
+    groups: Store<WorkerGroup>,
+    triggers: Triggers,
+) {
+    let mut listed = false;
+    let mut versions: HashMap<(Option<String>, String), Option<String>> = HashMap::new();
+    let mut events = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    while let Some(event) = events.next().await {
+        let (secret, deleted) = match event {
+            Ok(Event::Apply(s) | Event::InitApply(s)) => (s, false),
+            Ok(Event::Delete(s)) => (s, true),
+            Ok(Event::InitDone) => {
+                listed = true;
+                continue;
+            }
+            Ok(Event::Init) => continue,
+            Err(e) => {
+                warn!(error = %e, "watch of Secrets failed (may the operator list and watch Secrets?); retrying");
+                continue;
+            }
+        };
+        let key = (secret.namespace(), secret.name_any());
+        let version = secret.resource_version();
+        let changed = if deleted {
+            versions.remove(&key).is_some()
+        } else {
+            versions.insert(key.clone(), version.clone()) != Some(version)
+        };
+        // Before the first full list the operator learns what exists; the first
+        // reconciles read it anyway.
+        if !changed || !listed {
+            continue;
+        }
+        for wg in groups.state() {
+            if wg.namespace() == key.0 && wg.spec.api_key_secret_ref.name == key.1 {
+                send(&triggers, ObjectRef::from_obj(&*wg));
+            }
+        }
+    }
+}

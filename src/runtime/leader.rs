@@ -1,0 +1,200 @@
+//! Leader election with a Lease (`kube-lease-manager`), plus the renew deadline the crate
+//! lacks: a leader that cannot renew stops leading before its Lease expires.
+//!
+//! The Lease is also watched, so a standby learns at once when the leader releases it
+//! (on SIGTERM) instead of sleeping until it would have expired, and the leader learns of
+//! every renewal it made; without a confirmed renewal it steps down one second before
+//! the Lease it last saw would expire.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Client;
+use kube::api::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube_lease_manager::{LeaseCreateMode, LeaseManager, LeaseParams};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+/// How to take part in the election.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Name of the Lease.
+    pub lease_name: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// This process's identity (the pod name).
+    pub identity: String,
+    /// How long a Lease holds without renewal.
+    pub duration: Duration,
+}
+
+/// Shortest `--lease-duration`.
+pub const MIN_DURATION: Duration = Duration::from_secs(3);
+
+/// A leader stops this long before the Lease it last saw renewed would expire.
+const SAFETY_MARGIN: Duration = Duration::from_secs(1);
+
+/// Joins the election. Returns a receiver that is true while this process leads, and
+/// the task, which releases the Lease and ends once `stop` turns true.
+pub async fn start(
+    client: Client,
+    settings: Settings,
+    stop: watch::Receiver<bool>,
+) -> Result<(watch::Receiver<bool>, tokio::task::JoinHandle<()>), crate::Error> {
+    let secs = settings.duration.as_secs();
+    if settings.duration < MIN_DURATION {
+        return Err(crate::Error::Config(format!(
+            "--lease-duration must be at least {}s",
+            MIN_DURATION.as_secs()
+        )));
+    }
+    // Renew a third of the duration before expiry (15s: every 10s).
+    let grace = (secs / 3).max(1);
+    let params = LeaseParams::new(settings.identity.clone(), secs, grace).with_field_manager(
+        format!("{}-lease-{}", crate::FIELD_MANAGER, settings.identity),
+    );
+    let candidate = Candidate {
+        client: client.clone(),
+        settings: settings.clone(),
+        params,
+    };
+    let manager = candidate.manager().await.map_err(|e| {
+        crate::Error::Config(format!(
+            "cannot use Lease {}/{}: {e}",
+            settings.namespace, settings.lease_name
+        ))
+    })?;
+    let (tx, rx) = watch::channel(false);
+    let leases = Api::<Lease>::namespaced(client, &settings.namespace);
+    let task = tokio::spawn(elect(candidate, manager, leases, tx, stop));
+    Ok((rx, task))
+}
+
+/// What it takes to make a lease manager.
+struct Candidate {
+    client: Client,
+    settings: Settings,
+    params: LeaseParams,
+}
+
+impl Candidate {
+    /// A manager with a freshly read Lease (the crate re-reads a Lease only once the
+    /// one it knows has expired).
+    async fn manager(&self) -> Result<LeaseManager, kube_lease_manager::LeaseManagerError> {
+        LeaseManager::new(
+            self.client.clone(),
+            &self.settings.lease_name,
+            &self.settings.namespace,
+            self.params.clone(),
+            LeaseCreateMode::AutoCreate,
+        )
+        .await
+    }
+}
+
+async fn elect(
+    candidate: Candidate,
+    mut manager: LeaseManager,
+    leases: Api<Lease>,
+    tx: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let settings = &candidate.settings;
+    let wc = watcher::Config::default().fields(&format!("metadata.name={}", settings.lease_name));
+    let mut lease_events = watcher(leases, wc)
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    let mut manager_leads = false;
+    // Until when this process may act as leader, from the last renewal it saw.
+    let mut valid_until: Option<Instant> = None;
+    loop {
+        let leading = manager_leads && valid_until.is_some_and(|t| Instant::now() < t);
+        tx.send_if_modified(|v| {
+            let changed = *v != leading;
+            if changed {
+                if leading {
+                    info!(identity = %settings.identity, lease = %settings.lease_name, "acquired the leader Lease");
+                } else {
+                    warn!(identity = %settings.identity, lease = %settings.lease_name, "not leading (Lease lost, not renewed in time, or held by another)");
+                }
+            }
+            *v = leading;
+            changed
+        });
+        if *stop.borrow() {
+            break;
+        }
+        let deadline = valid_until.filter(|_| leading);
+        tokio::select! {
+            biased;
+            _ = stop.changed() => {}
+            result = manager.changed() => match result {
+                Ok(leads) => {
+                    manager_leads = leads;
+                    valid_until = leads.then(|| Instant::now() + settings.duration.saturating_sub(SAFETY_MARGIN));
+                }
+                Err(e) => {
+                    warn!(error = %e, "leader election: the Lease could not be read or written; retrying");
+                    tokio::select! {
+                        _ = stop.changed() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            },
+            event = lease_events.next() => match event {
+                Some(Ok(lease)) => {
+                    // A renewal of ours extends the deadline. Anything else only wakes
+                    // the loop: a standby's manager then looks again at once (a release
+                    // is taken over without waiting for expiry), and a leader's manager
+                    // finds out itself at its next renewal; until then the deadline
+                    // keeps a leader from acting on a Lease it no longer renews.
+                    let spec = lease.spec.unwrap_or_default();
+                    if !manager_leads && spec.holder_identity.is_none() {
+                        // Released (the leader shut down): take it now.
+                        match candidate.manager().await {
+                            Ok(m) => manager = m,
+                            Err(e) => warn!(error = %e, "cannot read the released Lease; waiting for it to expire"),
+                        }
+                    }
+                    if manager_leads
+                        && spec.holder_identity.as_deref() == Some(settings.identity.as_str())
+                        && let Some(renewed) = spec.renew_time
+                    {
+                        let seen = valid_until_from(renewed.0, settings.duration);
+                        valid_until = valid_until.max(seen);
+                    }
+                }
+                Some(Err(e)) => warn!(error = %e, "watch of the leader Lease failed (may the operator list and watch Leases?); retrying"),
+                None => {}
+            },
+            _ = sleep_until_opt(deadline) => {}
+        }
+    }
+    tx.send_replace(false);
+    match tokio::time::timeout(Duration::from_secs(3), manager.release()).await {
+        Ok(Ok(())) => info!("released the leader Lease"),
+        Ok(Err(e)) => warn!(error = %e, "could not release the leader Lease"),
+        Err(_) => warn!("releasing the leader Lease timed out"),
+    }
+}
+
+/// The instant until which a Lease renewed at `renewed` may be acted on.
+fn valid_until_from(renewed: jiff::Timestamp, duration: Duration) -> Option<Instant> {
+    let expires = renewed
+        .checked_add(jiff::SignedDuration::try_from(duration).ok()?)
+        .ok()?;
+    let left = jiff::Timestamp::now().duration_until(expires);
+    let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
+    Some(Instant::now() + left.saturating_sub(SAFETY_MARGIN))
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,406 @@
+//! Prometheus metrics (OpenMetrics text), with `prometheus-client`.
+//!
+//! Process-wide figures (reconciles, Vast requests, leadership) and per-WorkerGroup
+//! series labelled `namespace` and `name`. A WorkerGroup's series are removed when it is
+//! deleted ([`Metrics::forget_group`]). Nothing here knows the WorkerGroup type; no label
+//! or value ever holds a key.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// `Content-Type` of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VastLabels {
+    outcome: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabels {
+    namespace: String,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    namespace: String,
+    name: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConditionLabels {
+    namespace: String,
+    name: String,
+    #[prometheus(flatten)]
+    condition: ConditionKey,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConditionKey {
+    r#type: String,
+    status: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// What status says of one WorkerGroup, as metrics.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GroupSnapshot {
+    /// Workers per Vast state.
+    pub states: BTreeMap<String, i64>,
+    /// Ready workers.
+    pub ready: i64,
+    /// Unix time of the last successful poll written.
+    pub last_sync: Option<f64>,
+    /// Conditions: (type, status).
+    pub conditions: Vec<(String, String)>,
+    /// Sum of the workers' `cur_load`, when this reconcile polled successfully.
+    pub load: Option<f64>,
+    /// Sum of the workers' `reqs_working`, likewise.
+    pub reqs_working: Option<i64>,
+}
+
+/// The label sets a WorkerGroup has, so that they can be removed.
+#[derive(Default)]
+struct GroupSeries {
+    states: HashSet<String>,
+    conditions: HashSet<ConditionKey>,
+}
+
+/// Every metric of the operator.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ResultLabels, Counter>,
+    reconcile_duration: Histogram,
+    vast_requests: Family<VastLabels, Counter>,
+    vast_request_duration: Histogram,
+    leader: Gauge,
+    workers: Family<StateLabels, Gauge>,
+    ready_workers: Family<GroupLabels, Gauge>,
+    last_sync: Family<GroupLabels, FloatGauge>,
+    condition: Family<ConditionLabels, Gauge>,
+    load: Family<GroupLabels, FloatGauge>,
+    reqs_working: Family<GroupLabels, Gauge>,
+    groups: Mutex<HashMap<(String, String), GroupSeries>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `vast_operator_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("vast_operator");
+        let reconciles = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Reconciles of WorkerGroups, by result",
+            reconciles.clone(),
+        );
+        let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of one reconcile",
+            reconcile_duration.clone(),
+        );
+        let vast_requests = Family::<VastLabels, Counter>::default();
+        registry.register(
+            "vast_requests",
+            "Calls to the Vast API, by outcome and HTTP status code (none: no answer)",
+            vast_requests.clone(),
+        );
+        let vast_request_duration = Histogram::new(exponential_buckets(0.01, 2.0, 13));
+        registry.register(
+            "vast_request_duration_seconds",
+            "Duration of one call to the Vast API",
+            vast_request_duration.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this process holds the leader Lease (or runs without election), else 0",
+            leader.clone(),
+        );
+        let workers = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "workergroup_workers",
+            "Workers of a WorkerGroup, by Vast state",
+            workers.clone(),
+        );
+        let ready_workers = Family::<GroupLabels, Gauge>::default();
+        registry.register(
+            "workergroup_ready_workers",
+            "Ready workers (idle or running) of a WorkerGroup",
+            ready_workers.clone(),
+        );
+        let last_sync = Family::<GroupLabels, FloatGauge>::default();
+        registry.register(
+            "workergroup_last_sync_timestamp_seconds",
+            "Unix time of the last successful poll written to status",
+            last_sync.clone(),
+        );
+        let condition = Family::<ConditionLabels, Gauge>::default();
+        registry.register(
+            "workergroup_condition",
+            "1 for the current status of each condition of a WorkerGroup, 0 for the others",
+            condition.clone(),
+        );
+        let load = Family::<GroupLabels, FloatGauge>::default();
+        registry.register(
+            "workergroup_load",
+            "Sum of the workers' cur_load at the last successful poll",
+            load.clone(),
+        );
+        let reqs_working = Family::<GroupLabels, Gauge>::default();
+        registry.register(
+            "workergroup_reqs_working",
+            "Sum of the workers' requests in flight at the last successful poll",
+            reqs_working.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            reconcile_duration,
+            vast_requests,
+            vast_request_duration,
+            leader,
+            workers,
+            ready_workers,
+            last_sync,
+            condition,
+            load,
+            reqs_working,
+            groups: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out = "# EOF\n".into();
+        }
+        out
+    }
+
+    /// One reconcile ended with `result`, after `seconds`.
+    pub fn reconciled(&self, result: &str, seconds: f64) {
+        self.reconciles
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc();
+        self.reconcile_duration.observe(seconds);
+    }
+
+    /// One Vast call ended with `outcome` (HTTP `code`, if any answer came), after `seconds`.
+    pub fn vast_request(&self, outcome: &str, code: Option<u16>, seconds: f64) {
+        let code = code.map_or_else(|| "none".to_string(), |c| c.to_string());
+        self.vast_requests
+            .get_or_create(&VastLabels {
+                outcome: outcome.into(),
+                code,
+            })
+            .inc();
+        self.vast_request_duration.observe(seconds);
+    }
+
+    /// Whether this process leads.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// Sets the series of one WorkerGroup; states and conditions that went away are
+    /// removed.
+    pub fn set_group(&self, namespace: &str, name: &str, snap: &GroupSnapshot) {
+        let g = GroupLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let series = groups.entry((namespace.into(), name.into())).or_default();
+        let state = |s: &str| StateLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+            state: s.into(),
+        };
+        for gone in series
+            .states
+            .iter()
+            .filter(|s| !snap.states.contains_key(*s))
+        {
+            self.workers.remove(&state(gone));
+        }
+        series.states = snap.states.keys().cloned().collect();
+        for (s, n) in &snap.states {
+            self.workers.get_or_create(&state(s)).set(*n);
+        }
+        self.ready_workers.get_or_create(&g).set(snap.ready);
+        if let Some(t) = snap.last_sync {
+            self.last_sync.get_or_create(&g).set(t);
+        }
+        let mut keys = HashSet::new();
+        for (type_, status) in &snap.conditions {
+            for s in ["True", "False", "Unknown"] {
+                let key = ConditionKey {
+                    r#type: type_.clone(),
+                    status: s.into(),
+                };
+                let labels = ConditionLabels {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    condition: key.clone(),
+                };
+                self.condition
+                    .get_or_create(&labels)
+                    .set(i64::from(s == status));
+                keys.insert(key);
+            }
+        }
+        for gone in series.conditions.difference(&keys) {
+            self.condition.remove(&ConditionLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                condition: gone.clone(),
+            });
+        }
+        series.conditions = keys;
+        if let Some(load) = snap.load {
+            self.load.get_or_create(&g).set(load);
+        }
+        if let Some(n) = snap.reqs_working {
+            self.reqs_working.get_or_create(&g).set(n);
+        }
+    }
+
+    /// Removes every series of one WorkerGroup.
+    pub fn forget_group(&self, namespace: &str, name: &str) {
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let series = groups
+            .remove(&(namespace.to_string(), name.to_string()))
+            .unwrap_or_default();
+        self.remove_series(namespace, name, &series);
+    }
+
+    /// Removes the series of every WorkerGroup not in `live` ((namespace, name) pairs).
+    pub fn retain_groups(&self, live: &HashSet<(String, String)>) {
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let gone: Vec<(String, String)> = groups
+            .keys()
+            .filter(|k| !live.contains(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(series) = groups.remove(&key) {
+                self.remove_series(&key.0, &key.1, &series);
+            }
+        }
+    }
+
+    fn remove_series(&self, namespace: &str, name: &str, series: &GroupSeries) {
+        let g = GroupLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        for s in &series.states {
+            self.workers.remove(&StateLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                state: s.clone(),
+            });
+        }
+        for c in &series.conditions {
+            self.condition.remove(&ConditionLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                condition: c.clone(),
+            });
+        }
+        self.ready_workers.remove(&g);
+        self.last_sync.remove(&g);
+        self.load.remove(&g);
+        self.reqs_working.remove(&g);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap() -> GroupSnapshot {
+        GroupSnapshot {
+            states: BTreeMap::from([("idle".into(), 2), ("loading".into(), 1)]),
+            ready: 2,
+            last_sync: Some(1_800_000_000.0),
+            conditions: vec![("Ready".into(), "True".into())],
+            load: Some(1.5),
+            reqs_working: Some(3),
+        }
+    }
+
+    #[test]
+    fn group_series_appear_move_and_vanish() {
+        let m = Metrics::new();
+        m.set_group("ns", "llama", &snap());
+        let text = m.encode();
+        assert!(text.contains(
+            r#"vast_operator_workergroup_workers{namespace="ns",name="llama",state="idle"} 2"#
+        ));
+        assert!(text.contains(r#"vast_operator_workergroup_condition{namespace="ns",name="llama",type="Ready",status="True"} 1"#));
+        assert!(
+            text.contains(r#"vast_operator_workergroup_load{namespace="ns",name="llama"} 1.5"#)
+        );
+        let mut s = snap();
+        s.states.remove("loading");
+        m.set_group("ns", "llama", &s);
+        assert!(!m.encode().contains(r#"state="loading""#));
+        m.forget_group("ns", "llama");
+        let text = m.encode();
+        assert!(!text.contains("llama"), "{text}");
+        m.set_group("ns", "a", &snap());
+        m.set_group("ns", "b", &snap());
+        m.retain_groups(&HashSet::from([("ns".to_string(), "b".to_string())]));
+        let text = m.encode();
+        assert!(!text.contains(r#"name="a""#) && text.contains(r#"name="b""#));
+    }
+
+    #[test]
+    fn counters_and_histograms_are_named_as_documented() {
+        let m = Metrics::new();
+        m.reconciled("synced", 0.1);
+        m.vast_request("ok", Some(200), 0.05);
+        m.vast_request("transport_error", None, 1.0);
+        m.set_leader(true);
+        let text = m.encode();
+        for want in [
+            r#"vast_operator_reconciles_total{result="synced"} 1"#,
+            "vast_operator_reconcile_duration_seconds_count 1",
+            r#"vast_operator_vast_requests_total{outcome="ok",code="200"} 1"#,
+            r#"vast_operator_vast_requests_total{outcome="transport_error",code="none"} 1"#,
+            "vast_operator_vast_request_duration_seconds_count 2",
+            "vast_operator_leader 1",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

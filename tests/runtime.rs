@@ -1,0 +1,399 @@
+//! The operator as a process, as it runs in a Deployment: two replicas with leader
+//! election, metrics, bounded shutdown, and errors users see. Real control plane, fake
+//! Vast; each operator is a `vast-operator run` child process.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{OperatorProcess, TestNs, eventually, http_get, metric};
+use fake_vast::{FakeVast, Fault, Shape, worker_json};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use vast_operator::crd::WorkerGroup;
+
+const KEY: &str = "runtime-key-9876543210";
+
+fn url(n: i64) -> String {
+    format!("http://198.51.100.{n}:{}", 40000 + n)
+}
+
+async fn setup(test: &str, id: i64) -> (TestNs, FakeVast) {
+    let ns = TestNs::new(test).await;
+    common::install_workergroup_crd(&ns.client).await;
+    let vast = FakeVast::start(0).await.expect("fake vast");
+    vast.state.put_group(
+        id,
+        KEY,
+        Shape::Array,
+        vec![worker_json(1, "idle", Some(&url(1)))],
+    );
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "vast"}, "stringData": {"api-key": KEY}
+    }))
+    .expect("secret");
+    ns.api::<Secret>()
+        .patch(
+            "vast",
+            &PatchParams::apply("tests").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .expect("secret");
+    (ns, vast)
+}
+
+async fn apply_group(ns: &TestNs, name: &str, id: i64, interval: &str) {
+    let wg = json!({
+        "apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup",
+        "metadata": {"name": name},
+        "spec": {"workergroupId": id, "apiKeySecretRef": {"name": "vast"}, "pollInterval": interval}
+    });
+    ns.api::<WorkerGroup>()
+        .patch(
+            name,
+            &PatchParams::apply("tests").force(),
+            &Patch::Apply(&wg),
+        )
+        .await
+        .expect("apply workergroup");
+}
+
+async fn metrics_of(p: &OperatorProcess) -> String {
+    http_get(&format!("{}/metrics", p.metrics))
+        .await
+        .map(|(_, body)| body)
+        .unwrap_or_default()
+}
+
+async fn leader_value(p: &OperatorProcess) -> Option<f64> {
+    metric(&metrics_of(p).await, "vast_operator_leader")
+}
+
+async fn ready_workers(ns: &TestNs, name: &str) -> Option<i64> {
+    let wg = ns.api::<WorkerGroup>().get(name).await.ok()?;
+    wg.status.map(|s| s.ready_workers)
+}
+
+fn lease_args(ns: &str) -> Vec<String> {
+    [
+        "--lease-namespace",
+        ns,
+        "--lease-name",
+        "vast-operator-test",
+        "--lease-duration",
+        "4s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[tokio::test]
+async fn two_replicas_one_leader_failover_release_and_metrics() {
+    let id = 31;
+    let (ns, vast) = setup("replicas", id).await;
+    let la = lease_args(&ns.name);
+    let a = OperatorProcess::start("op-a", &ns.name, &vast.url(), &args(&la));
+    let b = OperatorProcess::start("op-b", &ns.name, &vast.url(), &args(&la));
+    let wait = Duration::from_secs(30);
+
+    // Exactly one leads; both are ready (a standby is not held back by the election).
+    let (leader, standby) = eventually("one leader, one standby", wait, || async {
+        match (leader_value(&a).await?, leader_value(&b).await?) {
+            (l, s) if l == 1.0 && s == 0.0 => Some((&a, &b)),
+            (s, l) if l == 1.0 && s == 0.0 => Some((&b, &a)),
+            _ => None,
+        }
+    })
+    .await;
+    for p in [&a, &b] {
+        eventually("/readyz 200 on both", wait, || async {
+            (http_get(&format!("{}/readyz", p.health)).await?.0 == 200).then_some(())
+        })
+        .await;
+        assert_eq!(
+            http_get(&format!("{}/healthz", p.health))
+                .await
+                .map(|r| r.0),
+            Some(200)
+        );
+    }
+
+    apply_group(&ns, "llama", id, "5s").await;
+    eventually("status written", wait, || async {
+        (ready_workers(&ns, "llama").await? == 1).then_some(())
+    })
+    .await;
+    // The leader polls and exports the WorkerGroup's series; the standby does neither.
+    let series = format!(
+        "vast_operator_workergroup_ready_workers{{namespace=\"{}\",name=\"llama\"}}",
+        ns.name
+    );
+    let lm = eventually("leader exports the series", wait, || async {
+        let text = metrics_of(leader).await;
+        (metric(&text, &series) == Some(1.0)).then_some(text)
+    })
+    .await;
+    assert!(
+        lm.contains("vast_operator_vast_requests_total{outcome=\"ok\",code=\"200\"}"),
+        "{lm}"
+    );
+    assert!(
+        lm.contains("vast_operator_reconciles_total{result=\"synced\"}"),
+        "{lm}"
+    );
+    let sm = metrics_of(standby).await;
+    assert!(
+        !sm.contains("vast_operator_vast_requests_total{"),
+        "the standby polled:\n{sm}"
+    );
+    assert_eq!(
+        metric(&sm, &series),
+        None,
+        "the standby exports WorkerGroup series"
+    );
+    // Nothing in the metrics holds the key.
+    assert!(!lm.contains(KEY) && !sm.contains(KEY));
+
+    // The series move with the workers.
+    vast.state
+        .upsert_worker(id, 2, worker_json(2, "idle", Some(&url(2))));
+    eventually("the series move", wait, || async {
+        (metric(&metrics_of(leader).await, &series) == Some(2.0)).then_some(())
+    })
+    .await;
+
+    // kill -9 the leader, change the workers at Vast: the standby takes over and shows
+    // the change within a lease duration plus a poll.
+    leader.signal("-9");
+    let killed = Instant::now();
+    vast.state
+        .upsert_worker(id, 3, worker_json(3, "idle", Some(&url(3))));
+    eventually(
+        "the standby shows the change",
+        Duration::from_secs(4 + 5 + 5),
+        || async { (ready_workers(&ns, "llama").await? == 3).then_some(()) },
+    )
+    .await;
+    let took = killed.elapsed();
+    assert_eq!(leader_value(standby).await, Some(1.0));
+    eprintln!("takeover after kill -9 and the change in status: {took:?}");
+
+    // A new standby; SIGTERM to the leader: it releases the Lease and exits 0, and the
+    // standby leads within 3 s.
+    let c = OperatorProcess::start("op-c", &ns.name, &vast.url(), &args(&la));
+    eventually("the new process is a ready standby", wait, || async {
+        let ready = http_get(&format!("{}/readyz", c.health)).await?.0 == 200;
+        (ready && leader_value(&c).await? == 0.0).then_some(())
+    })
+    .await;
+    standby.signal("-TERM");
+    let termed = Instant::now();
+    eventually(
+        "the standby leads within 3 s of SIGTERM",
+        Duration::from_secs(3),
+        || async { (leader_value(&c).await? == 1.0).then_some(()) },
+    )
+    .await;
+    eprintln!("takeover after SIGTERM: {:?}", termed.elapsed());
+    let mut exited = if std::ptr::eq(standby, &a) { a } else { b };
+    let status = tokio::task::spawn_blocking(move || exited.child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(status.success(), "SIGTERM exit: {status:?}");
+
+    // Deleting the WorkerGroup removes its series.
+    let _ = eventually("the new leader exports the series", wait, || async {
+        metric(&metrics_of(&c).await, &series)
+    })
+    .await;
+    ns.api::<WorkerGroup>()
+        .delete("llama", &Default::default())
+        .await
+        .expect("delete");
+    eventually("the series vanish", wait, || async {
+        let text = metrics_of(&c).await;
+        (!text.contains("name=\"llama\"") && text.contains("vast_operator_leader 1")).then_some(())
+    })
+    .await;
+    drop(c);
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn sigterm_exits_zero_within_the_shutdown_timeout_while_vast_hangs() {
+    let id = 32;
+    let (ns, vast) = setup("shutdown", id).await;
+    vast.state.set_fault(
+        id,
+        Some(Fault {
+            delay_ms: 120_000,
+            ..Default::default()
+        }),
+    );
+    let mut p = OperatorProcess::start(
+        "op",
+        &ns.name,
+        &vast.url(),
+        &[
+            "--leader-elect=false",
+            "--shutdown-timeout",
+            "4s",
+            "--vast-timeout",
+            "60s",
+        ],
+    );
+    apply_group(&ns, "hang", id, "5s").await;
+    eventually(
+        "a Vast call is in flight",
+        Duration::from_secs(30),
+        || async { (vast.state.calls(id) >= 1).then_some(()) },
+    )
+    .await;
+    p.signal("-TERM");
+    let t = Instant::now();
+    let status = eventually("exit", Duration::from_secs(15), || {
+        let r = p.child.try_wait().ok().flatten();
+        async move { r }
+    })
+    .await;
+    let took = t.elapsed();
+    assert!(status.success(), "{status:?}\n{}", p.log_text());
+    assert!(
+        took < Duration::from_secs(6),
+        "exited after {took:?}, timeout 4s"
+    );
+    assert!(p.log_text().contains("cancelled"), "{}", p.log_text());
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_refused_status_write_is_a_warn_line_and_one_warning_event() {
+    let id = 33;
+    let (ns, vast) = setup("refused", id).await;
+    // A validating admission policy refuses status writes of this namespace's
+    // WorkerGroup named "refused".
+    let policy = format!("refuse-status-{}", ns.name);
+    let client = ns.client.clone();
+    let apply = |v: serde_json::Value, kind: &str| {
+        let client = client.clone();
+        let kind = kind.to_string();
+        async move {
+            let ar = kube::api::ApiResource {
+                group: "admissionregistration.k8s.io".into(),
+                version: "v1".into(),
+                api_version: "admissionregistration.k8s.io/v1".into(),
+                kind: kind.clone(),
+                plural: match kind.as_str() {
+                    "ValidatingAdmissionPolicy" => "validatingadmissionpolicies".into(),
+                    _ => "validatingadmissionpolicybindings".into(),
+                },
+            };
+            let api: Api<kube::api::DynamicObject> = Api::all_with(client, &ar);
+            let obj: kube::api::DynamicObject = serde_json::from_value(v).expect("object");
+            api.patch(
+                &obj.metadata.name.clone().expect("name"),
+                &PatchParams::apply("tests").force(),
+                &Patch::Apply(&obj),
+            )
+            .await
+            .expect("apply policy");
+        }
+    };
+    apply(
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": policy},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{
+                    "apiGroups": ["vast.ai"], "apiVersions": ["*"],
+                    "operations": ["UPDATE"], "resources": ["workergroups/status"]}]},
+                "validations": [{"expression": "object.metadata.name != 'refused'",
+                                  "message": "status writes are refused by a test policy"}]
+            }
+        }),
+        "ValidatingAdmissionPolicy",
+    )
+    .await;
+    apply(
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": policy},
+            "spec": {"policyName": policy, "validationActions": ["Deny"],
+                     "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns.name}}}}
+        }),
+        "ValidatingAdmissionPolicyBinding",
+    )
+    .await;
+    apply_group(&ns, "refused", id, "5s").await;
+    // Wait until the policy is in force (a dry-run status write is refused).
+    let api = ns.api::<WorkerGroup>();
+    eventually("the policy refuses status writes", Duration::from_secs(30), || async {
+        let body = json!({"apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup", "status": {"workerCount": 0}});
+        let mut pp = PatchParams::apply("probe").force();
+        pp.dry_run = true;
+        api.patch_status("refused", &pp, &Patch::Apply(&body)).await.is_err().then_some(())
+    })
+    .await;
+
+    let p = OperatorProcess::start("op", &ns.name, &vast.url(), &["--leader-elect=false"]);
+    let events = |ns: &TestNs| {
+        let api: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+        async move {
+            api.list(&Default::default())
+                .await
+                .expect("events")
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("StatusUpdateFailed"))
+                .collect::<Vec<_>>()
+        }
+    };
+    let found = eventually(
+        "a StatusUpdateFailed event",
+        Duration::from_secs(30),
+        || async {
+            let list = events(&ns).await;
+            (!list.is_empty()).then_some(list)
+        },
+    )
+    .await;
+    assert_eq!(found[0].type_.as_deref(), Some("Warning"));
+    assert!(
+        found[0]
+            .note
+            .as_deref()
+            .unwrap_or("")
+            .contains("refused by a test policy"),
+        "{:?}",
+        found[0].note
+    );
+    // Several retries later: still one event (once per error streak), and warn lines
+    // naming the object.
+    eventually("retries", Duration::from_secs(30), || async {
+        (p.log_text().matches("reconcile error").count() >= 3).then_some(())
+    })
+    .await;
+    let list = events(&ns).await;
+    let count: i32 = list
+        .iter()
+        .map(|e| e.series.as_ref().map_or(1, |s| s.count))
+        .sum();
+    assert_eq!(count, 1, "one StatusUpdateFailed per streak: {list:?}");
+    let log = p.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("reconcile error"))
+        .expect("a reconcile error line");
+    assert!(line.contains("WARN") && line.contains("refused"), "{line}");
+    assert!(!log.contains(KEY), "the key is in the log");
+    ns.cleanup().await;
+}
