@@ -54,8 +54,11 @@ say "kubectl apply -f crds/ && kubectl apply -f docs/examples/workergroup.yaml"
 "$kubectl" wait --for=condition=Established crd/workergroups.vast.ai --timeout=30s
 "$kubectl" apply -f docs/examples/workergroup.yaml
 
-say "vast-operator run --vast-url $vast_url"
-"$op" run --vast-url "$vast_url" >"$work/operator.log" 2>&1 &
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
+metrics_port=$(free_port); health_port=$(free_port)
+say "vast-operator run --vast-url $vast_url --metrics-addr 127.0.0.1:$metrics_port --health-addr 127.0.0.1:$health_port"
+"$op" run --vast-url "$vast_url" --metrics-addr "127.0.0.1:$metrics_port" \
+  --health-addr "127.0.0.1:$health_port" >"$work/operator.log" 2>&1 &
 pids+=($!)
 
 say "watching the workergroup scale up (kubectl get workergroup llama, on every change)"
@@ -80,4 +83,7 @@ say "kubectl get workergroup llama -o jsonpath='{.status.workers}'"
 say "events"
 "$kubectl" get events.events.k8s.io --sort-by=.eventTime \
   -o custom-columns='TIME:.eventTime,TYPE:.type,REASON:.reason,OBJECT:.regarding.name,NOTE:.note'
+say "curl /readyz and /metrics (the workergroup's series)"
+curl -s "http://127.0.0.1:$health_port/readyz"
+curl -s "http://127.0.0.1:$metrics_port/metrics" | grep -E '^vast_operator_(leader|workergroup_(workers|ready_workers|load))'
 say "demo finished"
