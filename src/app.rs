@@ -96,7 +96,9 @@ pub async fn run(settings: Settings) -> Result<(), crate::Error> {
     loop {
         tokio::select! {
             _ = &mut signal => break,
-            res = leading.wait_for(|l| *l) => if res.is_err() { break },
+            res = leading.wait_for(|l| *l) => if res.is_err() {
+                return Err(crate::Error::Config("leader election ended unexpectedly".into()));
+            },
         }
         metrics.set_leader(true);
         info!("leading: reconciling WorkerGroups");
@@ -105,14 +107,19 @@ pub async fn run(settings: Settings) -> Result<(), crate::Error> {
             let _ = term_stop_rx.await;
         });
         tokio::pin!(term);
+        let mut draining = leading.clone();
         let lost = tokio::select! {
             _ = &mut term => false,
             _ = &mut signal => {
                 info!(timeout = ?settings.shutdown_timeout, "shutting down: letting running reconciles finish");
                 let _ = term_stop_tx.send(());
                 let budget = settings.shutdown_timeout.saturating_sub(RELEASE_BUDGET);
-                if tokio::time::timeout(budget, &mut term).await.is_err() {
-                    warn!("reconciles still running at the shutdown timeout: cancelled");
+                tokio::select! {
+                    done = tokio::time::timeout(budget, &mut term) => if done.is_err() {
+                        warn!("reconciles still running at the shutdown timeout: cancelled");
+                    },
+                    // Losing the Lease while draining stops the writes at once too.
+                    _ = draining.wait_for(|l| !*l) => warn!("lost the leader Lease while shutting down: reconciles cancelled"),
                 }
                 metrics.set_leader(false);
                 break;
@@ -127,8 +134,9 @@ pub async fn run(settings: Settings) -> Result<(), crate::Error> {
     }
     drop(watches);
     let _ = stop_tx.send(true);
+    let release = RELEASE_BUDGET.min(settings.shutdown_timeout);
     if let Some(task) = election
-        && tokio::time::timeout(RELEASE_BUDGET, task).await.is_err()
+        && tokio::time::timeout(release, task).await.is_err()
     {
         warn!("leader election did not end in time");
     }

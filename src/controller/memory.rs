@@ -116,6 +116,12 @@ impl Memory {
         self.with(|map| map.remove(key));
     }
 
+    /// Forgets everything (a new leadership term: another process may have written
+    /// since).
+    pub fn clear(&self) {
+        self.with(|map| map.clear());
+    }
+
     /// Forgets every object not in `live`.
     pub fn retain(&self, live: &HashSet<ObjectRef<WorkerGroup>>) {
         self.with(|map| map.retain(|k, _| live.contains(k)));

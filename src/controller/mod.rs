@@ -78,6 +78,7 @@ pub async fn run_term(
 struct Term<'a> {
     watches: &'a Watches,
     sweeper: tokio::task::JoinHandle<()>,
+    pruner: tokio::task::JoinHandle<()>,
     metrics: Arc<crate::runtime::metrics::Metrics>,
 }
 
@@ -87,6 +88,9 @@ impl<'a> Term<'a> {
         watches: &'a Watches,
         tx: tokio::sync::mpsc::UnboundedSender<ObjectRef<WorkerGroup>>,
     ) -> Self {
+        // Another process may have led since this one last did: what it remembers of
+        // the workers is no baseline any more.
+        ctx.memory.clear();
         watches.forward_to(Some(tx));
         let sweeper = match ctx.stores.get() {
             Some(stores) => tokio::spawn(discovery::sweep_orphans(
@@ -100,6 +104,7 @@ impl<'a> Term<'a> {
         Self {
             watches,
             sweeper,
+            pruner: tokio::spawn(prune(ctx.clone(), watches.groups.clone())),
             metrics: ctx.metrics.clone(),
         }
     }
@@ -109,8 +114,33 @@ impl Drop for Term<'_> {
     fn drop(&mut self) {
         self.watches.forward_to(None);
         self.sweeper.abort();
+        self.pruner.abort();
         // A standby reports nothing per WorkerGroup: the leader does.
         self.metrics.retain_groups(&Default::default());
+    }
+}
+
+/// Forgets memory and metric series of WorkerGroups that are gone, also those that a
+/// reconcile still running at their deletion re-created.
+async fn prune(ctx: Arc<Context>, store: kube::runtime::reflector::Store<WorkerGroup>) {
+    if store.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut tick = tokio::time::interval(ctx.config.orphan_sweep);
+    loop {
+        tick.tick().await;
+        let live: std::collections::HashSet<ObjectRef<WorkerGroup>> = store
+            .state()
+            .iter()
+            .map(|wg| ObjectRef::from_obj(&**wg))
+            .collect();
+        ctx.memory.retain(&live);
+        ctx.metrics.retain_groups(
+            &live
+                .iter()
+                .map(|k| (k.namespace.clone().unwrap_or_default(), k.name.clone()))
+                .collect(),
+        );
     }
 }
 

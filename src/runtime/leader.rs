@@ -6,6 +6,7 @@
 //! every renewal it made; without a confirmed renewal it steps down one second before
 //! the Lease it last saw would expire.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -95,14 +96,43 @@ impl Candidate {
     }
 }
 
+/// Runs `manager.changed()` in a task of its own, never cancelled mid-way (a renewal
+/// is a PATCH followed by a read of the result), and reports each transition.
+fn drive(
+    manager: Arc<LeaseManager>,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::mpsc::UnboundedReceiver<bool>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            match manager.changed().await {
+                Ok(leads) => {
+                    if tx.send(leads).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "leader election: the Lease could not be read or written; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+    (task, rx)
+}
+
 async fn elect(
     candidate: Candidate,
-    mut manager: LeaseManager,
+    manager: LeaseManager,
     leases: Api<Lease>,
     tx: watch::Sender<bool>,
     mut stop: watch::Receiver<bool>,
 ) {
     let settings = &candidate.settings;
+    let mut manager = Arc::new(manager);
+    let (mut driver, mut transitions) = drive(manager.clone());
     let wc = watcher::Config::default().fields(&format!("metadata.name={}", settings.lease_name));
     let mut lease_events = watcher(leases, wc)
         .default_backoff()
@@ -132,18 +162,10 @@ async fn elect(
         tokio::select! {
             biased;
             _ = stop.changed() => {}
-            result = manager.changed() => match result {
-                Ok(leads) => {
-                    manager_leads = leads;
-                    valid_until = leads.then(|| Instant::now() + settings.duration.saturating_sub(SAFETY_MARGIN));
-                }
-                Err(e) => {
-                    warn!(error = %e, "leader election: the Lease could not be read or written; retrying");
-                    tokio::select! {
-                        _ = stop.changed() => {}
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
+            leads = transitions.recv() => {
+                let leads = leads.unwrap_or(false);
+                manager_leads = leads;
+                valid_until = leads.then(|| Instant::now() + settings.duration.saturating_sub(SAFETY_MARGIN));
             },
             event = lease_events.next() => match event {
                 Some(Ok(lease)) => {
@@ -156,7 +178,11 @@ async fn elect(
                     if !manager_leads && spec.holder_identity.is_none() {
                         // Released (the leader shut down): take it now.
                         match candidate.manager().await {
-                            Ok(m) => manager = m,
+                            Ok(m) => {
+                                driver.abort();
+                                manager = Arc::new(m);
+                                (driver, transitions) = drive(manager.clone());
+                            }
                             Err(e) => warn!(error = %e, "cannot read the released Lease; waiting for it to expire"),
                         }
                     }
@@ -171,15 +197,34 @@ async fn elect(
                 Some(Err(e)) => warn!(error = %e, "watch of the leader Lease failed (may the operator list and watch Leases?); retrying"),
                 None => {}
             },
-            _ = sleep_until_opt(deadline) => {}
+            _ = sleep_until_opt(deadline) => {
+                // No renewal seen in time (the Lease watch may be broken): ask the
+                // apiserver; without a confirmed renewal the loop stops leading.
+                let get = tokio::time::timeout(SAFETY_MARGIN / 2, leases_get(&candidate)).await;
+                if let Ok(Ok(Some(lease))) = get {
+                    let spec = lease.spec.unwrap_or_default();
+                    if spec.holder_identity.as_deref() == Some(settings.identity.as_str())
+                        && let Some(renewed) = spec.renew_time
+                    {
+                        valid_until = valid_until.max(valid_until_from(renewed.0, settings.duration));
+                    }
+                }
+            }
         }
     }
+    driver.abort();
     tx.send_replace(false);
     match tokio::time::timeout(Duration::from_secs(3), manager.release()).await {
         Ok(Ok(())) => info!("released the leader Lease"),
         Ok(Err(e)) => warn!(error = %e, "could not release the leader Lease"),
         Err(_) => warn!("releasing the leader Lease timed out"),
     }
+}
+
+async fn leases_get(candidate: &Candidate) -> Result<Option<Lease>, kube::Error> {
+    Api::<Lease>::namespaced(candidate.client.clone(), &candidate.settings.namespace)
+        .get_opt(&candidate.settings.lease_name)
+        .await
 }
 
 /// The instant until which a Lease renewed at `renewed` may be acted on.

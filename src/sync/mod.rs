@@ -773,4 +773,17 @@ mod tests {
         assert!(off.status.discovery.is_none());
         assert!(find(&off.status.conditions, DISCOVERY_READY).is_none());
     }
+
+    #[test]
+    fn a_resync_request_is_recorded_and_written_once() {
+        let first = plan(input(None, synced(vec![w(1, "idle")]), t(0))).status;
+        let mut i = input(Some(&first), synced(vec![w(1, "idle")]), t(30));
+        i.resync = Some("v1".into());
+        let p = plan(i);
+        assert!(p.write, "the answer to a request is written");
+        assert_eq!(p.status.last_handled_resync_at.as_deref(), Some("v1"));
+        let again = plan(input(Some(&p.status), synced(vec![w(1, "idle")]), t(60)));
+        assert!(!again.write);
+        assert_eq!(again.status.last_handled_resync_at.as_deref(), Some("v1"));
+    }
 }
