@@ -25,6 +25,18 @@ fn kubectl(args: &[&str]) -> std::process::Output {
         .expect("run kubectl")
 }
 
+/// kubectl on a blocking thread: the operator under test runs on this test's runtime
+/// and must keep running while kubectl waits.
+async fn kubectl_off_runtime(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        kubectl(&args)
+    })
+    .await
+    .expect("join kubectl")
+}
+
 fn url(n: i64) -> String {
     format!("http://198.51.100.{n}:{}", 40000 + n)
 }
@@ -596,6 +608,147 @@ async fn not_found_and_http_401_stall() {
         h.vast.state.calls(72),
         calls,
         "no retry loop on a terminal error"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn resync_annotation_polls_at_once_and_is_recorded() {
+    // Long backoff: only the annotation can cut it short.
+    let h = Harness::start_with("resync", |c| vast_operator::controller::Config {
+        backoff_base: Duration::from_secs(60),
+        backoff_max: Duration::from_secs(120),
+        ..c
+    })
+    .await;
+    h.vast.state.put_group(
+        81,
+        KEY,
+        Shape::Array,
+        vec![worker_json(1, "idle", Some(&url(1)))],
+    );
+    h.secret("vast", "api-key", KEY).await;
+    let mut s = spec(81);
+    s["pollInterval"] = json!("1h");
+    h.apply_group("g", s).await;
+    h.wait_for("g", "synced", |wg| ready_is(wg, "True", "Synced"))
+        .await;
+    let calls = h.vast.state.calls(81);
+    h.vast
+        .state
+        .upsert_worker(81, 2, worker_json(2, "idle", Some(&url(2))));
+    // What a script does: annotate, then wait for the value in status.
+    let out = kubectl_off_runtime(&[
+        "annotate",
+        "-n",
+        &h.ns.name,
+        "--overwrite",
+        "workergroup/g",
+        "vast.ai/resync-requested-at=v1",
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kubectl_off_runtime(&[
+        "wait",
+        "-n",
+        &h.ns.name,
+        "workergroup/g",
+        "--timeout=20s",
+        "--for=jsonpath={.status.lastHandledResyncAt}=v1",
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let handled = std::time::Instant::now();
+    let wg = h.ns.api::<WorkerGroup>().get("g").await.expect("get");
+    assert_eq!(
+        h.vast.state.calls(81),
+        calls + 1,
+        "one poll for the request"
+    );
+    assert_eq!(
+        worker_states(&wg).len(),
+        2,
+        "the poll's result is in status"
+    );
+
+    // A second request right away is answered, but not sooner than 5 s after the poll.
+    let out = kubectl_off_runtime(&[
+        "annotate",
+        "-n",
+        &h.ns.name,
+        "--overwrite",
+        "workergroup/g",
+        "vast.ai/resync-requested-at=v2",
+    ])
+    .await;
+    assert!(out.status.success());
+    h.wait_for("g", "v2 handled", |wg| {
+        wg.status
+            .as_ref()
+            .and_then(|s| s.last_handled_resync_at.as_deref())
+            == Some("v2")
+    })
+    .await;
+    assert!(
+        handled.elapsed() >= Duration::from_secs(4),
+        "answered after {:?}: at most one resync poll per 5 s",
+        handled.elapsed()
+    );
+    assert_eq!(h.vast.state.calls(81), calls + 2);
+
+    // While backing off after an error, a request polls at once too.
+    h.vast.state.set_fault(
+        81,
+        Some(Fault {
+            status: Some(503),
+            ..Default::default()
+        }),
+    );
+    let out = kubectl_off_runtime(&[
+        "annotate",
+        "-n",
+        &h.ns.name,
+        "--overwrite",
+        "workergroup/g",
+        "vast.ai/resync-requested-at=v3",
+    ])
+    .await;
+    assert!(out.status.success());
+    h.wait_for("g", "PollFailed", |wg| ready_is(wg, "False", "PollFailed"))
+        .await;
+    h.vast.state.set_fault(81, None);
+    let asked = std::time::Instant::now();
+    let out = kubectl_off_runtime(&[
+        "annotate",
+        "-n",
+        &h.ns.name,
+        "--overwrite",
+        "workergroup/g",
+        "vast.ai/resync-requested-at=v4",
+    ])
+    .await;
+    assert!(out.status.success());
+    h.wait_for("g", "v4 handled and synced", |wg| {
+        ready_is(wg, "True", "Synced")
+            && wg
+                .status
+                .as_ref()
+                .and_then(|s| s.last_handled_resync_at.as_deref())
+                == Some("v4")
+    })
+    .await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(30),
+        "the request waited for the 60 s backoff: {:?}",
+        asked.elapsed()
     );
     h.stop().await;
 }

@@ -129,6 +129,7 @@ async fn watch_groups(
                 let key = ObjectRef::from_obj(&wg);
                 let wake = wake_key(&wg);
                 if seen.insert(key.clone(), wake) != Some(wake) {
+                    tracing::debug!(workergroup = %key, "woken by a change of spec, uid or resync annotation");
                     send(&triggers, key);
                 }
             }
