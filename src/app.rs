@@ -44,6 +44,9 @@ const RELEASE_BUDGET: Duration = Duration::from_secs(3);
 
 /// Runs the operator until SIGTERM or Ctrl-C.
 pub async fn run(settings: Settings) -> Result<(), crate::Error> {
+    // Installed before anything else, so that a SIGTERM during start-up (the Lease may
+    // take a while to read) is a clean shutdown, not the default kill.
+    let mut signals = Signals::install()?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     // Bind first: a port in use is a clear error before anything else starts.
@@ -78,8 +81,14 @@ pub async fn run(settings: Settings) -> Result<(), crate::Error> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (mut leading, election) = match settings.leader {
         Some(l) => {
-            let (rx, task) = leader::start(client, l, stop_rx).await?;
-            (rx, Some(task))
+            let joined = tokio::select! {
+                joined = leader::start(client, l, stop_rx) => joined?,
+                _ = signals.recv() => {
+                    info!("stopped during start-up");
+                    return Ok(());
+                }
+            };
+            (joined.0, Some(joined.1))
         }
         None => {
             let (tx, rx) = watch::channel(true);
@@ -91,7 +100,7 @@ pub async fn run(settings: Settings) -> Result<(), crate::Error> {
         }
     };
 
-    let signal = crate::app::shutdown_signal();
+    let signal = signals.recv();
     tokio::pin!(signal);
     loop {
         tokio::select! {
@@ -147,24 +156,27 @@ pub async fn run(settings: Settings) -> Result<(), crate::Error> {
     Ok(())
 }
 
-/// Resolves on the first SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+/// SIGTERM and SIGINT (Ctrl-C), registered when installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, crate::Error> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let err = |e: std::io::Error| crate::Error::Config(format!("cannot handle signals: {e}"));
+        Ok(Self {
+            term: signal(SignalKind::terminate()).map_err(err)?,
+            int: signal(SignalKind::interrupt()).map_err(err)?,
+        })
+    }
+
+    /// Resolves on the next SIGTERM or SIGINT.
+    async fn recv(&mut self) {
         tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+            _ = self.term.recv() => {},
+            _ = self.int.recv() => {},
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

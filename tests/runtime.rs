@@ -397,3 +397,41 @@ async fn a_refused_status_write_is_a_warn_line_and_one_warning_event() {
     assert!(!log.contains(KEY), "the key is in the log");
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn sigterm_during_start_up_is_a_clean_exit() {
+    // An "apiserver" that accepts connections and never answers: reading the Lease
+    // hangs, as it does when the real one is slow or unreachable.
+    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = blackhole.local_addr().expect("addr").port();
+    let dir = common::repo_root().join("target").join("test-logs");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let kc = dir.join(format!("blackhole-{port}.kubeconfig"));
+    std::fs::write(
+        &kc,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n"
+        ),
+    )
+    .expect("kubeconfig");
+    let mut p = OperatorProcess::start_with("op", "nowhere", "http://127.0.0.1:9", &[], &kc);
+    eventually("start-up under way", Duration::from_secs(30), || async {
+        p.log_text()
+            .contains("starting vast-operator")
+            .then_some(())
+    })
+    .await;
+    p.signal("-TERM");
+    let status = eventually("exit", Duration::from_secs(15), || {
+        let r = p.child.try_wait().ok().flatten();
+        async move { r }
+    })
+    .await;
+    assert!(status.success(), "{status:?}\n{}", p.log_text());
+    assert!(
+        p.log_text().contains("stopped during start-up"),
+        "{}",
+        p.log_text()
+    );
+    drop(blackhole);
+}

@@ -92,6 +92,28 @@ impl Context {
 }
 
 impl Context {
+    /// Forgets memory and metric series of every WorkerGroup not in `groups` (which has
+    /// listed); returns the keys of those that are.
+    pub(super) fn keep_only(
+        &self,
+        groups: &kube::runtime::reflector::Store<crate::crd::WorkerGroup>,
+    ) -> std::collections::HashSet<kube::runtime::reflector::ObjectRef<crate::crd::WorkerGroup>>
+    {
+        let live: std::collections::HashSet<_> = groups
+            .state()
+            .iter()
+            .map(|wg| kube::runtime::reflector::ObjectRef::from_obj(&**wg))
+            .collect();
+        self.memory.retain(&live);
+        self.metrics.retain_groups(
+            &live
+                .iter()
+                .map(|k| (k.namespace.clone().unwrap_or_default(), k.name.clone()))
+                .collect(),
+        );
+        live
+    }
+
     /// The metrics this context records into.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics

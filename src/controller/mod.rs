@@ -129,18 +129,7 @@ async fn prune(ctx: Arc<Context>, store: kube::runtime::reflector::Store<WorkerG
     let mut tick = tokio::time::interval(ctx.config.orphan_sweep);
     loop {
         tick.tick().await;
-        let live: std::collections::HashSet<ObjectRef<WorkerGroup>> = store
-            .state()
-            .iter()
-            .map(|wg| ObjectRef::from_obj(&**wg))
-            .collect();
-        ctx.memory.retain(&live);
-        ctx.metrics.retain_groups(
-            &live
-                .iter()
-                .map(|k| (k.namespace.clone().unwrap_or_default(), k.name.clone()))
-                .collect(),
-        );
+        ctx.keep_only(&store);
     }
 }
 

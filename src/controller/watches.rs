@@ -10,8 +10,8 @@
 //! - A deleted WorkerGroup's memory and metrics are dropped at once; after every full
 //!   list, those of WorkerGroups no longer listed are dropped too.
 
+use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
@@ -141,19 +141,8 @@ async fn watch_groups(
                     .forget_group(&wg.namespace().unwrap_or_default(), &wg.name_any());
             }
             Ok(Event::InitDone) => {
-                let live: HashSet<ObjectRef<WorkerGroup>> = store
-                    .state()
-                    .iter()
-                    .map(|wg| ObjectRef::from_obj(&**wg))
-                    .collect();
+                let live = ctx.keep_only(&store);
                 seen.retain(|k, _| live.contains(k));
-                ctx.memory.retain(&live);
-                ctx.metrics.retain_groups(
-                    &live
-                        .iter()
-                        .map(|k| (k.namespace.clone().unwrap_or_default(), k.name.clone()))
-                        .collect(),
-                );
                 if let Some(f) = on_listed.take() {
                     f();
                 }

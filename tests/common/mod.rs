@@ -404,6 +404,17 @@ pub struct OperatorProcess {
 impl OperatorProcess {
     /// Starts `vast-operator run` with `args` (after `run`), scoped to `ns`.
     pub fn start(name: &str, ns: &str, vast_url: &str, args: &[&str]) -> Self {
+        Self::start_with(name, ns, vast_url, args, kubeconfig())
+    }
+
+    /// Like [`OperatorProcess::start`], against the cluster of `kubeconfig`.
+    pub fn start_with(
+        name: &str,
+        ns: &str,
+        vast_url: &str,
+        args: &[&str],
+        kubeconfig: &Path,
+    ) -> Self {
         let (m, h) = (free_port(), free_port());
         let dir = repo_root().join("target").join("test-logs");
         std::fs::create_dir_all(&dir).expect("log dir");
@@ -415,7 +426,7 @@ impl OperatorProcess {
             .args(["--metrics-addr", &format!("127.0.0.1:{m}")])
             .args(["--health-addr", &format!("127.0.0.1:{h}")])
             .args(args)
-            .env("KUBECONFIG", kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", name)
             .env("RUST_LOG", "info,vast_operator=debug")
             .env_remove("LEADER_ELECT")
