@@ -160,40 +160,59 @@ async fn watch_secrets(
     groups: Store<WorkerGroup>,
     triggers: Triggers,
 ) {
+    type Key = (Option<String>, String);
+    let wake = |key: &Key| {
+        for wg in groups.state() {
+            if wg.namespace() == key.0 && wg.spec.api_key_secret_ref.name == key.1 {
+                send(&triggers, ObjectRef::from_obj(&*wg));
+            }
+        }
+    };
     let mut listed = false;
-    let mut versions: HashMap<(Option<String>, String), Option<String>> = HashMap::new();
+    let mut versions: HashMap<Key, Option<String>> = HashMap::new();
+    // During a (re)list: what it has shown so far. Secrets deleted while the watch was
+    // down get no delete event; they are the ones the list no longer shows.
+    let mut relist: Option<HashMap<Key, Option<String>>> = None;
     let mut events = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
     while let Some(event) = events.next().await {
-        let (secret, deleted) = match event {
-            Ok(Event::Apply(s) | Event::InitApply(s)) => (s, false),
-            Ok(Event::Delete(s)) => (s, true),
-            Ok(Event::InitDone) => {
-                listed = true;
-                continue;
+        match event {
+            Ok(Event::Init) => relist = Some(HashMap::new()),
+            Ok(Event::InitApply(s)) => {
+                let key = (s.namespace(), s.name_any());
+                let version = s.resource_version();
+                if listed && versions.get(&key) != Some(&version) {
+                    wake(&key);
+                }
+                relist.get_or_insert_default().insert(key, version);
             }
-            Ok(Event::Init) => continue,
+            Ok(Event::InitDone) => {
+                let fresh = relist.take().unwrap_or_default();
+                if listed {
+                    versions
+                        .keys()
+                        .filter(|k| !fresh.contains_key(*k))
+                        .for_each(&wake);
+                }
+                versions = fresh;
+                listed = true;
+            }
+            Ok(Event::Apply(s)) => {
+                let key = (s.namespace(), s.name_any());
+                let version = s.resource_version();
+                if versions.insert(key.clone(), version.clone()) != Some(version) {
+                    wake(&key);
+                }
+            }
+            Ok(Event::Delete(s)) => {
+                let key = (s.namespace(), s.name_any());
+                if versions.remove(&key).is_some() {
+                    wake(&key);
+                }
+            }
             Err(e) => {
                 warn!(error = %e, "watch of Secrets failed (may the operator list and watch Secrets?); retrying");
-                continue;
-            }
-        };
-        let key = (secret.namespace(), secret.name_any());
-        let version = secret.resource_version();
-        let changed = if deleted {
-            versions.remove(&key).is_some()
-        } else {
-            versions.insert(key.clone(), version.clone()) != Some(version)
-        };
-        // Before the first full list the operator learns what exists; the first
-        // reconciles read it anyway.
-        if !changed || !listed {
-            continue;
-        }
-        for wg in groups.state() {
-            if wg.namespace() == key.0 && wg.spec.api_key_secret_ref.name == key.1 {
-                send(&triggers, ObjectRef::from_obj(&*wg));
             }
         }
     }

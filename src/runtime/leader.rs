@@ -165,7 +165,12 @@ async fn elect(
             leads = transitions.recv() => {
                 let leads = leads.unwrap_or(false);
                 manager_leads = leads;
-                valid_until = leads.then(|| Instant::now() + settings.duration.saturating_sub(SAFETY_MARGIN));
+                valid_until = None;
+                if leads {
+                    // From the renewal on record: a restarted process with the same
+                    // identity may find its own Lease close to expiry.
+                    valid_until = confirmed_until(&candidate, Duration::from_secs(2)).await;
+                }
             },
             event = lease_events.next() => match event {
                 Some(Ok(lease)) => {
@@ -200,15 +205,7 @@ async fn elect(
             _ = sleep_until_opt(deadline) => {
                 // No renewal seen in time (the Lease watch may be broken): ask the
                 // apiserver; without a confirmed renewal the loop stops leading.
-                let get = tokio::time::timeout(SAFETY_MARGIN / 2, leases_get(&candidate)).await;
-                if let Ok(Ok(Some(lease))) = get {
-                    let spec = lease.spec.unwrap_or_default();
-                    if spec.holder_identity.as_deref() == Some(settings.identity.as_str())
-                        && let Some(renewed) = spec.renew_time
-                    {
-                        valid_until = valid_until.max(valid_until_from(renewed.0, settings.duration));
-                    }
-                }
+                valid_until = valid_until.max(confirmed_until(&candidate, SAFETY_MARGIN / 2).await);
             }
         }
     }
@@ -221,10 +218,21 @@ async fn elect(
     }
 }
 
-async fn leases_get(candidate: &Candidate) -> Result<Option<Lease>, kube::Error> {
-    Api::<Lease>::namespaced(candidate.client.clone(), &candidate.settings.namespace)
-        .get_opt(&candidate.settings.lease_name)
+/// Until when the Lease on record lets this process act: from its `renewTime` when this
+/// process holds it; None when it does not, or the apiserver does not answer within
+/// `timeout`.
+async fn confirmed_until(candidate: &Candidate, timeout: Duration) -> Option<Instant> {
+    let s = &candidate.settings;
+    let api = Api::<Lease>::namespaced(candidate.client.clone(), &s.namespace);
+    let lease = tokio::time::timeout(timeout, api.get_opt(&s.lease_name))
         .await
+        .ok()?
+        .ok()??;
+    let spec = lease.spec?;
+    if spec.holder_identity.as_deref() != Some(s.identity.as_str()) {
+        return None;
+    }
+    valid_until_from(spec.renew_time?.0, s.duration)
 }
 
 /// The instant until which a Lease renewed at `renewed` may be acted on.
