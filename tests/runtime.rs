@@ -435,3 +435,100 @@ async fn sigterm_during_start_up_is_a_clean_exit() {
     );
     drop(blackhole);
 }
+
+/// A TCP proxy to the test apiserver that can be cut: open connections are dropped and
+/// new ones refused, as when the apiserver becomes unreachable.
+struct Proxy {
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                let upstream = upstream.clone();
+                conns.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self { port, task }
+    }
+
+    /// Drops every connection (the JoinSet goes with the task) and the listener.
+    fn cut(&self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_leader_cut_off_from_the_apiserver_stops_before_its_lease_expires() {
+    let id = 34;
+    let (ns, vast) = setup("cutoff", id).await;
+    apply_group(&ns, "g", id, "5s").await;
+    // The operator reaches the apiserver through the proxy.
+    let real = std::fs::read_to_string(common::kubeconfig()).expect("kubeconfig");
+    let server = real
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: https://"))
+        .expect("server line")
+        .to_string();
+    let proxy = Proxy::start(server.clone()).await;
+    let kc = common::repo_root()
+        .join("target/test-logs")
+        .join(format!("{}-proxied.kubeconfig", ns.name));
+    std::fs::write(
+        &kc,
+        real.replace(&server, &format!("127.0.0.1:{}", proxy.port)),
+    )
+    .expect("write kubeconfig");
+    let la = lease_args(&ns.name);
+    let p = OperatorProcess::start_with("op", &ns.name, &vast.url(), &args(&la), &kc);
+    let wait = Duration::from_secs(30);
+    eventually("leading and polling", wait, || async {
+        let leads = leader_value(&p).await? == 1.0;
+        (leads && ready_workers(&ns, "g").await? == 1).then_some(())
+    })
+    .await;
+
+    proxy.cut();
+    let cut = Instant::now();
+    // The Lease (4 s) was renewed at most 4 s ago: the leader must stop acting within
+    // the lease duration, before anyone else may take it over.
+    eventually("the leader steps down", Duration::from_secs(6), || async {
+        (leader_value(&p).await? == 0.0).then_some(())
+    })
+    .await;
+    let stepped = cut.elapsed();
+    assert!(
+        stepped < Duration::from_secs(4),
+        "stepped down after {stepped:?}"
+    );
+    // And no more polls happen: nothing of a leader runs.
+    let calls = vast.state.calls(id);
+    let quiet = eventually(
+        "still quiet over two intervals",
+        Duration::from_secs(15),
+        || {
+            let now = vast.state.calls(id);
+            let waited = cut.elapsed() >= Duration::from_secs(12);
+            async move { waited.then_some(now) }
+        },
+    )
+    .await;
+    assert_eq!(quiet, calls, "a cut-off leader kept polling Vast");
+    assert!(p.log_text().contains("not leading"), "{}", p.log_text());
+    drop(p);
+    ns.cleanup().await;
+}
