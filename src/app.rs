@@ -37,6 +37,8 @@ pub struct Settings {
     pub health_addr: SocketAddr,
     /// Longest time from SIGTERM to exit.
     pub shutdown_timeout: Duration,
+    /// Most calls per second to Vast.
+    pub vast_max_rps: std::num::NonZeroU32,
 }
 
 /// Time kept from `--shutdown-timeout` for releasing the Lease.
@@ -69,8 +71,9 @@ pub async fn run(settings: Settings) -> Result<(), crate::Error> {
     }
 
     let client = kube::Client::try_default().await?;
-    let vast =
-        VastClient::new(&settings.vast_url, settings.vast_timeout)?.with_metrics(metrics.clone());
+    let vast = VastClient::new(&settings.vast_url, settings.vast_timeout)?
+        .with_metrics(metrics.clone())
+        .with_rate_limit(settings.vast_max_rps);
     info!(vast_url = %settings.vast_url, "starting vast-operator");
     let ctx = Context::with_metrics(client.clone(), vast, settings.controller, metrics.clone());
     let watches = Watches::start(&ctx, {

@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the WorkerGroup CustomResourceDefinition (YAML).
     Crd,
     /// Print the workers of a workergroup as the operator would write them (reads VAST_API_KEY).
@@ -80,6 +80,18 @@ struct RunArgs {
     /// Address of the Prometheus endpoint (`/metrics`).
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
+    /// Most reconciles at once.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+    /// Most calls per second to Vast, over all WorkerGroups (the rest wait their turn).
+    #[arg(long, env = "VAST_MAX_RPS", default_value_t = std::num::NonZeroU32::new(10).expect("10 > 0"))]
+    vast_max_rps: std::num::NonZeroU32,
+    /// Consecutive transient failures before Ready turns False (nothing is written below).
+    #[arg(long, env = "FAILURE_THRESHOLD", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    failure_threshold: u32,
+    /// Label selector narrowing the Secret watch (e.g. `vast.ai/api-key=true`).
+    #[arg(long, env = "SECRET_SELECTOR")]
+    secret_selector: Option<String>,
     /// Address of the probes (`/healthz`, `/readyz`).
     #[arg(long, env = "HEALTH_ADDR", default_value = "0.0.0.0:8081")]
     health_addr: SocketAddr,
@@ -161,6 +173,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 metrics_addr: args.metrics_addr,
                 health_addr: args.health_addr,
                 shutdown_timeout: args.shutdown_timeout,
+                vast_max_rps: args.vast_max_rps,
                 vast_url: args.vast_url,
                 vast_timeout: args.vast_timeout,
                 controller: Config {
@@ -170,6 +183,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     terminal_retry: args.terminal_retry,
                     instance: std::env::var("POD_NAME").ok(),
                     namespace: args.namespace,
+                    concurrency: args.concurrency,
+                    failure_threshold: args.failure_threshold,
+                    secret_selector: args.secret_selector,
                     ..Config::default()
                 },
             })

@@ -1,15 +1,100 @@
-//! The API key of a WorkerGroup, read from the Secret it references.
+//! The API key of a WorkerGroup, from the Secret it references.
+//!
+//! Keys are cached by (namespace, Secret name, key name) together with the Secret's
+//! resourceVersion. The Secret watch holds metadata only (no data), so an unchanged
+//! Secret is recognised without a request: a poll with an unchanged Secret makes no
+//! GET. A changed Secret (new resourceVersion) is read again. Secrets outside the watch
+//! (see `--secret-selector`) are read on every poll.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
 use crate::crd::WorkerGroup;
 use crate::sync::PollOutcome;
 
-/// Reads the API key from the referenced Secret; a missing Secret or key is a terminal
-/// outcome, a failed read a transient one.
-pub async fn read(client: &Client, wg: &WorkerGroup) -> Result<String, PollOutcome> {
+/// The Secret metadata the watch holds.
+pub type SecretIndex = Store<PartialObjectMeta<Secret>>;
+
+type CacheKey = (String, String, String);
+
+/// Keys in use, with the resourceVersion of the Secret they were read from.
+#[derive(Default)]
+pub struct KeyCache(Mutex<HashMap<CacheKey, (String, String)>>);
+
+impl KeyCache {
+    fn get(&self, key: &CacheKey, version: &str) -> Option<String> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key)
+            .filter(|(v, _)| v == version)
+            .map(|(_, value)| value.clone())
+    }
+
+    fn put(&self, key: CacheKey, version: String, value: String) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(key, (version, value));
+    }
+
+    /// Forgets keys no WorkerGroup in `groups` references.
+    pub fn retain(&self, groups: &Store<WorkerGroup>) {
+        let used: std::collections::HashSet<CacheKey> =
+            groups.state().iter().map(|wg| cache_key(wg)).collect();
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|k, _| used.contains(k));
+    }
+
+    /// Number of keys held.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn cache_key(wg: &WorkerGroup) -> CacheKey {
+    let r = &wg.spec.api_key_secret_ref;
+    (
+        wg.namespace().unwrap_or_default(),
+        r.name.clone(),
+        r.key.clone(),
+    )
+}
+
+/// The API key of `wg`: from the cache when the Secret's resourceVersion in `index` is
+/// the cached one, else read. A missing Secret or key is a terminal outcome, a failed
+/// read a transient one.
+pub async fn read(
+    client: &Client,
+    index: Option<&SecretIndex>,
+    cache: &KeyCache,
+    wg: &WorkerGroup,
+) -> Result<String, PollOutcome> {
+    let key = cache_key(wg);
+    let (ns, name, _) = &key;
+    let known = index
+        .and_then(|i| i.get(&ObjectRef::new(name).within(ns)))
+        .and_then(|s| s.resource_version());
+    if let Some(version) = &known
+        && let Some(value) = cache.get(&key, version)
+    {
+        return Ok(value);
+    }
+    let (version, value) = fetch(client, wg).await?;
+    if let Some(version) = version {
+        cache.put(key, version, value.clone());
+    }
+    Ok(value)
+}
+
+/// Reads the key from the Secret; returns the Secret's resourceVersion with it.
+async fn fetch(client: &Client, wg: &WorkerGroup) -> Result<(Option<String>, String), PollOutcome> {
     let ns = wg.namespace().unwrap_or_default();
     let r = &wg.spec.api_key_secret_ref;
     let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
@@ -41,7 +126,7 @@ pub async fn read(client: &Client, wg: &WorkerGroup) -> Result<String, PollOutco
         .and_then(|d| d.get(&r.key))
         .map(|b| String::from_utf8_lossy(&b.0).trim().to_string());
     match value {
-        Some(v) if !v.is_empty() => Ok(v),
+        Some(v) if !v.is_empty() => Ok((secret.resource_version(), v)),
         Some(_) => Err(PollOutcome::Terminal {
             reason: "SecretKeyMissing",
             message: format!("key {:?} of Secret {ns}/{} is empty", r.key, r.name),

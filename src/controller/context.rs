@@ -10,7 +10,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use super::memory::Memory;
 use crate::discovery;
 use crate::runtime::metrics::Metrics;
-use crate::vast::VastClient;
+use crate::vast::{Coalescer, ShareKey, VastClient};
 
 /// Tunables of the controller.
 #[derive(Clone, Debug)]
@@ -33,6 +33,13 @@ pub struct Config {
     pub orphan_sweep: Duration,
     /// Fewest time between two polls of one object asked for by the resync annotation.
     pub resync_min_interval: Duration,
+    /// Most reconciles at once.
+    pub concurrency: u16,
+    /// Consecutive transient failures before Ready turns False (below it nothing is
+    /// written); 1 reports the first failure.
+    pub failure_threshold: u32,
+    /// Label selector narrowing the Secret watch (None: every Secret in scope).
+    pub secret_selector: Option<String>,
 }
 
 impl Default for Config {
@@ -47,6 +54,9 @@ impl Default for Config {
             namespace: None,
             orphan_sweep: Duration::from_secs(60),
             resync_min_interval: Duration::from_secs(5),
+            concurrency: 16,
+            failure_threshold: 3,
+            secret_selector: None,
         }
     }
 }
@@ -54,12 +64,15 @@ impl Default for Config {
 /// Shared state of the reconcilers.
 pub struct Context {
     pub(super) client: Client,
-    pub(super) vast: VastClient,
+    pub(super) vast: Coalescer,
     pub(super) recorder: Recorder,
     pub(super) config: Config,
     pub(super) memory: Memory,
     pub(super) stores: tokio::sync::OnceCell<discovery::Stores>,
     pub(super) metrics: Arc<Metrics>,
+    pub(super) secrets: tokio::sync::OnceCell<super::api_key::SecretIndex>,
+    pub(super) keys: super::api_key::KeyCache,
+    pub(super) triggers: super::watches::Triggers,
 }
 
 impl Context {
@@ -82,11 +95,14 @@ impl Context {
         Arc::new(Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
-            vast,
+            vast: Coalescer::new(vast).with_metrics(metrics.clone()),
             config,
             memory: Memory::default(),
             stores: tokio::sync::OnceCell::new(),
             metrics,
+            secrets: tokio::sync::OnceCell::new(),
+            keys: super::api_key::KeyCache::default(),
+            triggers: Default::default(),
         })
     }
 }
@@ -105,6 +121,7 @@ impl Context {
             .map(|wg| kube::runtime::reflector::ObjectRef::from_obj(&**wg))
             .collect();
         self.memory.retain(&live);
+        self.keys.retain(groups);
         self.metrics.retain_groups(
             &live
                 .iter()
@@ -112,6 +129,20 @@ impl Context {
                 .collect(),
         );
         live
+    }
+
+    /// Wakes the other WorkerGroups that share `share` (they then find the fresh
+    /// answer and keep in step with this one).
+    pub(super) fn wake_sharers(
+        &self,
+        share: ShareKey,
+        except: &kube::runtime::reflector::ObjectRef<crate::crd::WorkerGroup>,
+    ) {
+        for key in self.memory.sharers(share) {
+            if &key != except {
+                super::watches::send(&self.triggers, key);
+            }
+        }
     }
 
     /// The metrics this context records into.

@@ -20,6 +20,8 @@ struct Entry {
     full_workers: Option<Vec<WorkerStatus>>,
     last_poll: Option<Instant>,
     status_write_failing: bool,
+    share: Option<crate::vast::ShareKey>,
+    looked_at: bool,
 }
 
 impl Entry {
@@ -77,6 +79,15 @@ impl Memory {
         self.with(|map| Self::entry(map, wg).failures = 0);
     }
 
+    /// Consecutive failures so far.
+    pub fn failures(&self, wg: &WorkerGroup) -> u32 {
+        self.with(|map| {
+            map.get(&ObjectRef::from_obj(wg))
+                .filter(|e| e.belongs_to(wg))
+                .map_or(0, |e| e.failures)
+        })
+    }
+
     /// Counts one more consecutive failure; returns the count.
     pub fn failed(&self, wg: &WorkerGroup) -> u32 {
         self.with(|map| {
@@ -98,6 +109,27 @@ impl Memory {
     /// Vast is being asked about this object now.
     pub fn polled(&self, wg: &WorkerGroup) {
         self.with(|map| Self::entry(map, wg).last_poll = Some(Instant::now()));
+    }
+
+    /// Whether this is the first reconcile of this object in this term (and marks it
+    /// seen).
+    pub fn first_look(&self, wg: &WorkerGroup) -> bool {
+        self.with(|map| !std::mem::replace(&mut Self::entry(map, wg).looked_at, true))
+    }
+
+    /// The call this object's polls share with others.
+    pub fn set_share(&self, wg: &WorkerGroup, share: crate::vast::ShareKey) {
+        self.with(|map| Self::entry(map, wg).share = Some(share));
+    }
+
+    /// Objects whose polls share `share`.
+    pub fn sharers(&self, share: crate::vast::ShareKey) -> Vec<ObjectRef<WorkerGroup>> {
+        self.with(|map| {
+            map.iter()
+                .filter(|(_, e)| e.share == Some(share))
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
     }
 
     /// Records whether the last status write failed; returns true when a failure starts

@@ -58,6 +58,7 @@ pub async fn run_term(
         futures::stream::pending::<Result<WorkerGroup, watcher::Error>>(),
         store,
     )
+    .with_config(kcontroller::Config::default().concurrency(ctx.config.concurrency))
     .reconcile_on(wakeups)
     .reconcile_all_on(everything_once)
     .graceful_shutdown_on(shutdown)
@@ -130,6 +131,9 @@ async fn prune(ctx: Arc<Context>, store: kube::runtime::reflector::Store<WorkerG
     loop {
         tick.tick().await;
         ctx.keep_only(&store);
+        // No answer is reused after half the longest interval (24h).
+        ctx.vast
+            .forget_older_than(std::time::Duration::from_secs(12 * 3600));
     }
 }
 

@@ -49,7 +49,15 @@ async fn steps(wg: &Arc<WorkerGroup>, ctx: &Arc<Context>) -> (Result<Action, Err
         return (Ok(Action::requeue(wait)), "resync_deferred");
     }
     let interval = poll_interval(wg);
-    let poll = poll(ctx, wg, &interval).await;
+    if ctx.memory.first_look(wg)
+        && resync.is_none()
+        && let Ok(every) = interval
+        && let Some(wait) = start_up_delay(wg, every, Timestamp::now())
+    {
+        return (Ok(Action::requeue(wait)), "start_up_deferred");
+    }
+    // A resync asks Vast itself, not a recent shared answer.
+    let poll = poll(ctx, wg, &interval, resync.is_some()).await;
     let label = poll.outcome.metric_label();
     let result = finish(ctx, wg, poll, interval, resync).await;
     let label = if result.is_err() { "error" } else { label };
@@ -77,11 +85,33 @@ async fn finish(
         workergroup_id: wg.spec.workergroup_id,
         discovery,
         resync,
+        quiet_failure: matches!(poll.outcome, PollOutcome::Transient(_))
+            && ctx.memory.failures(wg).saturating_add(1) < ctx.config.failure_threshold,
     });
     let written = write_status(ctx, wg, &plan).await?;
     emit_events(ctx, &plan.events, &written).await;
     record_metrics(ctx, wg, &plan, &poll.outcome);
     Ok(requeue(ctx, wg, poll, plan.workers, interval.ok()))
+}
+
+/// How long the first reconcile of a term waits before polling, so that a restart does
+/// not poll everything at once: an object synced within its interval waits until it is
+/// due; one never synced for its current spec, or failing, or suspended, goes at once;
+/// the rest are spread evenly over their interval.
+fn start_up_delay(wg: &WorkerGroup, interval: Duration, now: Timestamp) -> Option<Duration> {
+    let status = wg.status.as_ref()?;
+    let synced = status.observed_generation == wg.meta().generation
+        && !wg.spec.suspend
+        && status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == sync::READY && c.status == "True" && c.reason == "Synced");
+    let last = status.last_sync_time.filter(|_| synced)?;
+    let age = Duration::try_from(now.duration_since(last)).unwrap_or(Duration::ZERO);
+    match interval.checked_sub(age) {
+        Some(left) if !left.is_zero() => Some(left),
+        _ => Some(interval.mul_f64(rand::random::<f64>())),
+    }
 }
 
 /// The resync annotation's value, when it asks for a poll not yet answered.
@@ -157,21 +187,29 @@ struct Poll {
 }
 
 /// Reads the key and calls Vast, unless the spec is unusable or suspended.
-async fn poll(ctx: &Context, wg: &WorkerGroup, interval: &Result<Duration, PollOutcome>) -> Poll {
+async fn poll(
+    ctx: &Context,
+    wg: &WorkerGroup,
+    interval: &Result<Duration, PollOutcome>,
+    fresh: bool,
+) -> Poll {
     let outcome = match interval {
         Err(invalid) => invalid.clone(),
         Ok(_) if wg.spec.suspend => PollOutcome::Suspended,
-        Ok(_) => match api_key::read(&ctx.client, wg).await {
+        Ok(interval) => match api_key::read(&ctx.client, ctx.secrets.get(), &ctx.keys, wg).await {
             Err(outcome) => outcome,
             Ok(key) => {
                 ctx.memory.polled(wg);
-                let result = ctx
-                    .vast
-                    .workergroup_workers(wg.spec.workergroup_id, &key)
-                    .await;
-                let rate_limited = matches!(result, Err(VastError::RateLimited(_)));
+                let id = wg.spec.workergroup_id;
+                let share = ctx.vast.share_key(id, &key);
+                ctx.memory.set_share(wg, share);
+                let fetched = ctx.vast.workers(id, &key, *interval, fresh).await;
+                if fetched.called {
+                    ctx.wake_sharers(share, &ObjectRef::from_obj(wg));
+                }
+                let rate_limited = matches!(fetched.answer, Err(VastError::RateLimited(_)));
                 return Poll {
-                    outcome: PollOutcome::from_vast(result),
+                    outcome: PollOutcome::from_vast(fetched.answer),
                     rate_limited,
                 };
             }
@@ -331,9 +369,11 @@ fn requeue(
         }
         PollOutcome::Transient(err) => {
             let (n, delay) = failure_delay(ctx, wg);
-            // Rate limits are not retried faster than the normal interval.
+            // Vast sends no Retry-After: after a 429 the key waits at least the interval,
+            // spread by up to 10 % more so that objects limited together do not retry
+            // together.
             let delay = if poll.rate_limited {
-                delay.max(interval)
+                delay.max(interval) + interval.mul_f64(rand::random::<f64>() * 0.1)
             } else {
                 delay
             };
@@ -341,6 +381,8 @@ fn requeue(
             Action::requeue(delay)
         }
         PollOutcome::Terminal { reason, message } => {
+            // A later transient error starts its backoff afresh.
+            ctx.memory.clear_failures(wg);
             warn!(reason, message = %message, "terminal error; retrying slowly");
             Action::requeue(jitter(ctx.config.terminal_retry, 0.1))
         }

@@ -29,7 +29,8 @@ use super::context::Context;
 use crate::crd::{RESYNC_ANNOTATION, WorkerGroup};
 use crate::discovery;
 
-type Triggers = Arc<Mutex<Option<UnboundedSender<ObjectRef<WorkerGroup>>>>>;
+/// Where wake-ups go: the running controller's queue, or nowhere on a standby.
+pub type Triggers = Arc<Mutex<Option<UnboundedSender<ObjectRef<WorkerGroup>>>>>;
 
 /// The process-long watches.
 pub struct Watches {
@@ -55,7 +56,7 @@ impl Watches {
         let (stores, mut tasks) = discovery::Stores::start(client, ns);
         let _ = ctx.stores.set(stores);
         let (groups, writer) = reflector::store::<WorkerGroup>();
-        let triggers: Triggers = Arc::default();
+        let triggers = ctx.triggers.clone();
         tasks.push(tokio::spawn(watch_groups(
             groups_api,
             writer,
@@ -63,8 +64,16 @@ impl Watches {
             triggers.clone(),
             on_listed,
         )));
+        let (secrets, secrets_writer) = reflector::store::<PartialObjectMeta<Secret>>();
+        let _ = ctx.secrets.set(secrets);
+        let mut secrets_config = watcher::Config::default();
+        if let Some(selector) = &ctx.config.secret_selector {
+            secrets_config = secrets_config.labels(selector);
+        }
         tasks.push(tokio::spawn(watch_secrets(
             secrets_api,
+            secrets_config,
+            secrets_writer,
             groups.clone(),
             triggers.clone(),
         )));
@@ -94,7 +103,8 @@ impl Drop for Watches {
     }
 }
 
-fn send(triggers: &Triggers, key: ObjectRef<WorkerGroup>) {
+/// Wakes `key` if a controller runs.
+pub fn send(triggers: &Triggers, key: ObjectRef<WorkerGroup>) {
     if let Some(tx) = triggers.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
         let _ = tx.send(key);
     }
@@ -121,6 +131,7 @@ async fn watch_groups(
     let mut seen: HashMap<ObjectRef<WorkerGroup>, u64> = HashMap::new();
     let mut events = watcher::watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
+        .modify(|wg| wg.metadata.managed_fields = None)
         .reflect(writer)
         .boxed();
     while let Some(event) = events.next().await {
@@ -157,6 +168,8 @@ async fn watch_groups(
 
 async fn watch_secrets(
     api: Api<PartialObjectMeta<Secret>>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<PartialObjectMeta<Secret>>,
     groups: Store<WorkerGroup>,
     triggers: Triggers,
 ) {
@@ -173,8 +186,15 @@ async fn watch_secrets(
     // During a (re)list: what it has shown so far. Secrets deleted while the watch was
     // down get no delete event; they are the ones the list no longer shows.
     let mut relist: Option<HashMap<Key, Option<String>>> = None;
-    let mut events = watcher::watcher(api, watcher::Config::default())
+    // The store keeps names and resourceVersions: annotations (kubectl's
+    // last-applied copy may hold the data) and managedFields are dropped.
+    let mut events = watcher::watcher(api, config)
         .default_backoff()
+        .modify(|s| {
+            s.metadata.annotations = None;
+            s.metadata.managed_fields = None;
+        })
+        .reflect(writer)
         .boxed();
     while let Some(event) = events.next().await {
         match event {

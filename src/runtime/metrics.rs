@@ -90,6 +90,7 @@ pub struct Metrics {
     reconcile_duration: Histogram,
     vast_requests: Family<VastLabels, Counter>,
     vast_request_duration: Histogram,
+    vast_shared: Counter,
     leader: Gauge,
     workers: Family<StateLabels, Gauge>,
     ready_workers: Family<GroupLabels, Gauge>,
@@ -133,6 +134,12 @@ impl Metrics {
             "vast_request_duration_seconds",
             "Duration of one call to the Vast API",
             vast_request_duration.clone(),
+        );
+        let vast_shared = Counter::default();
+        registry.register(
+            "vast_shared_answers",
+            "Polls answered by another poll's Vast call (in flight or just made) instead of a call of their own",
+            vast_shared.clone(),
         );
         let leader = Gauge::default();
         registry.register(
@@ -182,6 +189,7 @@ impl Metrics {
             reconcile_duration,
             vast_requests,
             vast_request_duration,
+            vast_shared,
             leader,
             workers,
             ready_workers,
@@ -222,6 +230,11 @@ impl Metrics {
             })
             .inc();
         self.vast_request_duration.observe(seconds);
+    }
+
+    /// One poll shared another's Vast call.
+    pub fn vast_shared(&self) {
+        self.vast_shared.inc();
     }
 
     /// Whether this process leads.

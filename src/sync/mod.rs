@@ -102,6 +102,8 @@ pub struct Input<'a> {
     pub discovery: DiscoveryUpdate,
     /// The value of the resync annotation this poll answers, if any.
     pub resync: Option<String>,
+    /// A transient failure below the failure threshold: nothing changes yet.
+    pub quiet_failure: bool,
 }
 
 /// What discovery did in this reconcile.
@@ -143,6 +145,9 @@ pub struct Plan {
 /// Plans one reconcile: the next status, whether to write it, and the events.
 pub fn plan(input: Input<'_>) -> Plan {
     let empty = WorkerGroupStatus::default();
+    if input.quiet_failure && matches!(input.outcome, PollOutcome::Transient(_)) {
+        return unchanged(&input, &empty);
+    }
     let base = Baseline::new(&input, &empty);
     let (mut judged, found) = judge(&input, &base);
 
@@ -168,6 +173,18 @@ pub fn plan(input: Input<'_>) -> Plan {
         write,
         events: judged.events,
         changes,
+    }
+}
+
+/// A failure below the threshold: the status and the last data stay as they were.
+fn unchanged(input: &Input<'_>, empty: &WorkerGroupStatus) -> Plan {
+    let base = Baseline::new(input, empty);
+    Plan {
+        status: base.prev.clone(),
+        workers: base.full,
+        write: false,
+        events: Vec::new(),
+        changes: ChangeSet::default(),
     }
 }
 
@@ -490,6 +507,7 @@ mod tests {
             workergroup_id: 1,
             discovery: DiscoveryUpdate::Disabled,
             resync: None,
+            quiet_failure: false,
         }
     }
 
@@ -785,5 +803,21 @@ mod tests {
         let again = plan(input(Some(&p.status), synced(vec![w(1, "idle")]), t(60)));
         assert!(!again.write);
         assert_eq!(again.status.last_handled_resync_at.as_deref(), Some("v1"));
+    }
+
+    #[test]
+    fn a_failure_below_the_threshold_changes_nothing() {
+        let first = plan(input(None, synced(vec![w(1, "idle")]), t(0))).status;
+        let mut i = input(
+            Some(&first),
+            PollOutcome::Transient("HTTP 503".into()),
+            t(30),
+        );
+        i.quiet_failure = true;
+        let p = plan(i);
+        assert!(!p.write);
+        assert!(p.events.is_empty());
+        assert_eq!(p.status, first);
+        assert_eq!(p.workers.len(), 1, "the last data stays");
     }
 }

@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 use super::{VastError, Worker, classify_response};
 use crate::runtime::metrics::Metrics;
 
+/// The process-wide limit on calls to Vast.
+type Limiter = governor::DefaultDirectRateLimiter;
+
 /// Largest response body read before giving up.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
@@ -16,6 +19,7 @@ pub struct VastClient {
     endpoint: String,
     timeout: Duration,
     metrics: Option<Arc<Metrics>>,
+    limiter: Option<Arc<Limiter>>,
 }
 
 impl VastClient {
@@ -39,7 +43,16 @@ impl VastClient {
             endpoint: format!("{base}/get_workergroup_workers/"),
             timeout,
             metrics: None,
+            limiter: None,
         })
+    }
+
+    /// Allows at most `per_second` calls per second (bursts of as many), queueing the
+    /// others in order; none is dropped.
+    pub fn with_rate_limit(mut self, per_second: std::num::NonZeroU32) -> Self {
+        let quota = governor::Quota::per_second(per_second);
+        self.limiter = Some(Arc::new(governor::RateLimiter::direct(quota)));
+        self
     }
 
     /// Counts every call in `metrics` (`vast_operator_vast_requests_total` and
@@ -55,6 +68,13 @@ impl VastClient {
         workergroup_id: i64,
         api_key: &str,
     ) -> Result<Vec<Worker>, VastError> {
+        if let Some(limiter) = &self.limiter {
+            // A little jitter: many reconciles released together do not all call at the
+            // same instant.
+            limiter
+                .until_ready_with_jitter(governor::Jitter::up_to(Duration::from_millis(20)))
+                .await;
+        }
         let started = Instant::now();
         let mut code = None;
         let result = self

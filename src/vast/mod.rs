@@ -7,10 +7,12 @@
 //! [`error`] classifies failures; see `docs/architecture.md`.
 
 pub mod client;
+pub mod coalesce;
 pub mod error;
 pub mod parse;
 
 pub use client::{MAX_BODY_BYTES, VastClient};
+pub use coalesce::{Coalescer, Fetched, ShareKey};
 pub use error::{MAX_ERROR_TEXT, VastError};
 pub use parse::{
     Worker, classify_response, error_from_text, parse_time, parse_worker, parse_workers,

@@ -229,6 +229,8 @@ pub fn test_config(ns: &str) -> vast_operator::controller::Config {
         status_heartbeat: None,
         namespace: Some(ns.to_string()),
         orphan_sweep: Duration::from_secs(1),
+        // Report the first transient failure: most tests are about what it shows.
+        failure_threshold: 1,
         ..Default::default()
     }
 }
@@ -244,11 +246,20 @@ impl Harness {
         test: &str,
         f: impl FnOnce(vast_operator::controller::Config) -> vast_operator::controller::Config,
     ) -> Self {
+        Self::start_full(test, f, |c| c).await
+    }
+
+    /// Starts everything with a config changed by `f` and a Vast client changed by `g`.
+    pub async fn start_full(
+        test: &str,
+        f: impl FnOnce(vast_operator::controller::Config) -> vast_operator::controller::Config,
+        g: impl FnOnce(vast::VastClient) -> vast::VastClient,
+    ) -> Self {
         let ns = TestNs::new(test).await;
         install_workergroup_crd(&ns.client).await;
         let vast = fake_vast::FakeVast::start(0).await.expect("fake vast");
         let client =
-            vast::VastClient::new(&vast.url(), Duration::from_secs(3)).expect("vast client");
+            g(vast::VastClient::new(&vast.url(), Duration::from_secs(3)).expect("vast client"));
         let ctx = vast_operator::controller::Context::new(
             ns.client.clone(),
             client,

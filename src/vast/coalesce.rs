@@ -1,0 +1,145 @@
+//! Coalescing: WorkerGroups that name the same workergroup with the same key share one
+//! Vast call. Calls are keyed by (workergroup id, keyed hash of the API key); keys
+//! themselves are held only by the request in flight. A call in flight is joined (single
+//! flight); a finished one (workers, or a 429) is reused for half the caller's interval,
+//! so sharers whose polls fall close together make one call, and no caller reuses an
+//! answer older than half its own interval. The controller wakes the sharers of a fresh
+//! answer, which keeps their polls in step: one call per interval for all of them.
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+
+use super::{VastClient, VastError, Worker};
+use crate::runtime::metrics::Metrics;
+
+/// What identifies a shared call: the workergroup id and a keyed hash of the API key.
+pub type ShareKey = (i64, u64);
+
+type Answer = Result<Vec<Worker>, VastError>;
+
+#[derive(Default)]
+struct Entry {
+    answered: Option<(Instant, Answer)>,
+    in_flight: Option<Shared<BoxFuture<'static, Answer>>>,
+}
+
+/// One poll's answer.
+#[derive(Debug)]
+pub struct Fetched {
+    /// Vast's answer.
+    pub answer: Answer,
+    /// Whether this poll made the call (false: it shared another's).
+    pub called: bool,
+}
+
+/// Vast calls shared by identical polls.
+pub struct Coalescer {
+    client: VastClient,
+    hasher: RandomState,
+    entries: Mutex<HashMap<ShareKey, Entry>>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl Coalescer {
+    /// Shares the calls of `client`.
+    pub fn new(client: VastClient) -> Self {
+        Self {
+            client,
+            hasher: RandomState::new(),
+            entries: Mutex::new(HashMap::new()),
+            metrics: None,
+        }
+    }
+
+    /// Counts shared answers in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The share key of a poll.
+    pub fn share_key(&self, workergroup_id: i64, api_key: &str) -> ShareKey {
+        (workergroup_id, self.hasher.hash_one(api_key))
+    }
+
+    /// The workers of `workergroup_id`: a fresh call, the call in flight, or (unless
+    /// `fresh` is asked for) an answer younger than half of `interval`.
+    pub async fn workers(
+        &self,
+        workergroup_id: i64,
+        api_key: &str,
+        interval: Duration,
+        fresh: bool,
+    ) -> Fetched {
+        let key = self.share_key(workergroup_id, api_key);
+        let max_age = interval / 2;
+        let (call, called) = {
+            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = entries.entry(key).or_default();
+            if let Some((at, answer)) = &entry.answered
+                && !fresh
+                && at.elapsed() < max_age
+            {
+                self.shared();
+                return Fetched {
+                    answer: answer.clone(),
+                    called: false,
+                };
+            }
+            match &entry.in_flight {
+                Some(call) => (call.clone(), false),
+                None => {
+                    let client = self.client.clone();
+                    let api_key = api_key.to_string();
+                    let call =
+                        async move { client.workergroup_workers(workergroup_id, &api_key).await }
+                            .boxed()
+                            .shared();
+                    entry.in_flight = Some(call.clone());
+                    (call, true)
+                }
+            }
+        };
+        let answer = call.clone().await;
+        {
+            // Whoever finishes first records the answer (the caller that started the call
+            // may have been cancelled meanwhile).
+            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = entries.entry(key).or_default();
+            if entry.in_flight.as_ref().is_some_and(|f| f.ptr_eq(&call)) {
+                entry.in_flight = None;
+                // Workers and 429s are reused; other errors are not, so that a retry
+                // after backoff asks again.
+                let reuse = matches!(answer, Ok(_) | Err(VastError::RateLimited(_)));
+                entry.answered = reuse.then(|| (Instant::now(), answer.clone()));
+            }
+        }
+        if !called {
+            self.shared();
+        }
+        Fetched { answer, called }
+    }
+
+    /// Forgets answers older than `age` (call now and then: keys go away).
+    pub fn forget_older_than(&self, age: Duration) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|_, e| {
+            e.in_flight.is_some()
+                || e.answered
+                    .as_ref()
+                    .is_some_and(|(at, _)| at.elapsed() < age)
+        });
+    }
+
+    fn shared(&self) {
+        if let Some(m) = &self.metrics {
+            m.vast_shared();
+        }
+    }
+}

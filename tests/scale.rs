@@ -1,0 +1,203 @@
+//! Politeness and restraint at scale, counted at the fake Vast server: coalescing of
+//! identical polls, the global rate limit, the 429 spread and the failure threshold.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Harness, eventually, ready_is};
+use fake_vast::{Fault, Shape, worker_json};
+use serde_json::json;
+
+const KEY: &str = "scale-key-24680";
+
+fn spec(id: i64, interval: &str) -> serde_json::Value {
+    json!({"workergroupId": id, "apiKeySecretRef": {"name": "vast"}, "pollInterval": interval})
+}
+
+async fn all_synced(h: &Harness, names: &[String]) {
+    for name in names {
+        h.wait_for(name, "synced", |wg| ready_is(wg, "True", "Synced"))
+            .await;
+    }
+}
+
+/// Calls the fake receives for `id` over `window`, from now.
+async fn calls_over(h: &Harness, id: i64, window: Duration) -> u64 {
+    let before = h.vast.state.calls(id);
+    let start = Instant::now();
+    eventually(
+        "the window to pass",
+        window + Duration::from_secs(5),
+        || {
+            let done = start.elapsed() >= window;
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
+    h.vast.state.calls(id) - before
+}
+
+#[tokio::test]
+async fn ten_workergroups_on_one_workergroup_and_key_share_one_call_per_interval() {
+    let h = Harness::start("coalesce").await;
+    h.vast.state.put_group(
+        91,
+        KEY,
+        Shape::Array,
+        vec![worker_json(1, "idle", Some("http://198.51.100.1:40001"))],
+    );
+    h.secret("vast", "api-key", KEY).await;
+    let names: Vec<String> = (0..10).map(|i| format!("g{i}")).collect();
+    for name in &names {
+        h.apply_group(name, spec(91, "5s")).await;
+    }
+    all_synced(&h, &names).await;
+    // Four intervals: about four calls, not forty.
+    let calls = calls_over(&h, 91, Duration::from_secs(20)).await;
+    assert!(
+        (2..=6).contains(&calls),
+        "10 WorkerGroups sharing one workergroup and key made {calls} calls in 4 intervals"
+    );
+    // A change reaches every one of them.
+    h.vast.state.upsert_worker(
+        91,
+        2,
+        worker_json(2, "idle", Some("http://198.51.100.2:40002")),
+    );
+    for name in &names {
+        h.wait_for(name, "the change", |wg| {
+            wg.status.as_ref().is_some_and(|s| s.ready_workers == 2)
+        })
+        .await;
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_global_rate_limit_queues_calls_and_drops_none() {
+    let h = Harness::start_full(
+        "ratelimit",
+        |c| c,
+        |v| v.with_rate_limit(std::num::NonZeroU32::new(1).expect("1")),
+    )
+    .await;
+    h.secret("vast", "api-key", KEY).await;
+    let ids: Vec<i64> = (101..107).collect();
+    for id in &ids {
+        h.vast.state.put_group(*id, KEY, Shape::Array, vec![]);
+    }
+    let started = Instant::now();
+    for id in &ids {
+        h.apply_group(&format!("r{id}"), spec(*id, "1h")).await;
+    }
+    // At 1 call per second, two seconds in there can be at most 3 calls (a burst of one,
+    // then one a second): a slow machine only makes fewer.
+    eventually("two seconds", Duration::from_secs(10), || {
+        let done = started.elapsed() >= Duration::from_secs(2);
+        async move { done.then_some(()) }
+    })
+    .await;
+    let early: u64 = ids.iter().map(|id| h.vast.state.calls(*id)).sum();
+    let bound = started.elapsed().as_secs() + 1;
+    assert!(
+        early <= bound,
+        "{early} calls within {:?} at 1/s",
+        started.elapsed()
+    );
+    // None is dropped: every one syncs.
+    let names: Vec<String> = ids.iter().map(|id| format!("r{id}")).collect();
+    all_synced(&h, &names).await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_429_is_not_retried_sooner_than_the_interval() {
+    let h = Harness::start("ratelimited").await;
+    h.vast.state.put_group(111, KEY, Shape::Array, vec![]);
+    h.secret("vast", "api-key", KEY).await;
+    h.apply_group("g", spec(111, "5s")).await;
+    h.wait_for("g", "synced", |wg| ready_is(wg, "True", "Synced"))
+        .await;
+    h.vast.state.set_fault(
+        111,
+        Some(Fault {
+            status: Some(429),
+            ..Default::default()
+        }),
+    );
+    h.wait_for("g", "rate limited", |wg| {
+        ready_is(wg, "False", "PollFailed")
+    })
+    .await;
+    // Backoff would retry after 0.2 s, 0.4 s, ... (test config); a 429 waits 5 to 5.5 s.
+    let calls = calls_over(&h, 111, Duration::from_secs(12)).await;
+    assert!(
+        calls <= 3,
+        "{calls} calls in 12 s after a 429 with a 5 s interval"
+    );
+    assert!(calls >= 1, "it keeps trying");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn failures_below_the_threshold_write_nothing() {
+    let h = Harness::start_with("threshold", |c| vast_operator::controller::Config {
+        failure_threshold: 3,
+        ..c
+    })
+    .await;
+    h.vast.state.put_group(
+        121,
+        KEY,
+        Shape::Array,
+        vec![worker_json(1, "idle", Some("http://198.51.100.1:40001"))],
+    );
+    h.secret("vast", "api-key", KEY).await;
+    h.apply_group("g", spec(121, "5s")).await;
+    let synced = h
+        .wait_for("g", "synced", |wg| ready_is(wg, "True", "Synced"))
+        .await;
+    let version = synced.metadata.resource_version.clone();
+    // Two failures, then success: below the threshold of 3.
+    let calls = h.vast.state.calls(121);
+    h.vast.state.set_fault(
+        121,
+        Some(Fault {
+            status: Some(503),
+            times: Some(2),
+            ..Default::default()
+        }),
+    );
+    eventually(
+        "two failures and a success",
+        Duration::from_secs(30),
+        || async { (h.vast.state.calls(121) >= calls + 3).then_some(()) },
+    )
+    .await;
+    let wg = h
+        .wait_for("g", "still synced", |wg| ready_is(wg, "True", "Synced"))
+        .await;
+    assert_eq!(wg.metadata.resource_version, version, "nothing was written");
+    let events = h.events("g").await;
+    assert!(
+        events.iter().all(|e| e.1 != "SyncFailed"),
+        "no SyncFailed below the threshold: {events:?}"
+    );
+    // A lasting error shows after the third failure.
+    h.vast.state.set_fault(
+        121,
+        Some(Fault {
+            status: Some(503),
+            ..Default::default()
+        }),
+    );
+    let before = h.vast.state.calls(121);
+    h.wait_for("g", "PollFailed", |wg| ready_is(wg, "False", "PollFailed"))
+        .await;
+    assert!(
+        h.vast.state.calls(121) >= before + 3,
+        "shown only after 3 failures"
+    );
+    h.stop().await;
+}
