@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/debug/vast-operator
 
-.PHONY: help demo test lint unit integration cluster cluster-down tools crds build clean
+.PHONY: help demo test lint unit integration cluster cluster-down tools crds build clean bench bench-smoke
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -22,6 +22,19 @@ lint: ## cargo fmt --check and clippy -D warnings.
 
 unit: ## Unit tests only (no control plane).
 	$(CARGO) test --workspace --lib --bins
+
+BENCH_ARGS ?= --sizes 100,1000,5000
+
+bench: tools ## Benchmark at N = 100, 1000, 5000 WorkerGroups beside the baseline script (about 30 min; not in make test).
+	$(CARGO) build --release -p vast-operator -p vast-operator-bench
+	target/release/vast-operator-bench $(BENCH_ARGS) --out target/bench/results.jsonl | tee target/bench/results.txt
+	hack/bench/plot.sh target/bench/results.jsonl docs/performance.png
+
+bench-smoke: tools ## The benchmark at a tiny size, debug build (CI runs it).
+	$(CARGO) build -p vast-operator -p vast-operator-bench
+	target/debug/vast-operator-bench --sizes 10 --interval 5 --steady-intervals 1 \
+	  --churn-intervals 1 --baseline-max 5 --baseline-rounds 1 \
+	  --operator target/debug/vast-operator --out target/bench/smoke.jsonl
 
 cluster: ## Start the local control plane (idempotent); prints the KUBECONFIG export.
 	@hack/cluster.sh up

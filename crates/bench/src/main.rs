@@ -1,0 +1,605 @@
+//! `make bench`: the operator (a child process) against a real kube-apiserver and etcd
+//! and the fake Vast server (in this process), at N WorkerGroups of 20 workers, 10 % of
+//! them sharing a workergroup with another one. Phases: first sync, steady state (no
+//! change), churn (5 % of the workers change state per interval). Then, at the same or a
+//! smaller N, the script a user would write instead (`hack/bench/baseline.sh`: curl plus
+//! `kubectl patch --subresource=status` in a loop).
+//!
+//! Figures come from the same run: Vast calls (the fake's counters), apiserver requests
+//! by verb (the apiserver's `apiserver_request_total`), change-to-status latency (the
+//! bench changes workers at the fake and watches the status), operator CPU and peak RSS
+//! (`/proc`). Results are printed as a table and written as JSON lines.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use fake_vast::{FakeVast, Shape, worker_json};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Config, ResourceExt};
+use serde_json::json;
+use vast_operator::crd::WorkerGroup;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Benchmark the operator at several sizes.
+#[derive(Parser, Clone)]
+struct Args {
+    /// Numbers of WorkerGroups.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,5000")]
+    sizes: Vec<usize>,
+    /// pollInterval of every WorkerGroup, in seconds.
+    #[arg(long, default_value_t = 30)]
+    interval: u64,
+    /// Intervals of the steady phase.
+    #[arg(long, default_value_t = 5)]
+    steady_intervals: u32,
+    /// Intervals of the churn phase.
+    #[arg(long, default_value_t = 3)]
+    churn_intervals: u32,
+    /// Workers per workergroup.
+    #[arg(long, default_value_t = 20)]
+    workers: usize,
+    /// Largest N the baseline script runs at (0: no baseline).
+    #[arg(long, default_value_t = 200)]
+    baseline_max: usize,
+    /// Rounds of the baseline script.
+    #[arg(long, default_value_t = 2)]
+    baseline_rounds: u32,
+    /// `--vast-max-rps` of the operator (N / interval calls per second are needed).
+    #[arg(long, default_value_t = 250)]
+    vast_max_rps: u32,
+    /// The operator binary.
+    #[arg(long, default_value = "target/release/vast-operator")]
+    operator: PathBuf,
+    /// Where the JSON lines of the results go.
+    #[arg(long, default_value = "target/bench/results.jsonl")]
+    out: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    vast_operator::install_crypto_provider();
+    let args = Args::parse();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = root.canonicalize()?;
+    std::fs::create_dir_all(root.join("target/bench"))?;
+    let out_path = root.join(&args.out);
+    let mut out = std::fs::File::create(&out_path)?;
+    let mut rows = Vec::new();
+    for &n in &args.sizes {
+        eprintln!("[bench] N = {n}");
+        let row = run_size(&root, &args, n).await?;
+        writeln!(out, "{row}")?;
+        print_row(&row);
+        rows.push(row);
+    }
+    eprintln!("[bench] results in {}", out_path.display());
+    Ok(())
+}
+
+fn print_row(r: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(r).unwrap_or_default());
+}
+
+/// A local control plane for one size, stopped on drop.
+struct Cluster {
+    dir: PathBuf,
+    script: PathBuf,
+}
+
+impl Cluster {
+    fn up(root: &Path, n: usize) -> Result<Self> {
+        let dir = root.join(format!("target/bench/cluster-{n}"));
+        let script = root.join("hack/cluster.sh");
+        let status = Command::new(&script)
+            .arg("up")
+            .env("VAST_CLUSTER_DIR", &dir)
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            return Err("hack/cluster.sh up failed".into());
+        }
+        Ok(Self { dir, script })
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.script)
+            .arg("down")
+            .env("VAST_CLUSTER_DIR", &self.dir)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The operator process, killed on drop.
+struct Operator {
+    child: Child,
+    metrics: String,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Operator {
+    /// CPU seconds (user + system) so far.
+    fn cpu(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .unwrap_or_default();
+        // Fields after the command name in parentheses: utime is the 14th, stime the 15th.
+        let rest = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
+    /// Peak resident set size, MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn client_for(kubeconfig: &Path) -> Result<Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let mut config = Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    config.read_timeout = Some(Duration::from_secs(300));
+    Ok(Client::try_from(config)?)
+}
+
+/// `apiserver_request_total` summed by verb.
+async fn requests_by_verb(client: &Client) -> Result<BTreeMap<String, f64>> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(req).await?;
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let verb = line
+            .split("verb=\"")
+            .nth(1)
+            .and_then(|v| v.split('"').next())
+            .unwrap_or("?");
+        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *out.entry(verb.to_string()).or_insert(0.0) += value;
+    }
+    Ok(out)
+}
+
+fn delta(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, v)| *v > 0.0)
+        .collect()
+}
+
+/// A sample from the operator's `/metrics`, summed over the series starting with `name`.
+async fn operator_metric(http: &reqwest::Client, url: &str, name: &str) -> f64 {
+    let Ok(resp) = http.get(url).send().await else {
+        return 0.0;
+    };
+    let text = resp.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn worker_url(id: i64, w: usize) -> String {
+    let n = id as usize * 31 + w;
+    format!(
+        "http://198.18.{}.{}:{}",
+        (n / 250) % 250,
+        n % 250 + 1,
+        40000 + w
+    )
+}
+
+/// What the watch of the WorkerGroups saw.
+#[derive(Default)]
+struct Seen {
+    first_ready: HashMap<String, Instant>,
+    /// (WorkerGroup, worker id) -> (awaited state, when it changed at Vast).
+    pending: HashMap<(String, i64), (String, Instant)>,
+    latencies: Vec<Duration>,
+}
+
+fn watch_groups(client: Client, ns: &str, seen: Arc<Mutex<Seen>>) -> tokio::task::JoinHandle<()> {
+    let api: Api<WorkerGroup> = Api::namespaced(client, ns);
+    tokio::spawn(async move {
+        let mut events = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+            .boxed();
+        while let Some(ev) = events.next().await {
+            let Ok(wg) = ev else { continue };
+            let Some(status) = wg.status.as_ref() else {
+                continue;
+            };
+            let now = Instant::now();
+            let name = wg.name_any();
+            let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
+            let ready = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            if ready && status.observed_generation == wg.metadata.generation {
+                s.first_ready.entry(name.clone()).or_insert(now);
+            }
+            for w in &status.workers {
+                let key = (name.clone(), w.id);
+                if let Some((want, at)) = s.pending.get(&key)
+                    && *want == w.status
+                {
+                    let latency = now - *at;
+                    s.pending.remove(&key);
+                    s.latencies.push(latency);
+                }
+            }
+        }
+    })
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)].as_secs_f64()
+}
+
+async fn install_crd(client: &Client) -> Result<()> {
+    let crd = <WorkerGroup as kube::CustomResourceExt>::crd();
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    api.patch(
+        "workergroups.vast.ai",
+        &PatchParams::apply("bench").force(),
+        &Patch::Apply(&crd),
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let crd = api.get("workergroups.vast.ai").await?;
+        let established = crd
+            .status
+            .and_then(|s| s.conditions)
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+        if established {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err("CRD not Established".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Value> {
+    let cluster = Cluster::up(root, n)?;
+    let client = client_for(&cluster.kubeconfig()).await?;
+    install_crd(&client).await?;
+    let ns = "bench";
+    let namespace: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": ns}}))?;
+    let _ = Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await;
+    let key = "bench-key-0123456789";
+    let secret: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "vast"}, "stringData": {"api-key": key}}),
+    )?;
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .patch("vast", &PatchParams::apply("bench").force(), &Patch::Apply(&secret))
+        .await?;
+
+    // The fake Vast: N - N/10 distinct workergroups; the last tenth of the WorkerGroups
+    // share a workergroup with the first tenth.
+    let fake = FakeVast::start(0).await?;
+    let distinct = n - n / 10;
+    let base = 200_000i64;
+    for d in 0..distinct {
+        let id = base + d as i64;
+        let workers = (0..args.workers)
+            .map(|w| worker_json(w as i64 + 1, "idle", Some(&worker_url(id, w))))
+            .collect();
+        fake.state.put_group(id, key, Shape::Array, workers);
+    }
+    let group_of = |i: usize| base + (i % distinct) as i64;
+    let mut names_of: HashMap<i64, Vec<String>> = HashMap::new();
+    for i in 0..n {
+        names_of.entry(group_of(i)).or_default().push(format!("wg-{i}"));
+    }
+
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let watch = watch_groups(client.clone(), ns, seen.clone());
+
+    let (mport, hport) = (free_port()?, free_port()?);
+    let log = std::fs::File::create(root.join(format!("target/bench/operator-{n}.log")))?;
+    let child = Command::new(root.join(&args.operator))
+        .args(["run", "--namespace", ns, "--leader-elect=false"])
+        .args(["--vast-url", &fake.url()])
+        .args(["--metrics-addr", &format!("127.0.0.1:{mport}")])
+        .args(["--health-addr", &format!("127.0.0.1:{hport}")])
+        .args(["--vast-max-rps", &args.vast_max_rps.to_string()])
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?;
+    let op = Operator {
+        child,
+        metrics: format!("http://127.0.0.1:{mport}/metrics"),
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let ready_url = format!("http://127.0.0.1:{hport}/readyz");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !http
+        .get(&ready_url)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        if Instant::now() > deadline {
+            return Err("the operator did not become ready".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let interval = Duration::from_secs(args.interval);
+    let calls = || -> u64 { (0..distinct).map(|d| fake.state.calls(base + d as i64)).sum() };
+    let polls = |http: reqwest::Client, url: String| async move {
+        operator_metric(&http, &url, "vast_operator_reconciles_total{result=\"synced\"}").await
+    };
+
+    // Phase 1: first sync of N new WorkerGroups.
+    let (req0, calls0, cpu0) = (requests_by_verb(&client).await?, calls(), op.cpu());
+    let t0 = Instant::now();
+    let api: Api<WorkerGroup> = Api::namespaced(client.clone(), ns);
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            let body = json!({
+                "apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup",
+                "metadata": {"name": format!("wg-{i}")},
+                "spec": {"workergroupId": group_of(i), "apiKeySecretRef": {"name": "vast"},
+                         "pollInterval": format!("{}s", args.interval)}
+            });
+            async move {
+                api.patch(&format!("wg-{i}"), &PatchParams::apply("bench"), &Patch::Apply(&body))
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let created = t0.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let done = seen.lock().unwrap_or_else(|p| p.into_inner()).first_ready.len();
+        if done >= n {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("only {done}/{n} synced").into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let first_sync = seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .first_ready
+        .values()
+        .max()
+        .map_or(Duration::ZERO, |t| *t - t0);
+    let (req1, calls1, cpu1) = (requests_by_verb(&client).await?, calls(), op.cpu());
+
+    // Phase 2: steady state. A measurement window: nothing changes at Vast.
+    let polls1 = polls(http.clone(), op.metrics.clone()).await;
+    tokio::time::sleep(interval * args.steady_intervals).await;
+    let (req2, calls2, cpu2) = (requests_by_verb(&client).await?, calls(), op.cpu());
+    let polls2 = polls(http.clone(), op.metrics.clone()).await;
+    let shared2 = operator_metric(&http, &op.metrics, "vast_operator_vast_shared_answers_total").await;
+
+    // Phase 3: churn. Each interval 5 % of the workers change state.
+    let changes_per_interval = (distinct * args.workers).div_ceil(20);
+    let mut flipped: HashMap<(i64, i64), bool> = HashMap::new();
+    let mut rng_state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        rng_state
+    };
+    let mut changed = 0usize;
+    for _ in 0..args.churn_intervals {
+        let started = Instant::now();
+        for _ in 0..changes_per_interval {
+            let id = base + (next() % distinct as u64) as i64;
+            let worker = (next() % args.workers as u64) as i64 + 1;
+            let state = flipped.entry((id, worker)).or_insert(false);
+            *state = !*state;
+            let new = if *state { "loading" } else { "idle" };
+            let at = Instant::now();
+            fake.state.upsert_worker(id, worker, json!({"status": new}));
+            let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
+            for name in &names_of[&id] {
+                s.pending.insert((name.clone(), worker), (new.to_string(), at));
+            }
+            changed += 1;
+        }
+        let left = interval.saturating_sub(started.elapsed());
+        tokio::time::sleep(left).await;
+    }
+    // Let the last changes arrive (at most two intervals more).
+    let deadline = Instant::now() + interval * 2;
+    while Instant::now() < deadline
+        && !seen.lock().unwrap_or_else(|p| p.into_inner()).pending.is_empty()
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (req3, calls3, cpu3) = (requests_by_verb(&client).await?, calls(), op.cpu());
+    let peak_rss = op.peak_rss_mib();
+    let (mut latencies, missing) = {
+        let s = seen.lock().unwrap_or_else(|p| p.into_inner());
+        (s.latencies.clone(), s.pending.len())
+    };
+    latencies.sort();
+    drop(op);
+    watch.abort();
+
+    let steady_requests = delta(&req2, &req1);
+    let steady_total: f64 = steady_requests.values().sum();
+    let steady_polls = (polls2 - polls1).max(1.0);
+    let intervals = f64::from(args.steady_intervals);
+    let cpu_steady = cpu2 - cpu1;
+    let mut row = json!({
+        "n": n,
+        "distinct_workergroups": distinct,
+        "workers": args.workers,
+        "interval_s": args.interval,
+        "first_sync": {
+            "create_s": created.as_secs_f64(),
+            "all_synced_s": first_sync.as_secs_f64(),
+            "vast_calls": calls1 - calls0,
+            "apiserver_requests": delta(&req1, &req0),
+            "operator_cpu_s": cpu1 - cpu0,
+        },
+        "steady": {
+            "intervals": args.steady_intervals,
+            "vast_calls_per_distinct_per_interval": (calls2 - calls1) as f64 / distinct as f64 / intervals,
+            "polls": steady_polls,
+            "shared_answers_total": shared2,
+            "apiserver_requests": steady_requests,
+            "apiserver_requests_per_poll": (steady_total / steady_polls).max(0.0),
+            "operator_cpu_s": cpu_steady,
+            "operator_cores": cpu_steady / (interval.as_secs_f64() * intervals),
+            "operator_cpu_per_poll_ms": cpu_steady / steady_polls * 1000.0,
+        },
+        "churn": {
+            "intervals": args.churn_intervals,
+            "changes": changed,
+            "vast_calls_per_distinct_per_interval": (calls3 - calls2) as f64 / distinct as f64 / f64::from(args.churn_intervals),
+            "apiserver_requests": delta(&req3, &req2),
+            "latency_p50_s": percentile(&latencies, 0.5),
+            "latency_p99_s": percentile(&latencies, 0.99),
+            "latency_samples": latencies.len(),
+            "not_seen": missing,
+            "operator_cpu_s": cpu3 - cpu2,
+        },
+        "operator_peak_rss_mib": peak_rss,
+    });
+
+    if args.baseline_max > 0 {
+        let nb = n.min(args.baseline_max);
+        row["baseline"] = baseline(root, args, &cluster, &client, &fake.url(), key, nb, &group_of).await?;
+        let b = &row["baseline"];
+        let base_cpu_per_sync = b["cpu_per_sync_ms"].as_f64().unwrap_or(f64::NAN);
+        let base_req_per_sync = b["apiserver_requests_per_sync"].as_f64().unwrap_or(f64::NAN);
+        let op_req_per_poll = steady_total / steady_polls;
+        row["ratios"] = json!({
+            "cpu_per_sync_baseline_over_operator":
+                base_cpu_per_sync / (cpu_steady / steady_polls * 1000.0),
+            // None when the operator made no request at all in the steady phase.
+            "apiserver_requests_per_sync_baseline_over_operator":
+                (op_req_per_poll > 0.0).then(|| base_req_per_sync / op_req_per_poll),
+        });
+    }
+    drop(fake);
+    drop(cluster);
+    Ok(row)
+}
+
+/// Runs `hack/bench/baseline.sh` over the first `nb` WorkerGroups.
+#[allow(clippy::too_many_arguments)]
+async fn baseline(
+    root: &Path,
+    args: &Args,
+    cluster: &Cluster,
+    client: &Client,
+    vast_url: &str,
+    key: &str,
+    nb: usize,
+    group_of: &dyn Fn(usize) -> i64,
+) -> Result<serde_json::Value> {
+    let list: String = (0..nb)
+        .map(|i| format!("wg-{i} {}\n", group_of(i)))
+        .collect();
+    let list_path = root.join("target/bench/baseline-groups.txt");
+    std::fs::write(&list_path, list)?;
+    let times_path = root.join("target/bench/baseline-times.txt");
+    let before = requests_by_verb(client).await?;
+    let t = Instant::now();
+    let status = Command::new("bash")
+        .arg(root.join("hack/bench/baseline.sh"))
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .env("KUBECTL", root.join("hack/bin/kubectl"))
+        .env("VAST_URL", vast_url)
+        .env("VAST_API_KEY", key)
+        .env("NAMESPACE", "bench")
+        .env("GROUPS_FILE", &list_path)
+        .env("INTERVAL", args.interval.to_string())
+        .env("ROUNDS", args.baseline_rounds.to_string())
+        .env("TIMES_FILE", &times_path)
+        .stdout(Stdio::null())
+        .status()?;
+    let wall = t.elapsed();
+    if !status.success() {
+        return Err("the baseline script failed".into());
+    }
+    let after = requests_by_verb(client).await?;
+    // `times` prints two lines: the shell's user and system time, then its children's.
+    let times = std::fs::read_to_string(&times_path)?;
+    let cpu: f64 = times
+        .split_whitespace()
+        .map(|t| {
+            let (m, s) = t.split_once('m').unwrap_or(("0", t));
+            m.parse::<f64>().unwrap_or(0.0) * 60.0
+                + s.trim_end_matches('s').parse::<f64>().unwrap_or(0.0)
+        })
+        .sum();
+    let syncs = (nb as f64) * f64::from(args.baseline_rounds);
+    let requests = delta(&after, &before);
+    let total: f64 = requests.values().sum();
+    let round_s = wall.as_secs_f64() / f64::from(args.baseline_rounds);
+    Ok(json!({
+        "n": nb,
+        "rounds": args.baseline_rounds,
+        "wall_s": wall.as_secs_f64(),
+        "round_s": round_s,
+        "keeps_up": round_s <= args.interval as f64 * 1.05,
+        "cpu_s": cpu,
+        "cpu_per_sync_ms": cpu / syncs * 1000.0,
+        "apiserver_requests": requests,
+        "apiserver_requests_per_sync": total / syncs,
+    }))
+}

@@ -1,0 +1,42 @@
+"""Plots make bench's results: CPU per poll, peak RSS and p99 latency against N."""
+import json
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+rows.sort(key=lambda r: r["n"])
+n = [r["n"] for r in rows]
+fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+
+ax = axes[0]
+ax.plot(n, [r["steady"]["operator_cpu_per_poll_ms"] for r in rows], "o-", label="operator")
+base = [(r["baseline"]["n"], r["baseline"]["cpu_per_sync_ms"]) for r in rows if "baseline" in r]
+if base:
+    ax.plot([b[0] for b in base], [b[1] for b in base], "s--", label="baseline script")
+ax.set(xscale="log", yscale="log", xlabel="WorkerGroups (N)", ylabel="CPU ms per poll",
+       title="CPU per poll")
+ax.legend()
+
+ax = axes[1]
+ax.plot(n, [r["operator_peak_rss_mib"] for r in rows], "o-", label="operator peak RSS")
+ax.plot(n, [r["steady"]["operator_cores"] * 1000 for r in rows], "^-",
+        label="operator millicores (steady)")
+ax.set(xscale="log", xlabel="WorkerGroups (N)", ylabel="MiB / millicores",
+       title="Memory and steady CPU")
+ax.legend()
+
+ax = axes[2]
+ax.plot(n, [r["churn"]["latency_p99_s"] for r in rows], "o-", label="p99")
+ax.plot(n, [r["churn"]["latency_p50_s"] for r in rows], "o--", label="p50")
+ax.axhline(rows[0]["interval_s"] + 1, color="grey", ls=":", label="interval + 1 s")
+ax.set(xscale="log", xlabel="WorkerGroups (N)", ylabel="seconds",
+       title="Change at Vast to status")
+ax.legend()
+
+fig.tight_layout()
+fig.savefig(sys.argv[2], dpi=100)
+print(f"wrote {sys.argv[2]}")
