@@ -3,11 +3,13 @@
 //! Keys are cached by (namespace, Secret name, key name) together with the Secret's
 //! resourceVersion. The Secret watch holds metadata only (no data), so an unchanged
 //! Secret is recognised without a request: a poll with an unchanged Secret makes no
-//! GET. A changed Secret (new resourceVersion) is read again. Secrets outside the watch
-//! (see `--secret-selector`) are read on every poll.
+//! GET. A changed Secret (new resourceVersion) is read again, and so is a key Vast
+//! refused or one held for 10 minutes (in case the watch is down). Secrets outside the
+//! watch (see `--secret-selector`) are read on every poll.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PartialObjectMeta};
@@ -22,21 +24,31 @@ pub type SecretIndex = Store<PartialObjectMeta<Secret>>;
 
 type CacheKey = (String, String, String);
 
+/// A cached key is read again after this long even when the Secret looks unchanged (its
+/// watch may be down).
+const MAX_AGE: Duration = Duration::from_secs(600);
+
 /// Keys in use, with the resourceVersion of the Secret they were read from.
 #[derive(Default)]
-pub struct KeyCache(Mutex<HashMap<CacheKey, (String, String)>>);
+pub struct KeyCache(Mutex<HashMap<CacheKey, (String, String, Instant)>>);
 
 impl KeyCache {
     fn get(&self, key: &CacheKey, version: &str) -> Option<String> {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         map.get(key)
-            .filter(|(v, _)| v == version)
-            .map(|(_, value)| value.clone())
+            .filter(|(v, _, at)| v == version && at.elapsed() < MAX_AGE)
+            .map(|(_, value, _)| value.clone())
     }
 
     fn put(&self, key: CacheKey, version: String, value: String) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.insert(key, (version, value));
+        map.insert(key, (version, value, Instant::now()));
+    }
+
+    /// Forgets the key of `wg` (Vast refused it: read the Secret again next time).
+    pub fn forget(&self, wg: &WorkerGroup) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&cache_key(wg));
     }
 
     /// Forgets keys no WorkerGroup in `groups` references.

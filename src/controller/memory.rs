@@ -17,6 +17,7 @@ struct Entry {
     uid: Option<String>,
     workergroup_id: i64,
     failures: u32,
+    api_failures: u32,
     full_workers: Option<Vec<WorkerStatus>>,
     last_poll: Option<Instant>,
     status_write_failing: bool,
@@ -70,6 +71,7 @@ impl Memory {
         self.with(|map| {
             let e = Self::entry(map, wg);
             e.failures = 0;
+            e.api_failures = 0;
             e.full_workers = Some(workers);
         });
     }
@@ -77,6 +79,16 @@ impl Memory {
     /// Clears the failure count (suspended, or an outcome that is not a failure streak).
     pub fn clear_failures(&self, wg: &WorkerGroup) {
         self.with(|map| Self::entry(map, wg).failures = 0);
+    }
+
+    /// Counts one more consecutive Kubernetes API failure of reconcile (kept apart from
+    /// Vast failures and their threshold); returns the count.
+    pub fn api_failed(&self, wg: &WorkerGroup) -> u32 {
+        self.with(|map| {
+            let e = Self::entry(map, wg);
+            e.api_failures = e.api_failures.saturating_add(1);
+            e.api_failures
+        })
     }
 
     /// Consecutive failures so far.
@@ -137,6 +149,9 @@ impl Memory {
     pub fn status_write_failed(&self, wg: &WorkerGroup, failed: bool) -> bool {
         self.with(|map| {
             let e = Self::entry(map, wg);
+            if !failed {
+                e.api_failures = 0;
+            }
             let starts = failed && !e.status_write_failing;
             e.status_write_failing = failed;
             starts

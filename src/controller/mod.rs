@@ -92,6 +92,7 @@ impl<'a> Term<'a> {
         // Another process may have led since this one last did: what it remembers of
         // the workers is no baseline any more.
         ctx.memory.clear();
+        ctx.vast.clear();
         watches.forward_to(Some(tx));
         let sweeper = match ctx.stores.get() {
             Some(stores) => tokio::spawn(discovery::sweep_orphans(
@@ -139,7 +140,11 @@ async fn prune(ctx: Arc<Context>, store: kube::runtime::reflector::Store<WorkerG
 
 fn error_policy(wg: Arc<WorkerGroup>, err: &Error, ctx: Arc<Context>) -> Action {
     let key = ObjectRef::from_obj(&*wg);
-    let (_, delay) = reconcile::failure_delay(&ctx, &wg);
+    let n = ctx.memory.api_failed(&wg);
+    let delay = requeue::jitter(
+        requeue::backoff(n, ctx.config.backoff_base, ctx.config.backoff_max),
+        0.2,
+    );
     warn!(workergroup = %key, error = %err, category = err.category(), retry_in = ?delay, "reconcile error");
     Action::requeue(delay)
 }

@@ -54,6 +54,10 @@ async fn steps(wg: &Arc<WorkerGroup>, ctx: &Arc<Context>) -> (Result<Action, Err
         && let Ok(every) = interval
         && let Some(wait) = start_up_delay(wg, every, Timestamp::now())
     {
+        // The series stay on show meanwhile (a new term starts without them).
+        if let Some(status) = &wg.status {
+            record_status_metrics(ctx, wg, status, None);
+        }
         return (Ok(Action::requeue(wait)), "start_up_deferred");
     }
     // A resync asks Vast itself, not a recent shared answer.
@@ -79,7 +83,8 @@ async fn finish(
         previous_full: remembered.as_deref(),
         generation: wg.meta().generation,
         outcome: poll.outcome.clone(),
-        now: now(),
+        // A reused answer is as old as it is: lastSyncTime says when Vast answered.
+        now: as_of(poll.age),
         max_workers: ctx.config.max_workers,
         heartbeat: ctx.config.status_heartbeat,
         workergroup_id: wg.spec.workergroup_id,
@@ -135,8 +140,19 @@ fn resync_too_soon(ctx: &Context, wg: &WorkerGroup) -> Option<Duration> {
 
 /// Sets the WorkerGroup's series from the planned status.
 fn record_metrics(ctx: &Context, wg: &WorkerGroup, plan: &Plan, outcome: &PollOutcome) {
-    let status = &plan.status;
     let synced = matches!(outcome, PollOutcome::Synced(_));
+    let workers = synced.then_some(plan.workers.as_slice());
+    record_status_metrics(ctx, wg, &plan.status, workers);
+}
+
+/// Sets the WorkerGroup's series from `status`; load figures from `polled`, the workers
+/// of a successful poll, when there are any.
+fn record_status_metrics(
+    ctx: &Context,
+    wg: &WorkerGroup,
+    status: &WorkerGroupStatus,
+    polled: Option<&[WorkerStatus]>,
+) {
     let snapshot = GroupSnapshot {
         states: status.status_counts.clone(),
         ready: status.ready_workers,
@@ -148,8 +164,8 @@ fn record_metrics(ctx: &Context, wg: &WorkerGroup, plan: &Plan, outcome: &PollOu
             .iter()
             .map(|c| (c.type_.clone(), c.status.clone()))
             .collect(),
-        load: synced.then(|| plan.workers.iter().filter_map(|w| w.cur_load).sum()),
-        reqs_working: synced.then(|| plan.workers.iter().filter_map(|w| w.reqs_working).sum()),
+        load: polled.map(|ws| ws.iter().filter_map(|w| w.cur_load).sum()),
+        reqs_working: polled.map(|ws| ws.iter().filter_map(|w| w.reqs_working).sum()),
     };
     ctx.metrics.set_group(
         &wg.namespace().unwrap_or_default(),
@@ -158,11 +174,13 @@ fn record_metrics(ctx: &Context, wg: &WorkerGroup, plan: &Plan, outcome: &PollOu
     );
 }
 
-/// Now, in whole seconds (what Kubernetes stores).
-fn now() -> Timestamp {
-    Timestamp::now()
-        .round(jiff::Unit::Second)
-        .unwrap_or_else(|_| Timestamp::now())
+/// The time `age` ago, in whole seconds (what Kubernetes stores).
+fn as_of(age: Duration) -> Timestamp {
+    let t = jiff::SignedDuration::try_from(age)
+        .ok()
+        .and_then(|a| Timestamp::now().checked_sub(a).ok())
+        .unwrap_or_else(Timestamp::now);
+    t.round(jiff::Unit::Second).unwrap_or(t)
 }
 
 /// `spec.pollInterval`, or the terminal outcome of an unusable one.
@@ -180,10 +198,11 @@ fn poll_interval(wg: &WorkerGroup) -> Result<Duration, PollOutcome> {
     Ok(interval)
 }
 
-/// The outcome of one poll, and whether Vast rate-limited it.
+/// The outcome of one poll, whether Vast rate-limited it, and how old the answer is.
 struct Poll {
     outcome: PollOutcome,
     rate_limited: bool,
+    age: Duration,
 }
 
 /// Reads the key and calls Vast, unless the spec is unusable or suspended.
@@ -204,13 +223,21 @@ async fn poll(
                 let share = ctx.vast.share_key(id, &key);
                 ctx.memory.set_share(wg, share);
                 let fetched = ctx.vast.workers(id, &key, *interval, fresh).await;
-                if fetched.called {
+                // Sharers take a fresh list of workers now; an error they find out
+                // themselves, on their own backoff (errors are not reused, so waking
+                // them would make them call again and wake this one in turn).
+                if fetched.called && fetched.answer.is_ok() {
                     ctx.wake_sharers(share, &ObjectRef::from_obj(wg));
+                }
+                if matches!(fetched.answer, Err(VastError::Authentication(_))) {
+                    // The key may have been rotated while the Secret watch was down.
+                    ctx.keys.forget(wg);
                 }
                 let rate_limited = matches!(fetched.answer, Err(VastError::RateLimited(_)));
                 return Poll {
                     outcome: PollOutcome::from_vast(fetched.answer),
                     rate_limited,
+                    age: fetched.age,
                 };
             }
         },
@@ -218,6 +245,7 @@ async fn poll(
     Poll {
         outcome,
         rate_limited: false,
+        age: Duration::ZERO,
     }
 }
 

@@ -36,6 +36,8 @@ pub struct Fetched {
     pub answer: Answer,
     /// Whether this poll made the call (false: it shared another's).
     pub called: bool,
+    /// How old the answer is (zero unless reused).
+    pub age: Duration,
 }
 
 /// Vast calls shared by identical polls.
@@ -68,8 +70,9 @@ impl Coalescer {
         (workergroup_id, self.hasher.hash_one(api_key))
     }
 
-    /// The workers of `workergroup_id`: a fresh call, the call in flight, or (unless
-    /// `fresh` is asked for) an answer younger than half of `interval`.
+    /// The workers of `workergroup_id`: a fresh call, the call in flight, or an answer
+    /// younger than half of `interval`. `fresh` asks for a call of its own (neither a
+    /// reused answer nor one already under way, which may predate the request).
     pub async fn workers(
         &self,
         workergroup_id: i64,
@@ -90,11 +93,12 @@ impl Coalescer {
                 return Fetched {
                     answer: answer.clone(),
                     called: false,
+                    age: at.elapsed(),
                 };
             }
             match &entry.in_flight {
-                Some(call) => (call.clone(), false),
-                None => {
+                Some(call) if !fresh => (call.clone(), false),
+                _ => {
                     let client = self.client.clone();
                     let api_key = api_key.to_string();
                     let call =
@@ -123,7 +127,21 @@ impl Coalescer {
         if !called {
             self.shared();
         }
-        Fetched { answer, called }
+        Fetched {
+            answer,
+            called,
+            age: Duration::ZERO,
+        }
+    }
+
+    /// Forgets every answer and call (a new leadership term: another process may have
+    /// polled since, and calls cut off by the end of a term are dropped with the keys
+    /// they hold).
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Forgets answers older than `age` (call now and then: keys go away).

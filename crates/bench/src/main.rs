@@ -142,8 +142,8 @@ impl Drop for Operator {
 impl Operator {
     /// CPU seconds (user + system) so far.
     fn cpu(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .unwrap_or_default();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         // Fields after the command name in parentheses: utime is the 14th, stime the 15th.
         let rest = stat.rsplit(')').next().unwrap_or("");
         let f: Vec<&str> = rest.split_whitespace().collect();
@@ -176,18 +176,41 @@ async fn client_for(kubeconfig: &Path) -> Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-/// `apiserver_request_total` summed by verb.
+/// What the operator reads and writes. The apiserver's own traffic (its Leases in
+/// kube-system, its controllers) and the bench's scrapes of `/metrics` are left out.
+const RESOURCES: &[&str] = &[
+    "workergroups",
+    "secrets",
+    "services",
+    "endpointslices",
+    "events",
+];
+
+/// `apiserver_request_total` of [`RESOURCES`], summed by verb.
 async fn requests_by_verb(client: &Client) -> Result<BTreeMap<String, f64>> {
     let req = http::Request::get("/metrics").body(Vec::new())?;
     let text = client.request_text(req).await?;
     let mut out = BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+    let ours = |l: &&str| {
+        RESOURCES
+            .iter()
+            .any(|r| l.contains(&format!("resource=\"{r}\"")))
+    };
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter(ours)
+    {
         let verb = line
             .split("verb=\"")
             .nth(1)
             .and_then(|v| v.split('"').next())
             .unwrap_or("?");
-        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let value: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
         *out.entry(verb.to_string()).or_insert(0.0) += value;
     }
     Ok(out)
@@ -288,10 +311,10 @@ async fn install_crd(client: &Client) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let crd = api.get("workergroups.vast.ai").await?;
-        let established = crd
-            .status
-            .and_then(|s| s.conditions)
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+        let established = crd.status.and_then(|s| s.conditions).is_some_and(|c| {
+            c.iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        });
         if established {
             return Ok(());
         }
@@ -307,8 +330,7 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
     let client = client_for(&cluster.kubeconfig()).await?;
     install_crd(&client).await?;
     let ns = "bench";
-    let namespace: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": ns}}))?;
+    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
     let _ = Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &namespace)
         .await;
@@ -317,7 +339,11 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
         json!({"metadata": {"name": "vast"}, "stringData": {"api-key": key}}),
     )?;
     Api::<Secret>::namespaced(client.clone(), ns)
-        .patch("vast", &PatchParams::apply("bench").force(), &Patch::Apply(&secret))
+        .patch(
+            "vast",
+            &PatchParams::apply("bench").force(),
+            &Patch::Apply(&secret),
+        )
         .await?;
 
     // The fake Vast: N - N/10 distinct workergroups; the last tenth of the WorkerGroups
@@ -335,7 +361,10 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
     let group_of = |i: usize| base + (i % distinct) as i64;
     let mut names_of: HashMap<i64, Vec<String>> = HashMap::new();
     for i in 0..n {
-        names_of.entry(group_of(i)).or_default().push(format!("wg-{i}"));
+        names_of
+            .entry(group_of(i))
+            .or_default()
+            .push(format!("wg-{i}"));
     }
 
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -375,9 +404,18 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let interval = Duration::from_secs(args.interval);
-    let calls = || -> u64 { (0..distinct).map(|d| fake.state.calls(base + d as i64)).sum() };
+    let calls = || -> u64 {
+        (0..distinct)
+            .map(|d| fake.state.calls(base + d as i64))
+            .sum()
+    };
     let polls = |http: reqwest::Client, url: String| async move {
-        operator_metric(&http, &url, "vast_operator_reconciles_total{result=\"synced\"}").await
+        operator_metric(
+            &http,
+            &url,
+            "vast_operator_reconciles_total{result=\"synced\"}",
+        )
+        .await
     };
 
     // Phase 1: first sync of N new WorkerGroups.
@@ -394,9 +432,13 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
                          "pollInterval": format!("{}s", args.interval)}
             });
             async move {
-                api.patch(&format!("wg-{i}"), &PatchParams::apply("bench"), &Patch::Apply(&body))
-                    .await
-                    .map(|_| ())
+                api.patch(
+                    &format!("wg-{i}"),
+                    &PatchParams::apply("bench"),
+                    &Patch::Apply(&body),
+                )
+                .await
+                .map(|_| ())
             }
         })
         .buffer_unordered(16)
@@ -405,7 +447,11 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
     let created = t0.elapsed();
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
-        let done = seen.lock().unwrap_or_else(|p| p.into_inner()).first_ready.len();
+        let done = seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .first_ready
+            .len();
         if done >= n {
             break;
         }
@@ -425,10 +471,21 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
 
     // Phase 2: steady state. A measurement window: nothing changes at Vast.
     let polls1 = polls(http.clone(), op.metrics.clone()).await;
+    let shared1 = operator_metric(
+        &http,
+        &op.metrics,
+        "vast_operator_vast_shared_answers_total",
+    )
+    .await;
     tokio::time::sleep(interval * args.steady_intervals).await;
     let (req2, calls2, cpu2) = (requests_by_verb(&client).await?, calls(), op.cpu());
     let polls2 = polls(http.clone(), op.metrics.clone()).await;
-    let shared2 = operator_metric(&http, &op.metrics, "vast_operator_vast_shared_answers_total").await;
+    let shared2 = operator_metric(
+        &http,
+        &op.metrics,
+        "vast_operator_vast_shared_answers_total",
+    )
+    .await;
 
     // Phase 3: churn. Each interval 5 % of the workers change state.
     let changes_per_interval = (distinct * args.workers).div_ceil(20);
@@ -443,9 +500,15 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
     let mut changed = 0usize;
     for _ in 0..args.churn_intervals {
         let started = Instant::now();
-        for _ in 0..changes_per_interval {
+        // Distinct workers within an interval: a worker flipped twice before a poll
+        // would never be seen in its first new state.
+        let mut picked = std::collections::HashSet::new();
+        while picked.len() < changes_per_interval {
             let id = base + (next() % distinct as u64) as i64;
             let worker = (next() % args.workers as u64) as i64 + 1;
+            if !picked.insert((id, worker)) {
+                continue;
+            }
             let state = flipped.entry((id, worker)).or_insert(false);
             *state = !*state;
             let new = if *state { "loading" } else { "idle" };
@@ -453,7 +516,8 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
             fake.state.upsert_worker(id, worker, json!({"status": new}));
             let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
             for name in &names_of[&id] {
-                s.pending.insert((name.clone(), worker), (new.to_string(), at));
+                s.pending
+                    .insert((name.clone(), worker), (new.to_string(), at));
             }
             changed += 1;
         }
@@ -463,7 +527,11 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
     // Let the last changes arrive (at most two intervals more).
     let deadline = Instant::now() + interval * 2;
     while Instant::now() < deadline
-        && !seen.lock().unwrap_or_else(|p| p.into_inner()).pending.is_empty()
+        && !seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pending
+            .is_empty()
     {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -498,7 +566,7 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
             "intervals": args.steady_intervals,
             "vast_calls_per_distinct_per_interval": (calls2 - calls1) as f64 / distinct as f64 / intervals,
             "polls": steady_polls,
-            "shared_answers_total": shared2,
+            "shared_answers": shared2 - shared1,
             "apiserver_requests": steady_requests,
             "apiserver_requests_per_poll": (steady_total / steady_polls).max(0.0),
             "operator_cpu_s": cpu_steady,
@@ -521,10 +589,22 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
 
     if args.baseline_max > 0 {
         let nb = n.min(args.baseline_max);
-        row["baseline"] = baseline(root, args, &cluster, &client, &fake.url(), key, nb, &group_of).await?;
+        row["baseline"] = baseline(
+            root,
+            args,
+            &cluster,
+            &client,
+            &fake.url(),
+            key,
+            nb,
+            &group_of,
+        )
+        .await?;
         let b = &row["baseline"];
         let base_cpu_per_sync = b["cpu_per_sync_ms"].as_f64().unwrap_or(f64::NAN);
-        let base_req_per_sync = b["apiserver_requests_per_sync"].as_f64().unwrap_or(f64::NAN);
+        let base_req_per_sync = b["apiserver_requests_per_sync"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
         let op_req_per_poll = steady_total / steady_polls;
         row["ratios"] = json!({
             "cpu_per_sync_baseline_over_operator":
