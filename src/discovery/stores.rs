@@ -1,16 +1,17 @@
 //! Watches of the Services and EndpointSlices the operator manages, so that publishing
 //! reads what exists without a request per poll.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 
 use super::desired::owned_by;
 use super::{APP_MANAGER, LABEL_MANAGED_BY_APP, MANAGED_BY, SLICE_MANAGED_BY_LABEL};
@@ -21,6 +22,8 @@ use crate::crd::WorkerGroup;
 pub struct Stores {
     pub(super) services: Store<Service>,
     pub(super) slices: Store<EndpointSlice>,
+    service_owners: OwnerIndex<Service>,
+    slice_owners: OwnerIndex<EndpointSlice>,
     ready: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -46,18 +49,21 @@ impl Stores {
         let slice_cfg =
             watcher::Config::default().labels(&format!("{SLICE_MANAGED_BY_LABEL}={MANAGED_BY}"));
         let (ready_tx, ready) = tokio::sync::watch::channel(false);
+        let (service_owners, slice_owners) = (OwnerIndex::default(), OwnerIndex::default());
         let handles = vec![
             tokio::spawn(
                 watcher(svc_api, svc_cfg)
                     .default_backoff()
+                    .modify(|s: &mut Service| s.metadata.managed_fields = None)
                     .reflect(svc_writer)
-                    .for_each(log_watch_errors("Services")),
+                    .for_each(service_owners.clone().updater("Services")),
             ),
             tokio::spawn(
                 watcher(slice_api, slice_cfg)
                     .default_backoff()
+                    .modify(|s: &mut EndpointSlice| s.metadata.managed_fields = None)
                     .reflect(slice_writer)
-                    .for_each(log_watch_errors("EndpointSlices")),
+                    .for_each(slice_owners.clone().updater("EndpointSlices")),
             ),
             tokio::spawn({
                 let (services, slices) = (services.clone(), slices.clone());
@@ -74,6 +80,8 @@ impl Stores {
             Self {
                 services,
                 slices,
+                service_owners,
+                slice_owners,
                 ready,
             },
             handles,
@@ -90,32 +98,184 @@ impl Stores {
         )
     }
 
+    /// Our Services owned by `wg`, found through the owner index (no scan).
     pub(super) fn ours_services(&self, wg: &WorkerGroup) -> Vec<Arc<Service>> {
-        let ns = wg.namespace();
-        self.services
-            .state()
-            .into_iter()
-            .filter(|s| s.namespace() == ns && owned_by(&**s, wg))
-            .collect()
+        self.service_owners.owned(&self.services, wg)
     }
 
+    /// Our EndpointSlices owned by `wg`, likewise.
     pub(super) fn ours_slices(&self, wg: &WorkerGroup) -> Vec<Arc<EndpointSlice>> {
-        let ns = wg.namespace();
-        self.slices
-            .state()
-            .into_iter()
-            .filter(|s| s.namespace() == ns && owned_by(&**s, wg))
-            .collect()
+        self.slice_owners.owned(&self.slices, wg)
     }
 }
 
-fn log_watch_errors<T>(
-    what: &'static str,
-) -> impl FnMut(Result<T, watcher::Error>) -> futures::future::Ready<()> {
-    move |ev| {
-        if let Err(e) = ev {
-            tracing::warn!(error = %e, "watch of our {what} failed (may the operator list and watch them?); retrying");
+/// Objects by the uid of the WorkerGroup that owns them, kept from the watch events.
+struct OwnerIndex<K: Resource<DynamicType = ()>>(Arc<RwLock<Index<K>>>);
+
+impl<K: Resource<DynamicType = ()>> Clone for OwnerIndex<K> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> Default for OwnerIndex<K> {
+    fn default() -> Self {
+        Self(Arc::new(RwLock::new(Index {
+            live: Owners::default(),
+            relist: None,
+        })))
+    }
+}
+
+struct Index<K: Resource<DynamicType = ()>> {
+    live: Owners<K>,
+    /// During a (re)list: the index being built.
+    relist: Option<Owners<K>>,
+}
+
+/// Owner uid -> objects, and back.
+struct Owners<K: Resource<DynamicType = ()>> {
+    by_owner: HashMap<String, HashSet<ObjectRef<K>>>,
+    of_object: HashMap<ObjectRef<K>, Vec<String>>,
+}
+
+impl<K: Resource<DynamicType = ()>> Default for Owners<K> {
+    fn default() -> Self {
+        Self {
+            by_owner: HashMap::new(),
+            of_object: HashMap::new(),
         }
-        futures::future::ready(())
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> Owners<K> {
+    fn put(&mut self, obj: &K) {
+        let key = ObjectRef::from_obj(obj);
+        self.remove(&key);
+        let uids: Vec<String> = owner_uids(obj).collect();
+        for uid in &uids {
+            self.by_owner
+                .entry(uid.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        self.of_object.insert(key, uids);
+    }
+
+    fn remove(&mut self, key: &ObjectRef<K>) {
+        for uid in self.of_object.remove(key).unwrap_or_default() {
+            if let Some(set) = self.by_owner.get_mut(&uid) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.by_owner.remove(&uid);
+                }
+            }
+        }
+    }
+}
+
+fn owner_uids<K: Resource>(obj: &K) -> impl Iterator<Item = String> + '_ {
+    obj.meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|r| r.kind == "WorkerGroup")
+        .map(|r| r.uid.clone())
+}
+
+impl<K> OwnerIndex<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    fn apply(&self, event: &watcher::Event<K>) {
+        let mut o = self.0.write().unwrap_or_else(|p| p.into_inner());
+        match event {
+            watcher::Event::Init => o.relist = Some(Owners::default()),
+            watcher::Event::InitApply(obj) => o.relist.get_or_insert_default().put(obj),
+            watcher::Event::InitDone => {
+                if let Some(fresh) = o.relist.take() {
+                    o.live = fresh;
+                }
+            }
+            watcher::Event::Apply(obj) => o.live.put(obj),
+            watcher::Event::Delete(obj) => o.live.remove(&ObjectRef::from_obj(obj)),
+        }
+    }
+
+    /// The objects in `store` owned by `wg` (checked again against the object).
+    fn owned(&self, store: &Store<K>, wg: &WorkerGroup) -> Vec<Arc<K>> {
+        let Some(uid) = wg.meta().uid.as_deref() else {
+            return Vec::new();
+        };
+        let ns = wg.namespace();
+        let o = self.0.read().unwrap_or_else(|p| p.into_inner());
+        o.live
+            .by_owner
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| store.get(key))
+            .filter(|obj| obj.namespace() == ns && owned_by(&**obj, wg))
+            .collect()
+    }
+
+    /// A `for_each` step: keeps the index and logs watch errors.
+    fn updater(
+        self,
+        what: &'static str,
+    ) -> impl FnMut(Result<watcher::Event<K>, watcher::Error>) -> futures::future::Ready<()> {
+        move |ev| {
+            match &ev {
+                Ok(event) => self.apply(event),
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch of our {what} failed (may the operator list and watch them?); retrying")
+                }
+            }
+            futures::future::ready(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slice(name: &str, owners: &[&str]) -> EndpointSlice {
+        let refs: Vec<serde_json::Value> = owners
+            .iter()
+            .map(|u| serde_json::json!({"apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup", "name": "g", "uid": u}))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "ns", "ownerReferences": refs},
+            "addressType": "IPv4", "endpoints": []
+        }))
+        .expect("slice")
+    }
+
+    fn owned(o: &Owners<EndpointSlice>, uid: &str) -> Vec<String> {
+        let mut v: Vec<String> = o
+            .by_owner
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .map(|r| r.name.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn the_owner_index_follows_applies_moves_and_deletes() {
+        let mut o = Owners::<EndpointSlice>::default();
+        o.put(&slice("a", &["u1"]));
+        o.put(&slice("b", &["u1"]));
+        o.put(&slice("c", &["u2"]));
+        assert_eq!(owned(&o, "u1"), ["a", "b"]);
+        o.put(&slice("b", &["u2"]));
+        assert_eq!(owned(&o, "u1"), ["a"]);
+        assert_eq!(owned(&o, "u2"), ["b", "c"]);
+        o.remove(&ObjectRef::from_obj(&slice("a", &[])));
+        assert!(owned(&o, "u1").is_empty());
+        assert!(!o.by_owner.contains_key("u1"), "empty owners go");
     }
 }

@@ -498,6 +498,7 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
         rng_state
     };
     let mut changed = 0usize;
+    let churn_started = Instant::now();
     for _ in 0..args.churn_intervals {
         let started = Instant::now();
         // Distinct workers within an interval: a worker flipped twice before a poll
@@ -536,6 +537,8 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (req3, calls3, cpu3) = (requests_by_verb(&client).await?, calls(), op.cpu());
+    // The churn intervals plus the wait for the last changes.
+    let churn_span = churn_started.elapsed().as_secs_f64() / interval.as_secs_f64();
     let peak_rss = op.peak_rss_mib();
     let (mut latencies, missing) = {
         let s = seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -576,7 +579,8 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
         "churn": {
             "intervals": args.churn_intervals,
             "changes": changed,
-            "vast_calls_per_distinct_per_interval": (calls3 - calls2) as f64 / distinct as f64 / f64::from(args.churn_intervals),
+            "span_intervals": churn_span,
+            "vast_calls_per_distinct_per_interval": (calls3 - calls2) as f64 / distinct as f64 / churn_span,
             "apiserver_requests": delta(&req3, &req2),
             "latency_p50_s": percentile(&latencies, 0.5),
             "latency_p99_s": percentile(&latencies, 0.99),
