@@ -201,3 +201,63 @@ async fn failures_below_the_threshold_write_nothing() {
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn retries_after_a_shared_429_are_spread() {
+    let h = Harness::start("spread").await;
+    h.secret("vast", "api-key", KEY).await;
+    let ids: Vec<i64> = (131..147).collect();
+    for id in &ids {
+        h.vast.state.put_group(*id, KEY, Shape::Array, vec![]);
+        h.apply_group(&format!("s{id}"), spec(*id, "5s")).await;
+    }
+    let names: Vec<String> = ids.iter().map(|id| format!("s{id}")).collect();
+    all_synced(&h, &names).await;
+    for id in &ids {
+        h.vast.state.set_fault(
+            *id,
+            Some(Fault {
+                status: Some(429),
+                ..Default::default()
+            }),
+        );
+    }
+    let limited = Instant::now();
+    // For each workergroup: the gap between its first 429 and the retry after it.
+    let gaps = eventually(
+        "a retry after a 429 for every one",
+        Duration::from_secs(40),
+        || {
+            let gaps: Option<Vec<Duration>> = ids
+                .iter()
+                .map(|id| {
+                    let times: Vec<Instant> = h
+                        .vast
+                        .state
+                        .call_times(*id)
+                        .into_iter()
+                        .filter(|t| *t >= limited)
+                        .collect();
+                    (times.len() >= 2).then(|| times[1] - times[0])
+                })
+                .collect();
+            async move { gaps }
+        },
+    )
+    .await;
+    let min = gaps.iter().min().copied().unwrap_or_default();
+    let max = gaps.iter().max().copied().unwrap_or_default();
+    assert!(
+        min >= Duration::from_millis(4900),
+        "a retry after {min:?}: sooner than the 5 s interval"
+    );
+    // Retries land anywhere in interval .. interval + 10 %: 16 of them are not bunched
+    // (without the spread they would all come 5 s after their 429).
+    assert!(
+        max - min >= Duration::from_millis(200),
+        "retries bunched within {:?}: {gaps:?}",
+        max - min
+    );
+    assert!(max <= Duration::from_millis(6000), "a retry after {max:?}");
+    h.stop().await;
+}

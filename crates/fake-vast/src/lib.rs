@@ -81,7 +81,12 @@ struct Group {
     workers: Vec<Value>,
     fault: Option<Fault>,
     calls: u64,
+    /// When the last calls came (at most [`KEPT_CALL_TIMES`]).
+    call_times: std::collections::VecDeque<std::time::Instant>,
 }
+
+/// How many call times are kept per workergroup.
+pub const KEPT_CALL_TIMES: usize = 64;
 
 #[derive(Default)]
 struct Inner {
@@ -111,6 +116,7 @@ impl FakeState {
                     workers,
                     fault: None,
                     calls,
+                    call_times: Default::default(),
                 },
             );
         });
@@ -166,6 +172,16 @@ impl FakeState {
     /// Changes the API key a workergroup accepts.
     pub fn set_api_key(&self, id: i64, api_key: &str) {
         self.with(|s| s.groups.entry(id).or_default().api_key = api_key.into());
+    }
+
+    /// When the last calls for a workergroup id came, oldest first.
+    pub fn call_times(&self, id: i64) -> Vec<std::time::Instant> {
+        self.with(|s| {
+            s.groups
+                .get(&id)
+                .map(|g| g.call_times.iter().copied().collect())
+                .unwrap_or_default()
+        })
     }
 
     /// Calls received for a workergroup id (authenticated or not).
@@ -301,6 +317,10 @@ async fn get_workers(State(state): State<FakeState>, headers: HeaderMap, body: B
             return Err(());
         };
         g.calls += 1;
+        if g.call_times.len() == KEPT_CALL_TIMES {
+            g.call_times.pop_front();
+        }
+        g.call_times.push_back(std::time::Instant::now());
         let fault = g.fault.clone();
         if let Some(f) = g.fault.as_mut()
             && let Some(t) = f.times.as_mut()
