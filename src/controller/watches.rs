@@ -131,7 +131,14 @@ async fn watch_groups(
     let mut seen: HashMap<ObjectRef<WorkerGroup>, u64> = HashMap::new();
     let mut events = watcher::watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
-        .modify(|wg| wg.metadata.managed_fields = None)
+        .modify(|wg| {
+            // Only the resync annotation is read; kubectl's last-applied copy of the
+            // object, for one, is not.
+            wg.metadata.managed_fields = None;
+            if let Some(a) = wg.metadata.annotations.as_mut() {
+                a.retain(|k, _| k == RESYNC_ANNOTATION);
+            }
+        })
         .reflect(writer)
         .boxed();
     while let Some(event) = events.next().await {

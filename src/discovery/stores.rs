@@ -54,14 +54,21 @@ impl Stores {
             tokio::spawn(
                 watcher(svc_api, svc_cfg)
                     .default_backoff()
-                    .modify(|s: &mut Service| s.metadata.managed_fields = None)
+                    .modify(|s: &mut Service| {
+                        s.metadata.managed_fields = None;
+                        s.metadata.annotations = None;
+                        s.status = None;
+                    })
                     .reflect(svc_writer)
                     .for_each(service_owners.clone().updater("Services")),
             ),
             tokio::spawn(
                 watcher(slice_api, slice_cfg)
                     .default_backoff()
-                    .modify(|s: &mut EndpointSlice| s.metadata.managed_fields = None)
+                    .modify(|s: &mut EndpointSlice| {
+                        s.metadata.managed_fields = None;
+                        s.metadata.annotations = None;
+                    })
                     .reflect(slice_writer)
                     .for_each(slice_owners.clone().updater("EndpointSlices")),
             ),
