@@ -25,6 +25,25 @@ fn kubectl(args: &[&str]) -> std::process::Output {
         .expect("run kubectl")
 }
 
+/// `kubectl annotate workergroup/g vast.ai/resync-requested-at=<value>`, as a script would.
+async fn annotate_resync(h: &Harness, value: &str) {
+    let annotation = format!("vast.ai/resync-requested-at={value}");
+    let out = kubectl_off_runtime(&[
+        "annotate",
+        "-n",
+        &h.ns.name,
+        "--overwrite",
+        "workergroup/g",
+        &annotation,
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// kubectl on a blocking thread: the operator under test runs on this test's runtime
 /// and must keep running while kubectl waits.
 async fn kubectl_off_runtime(args: &[&str]) -> std::process::Output {
@@ -638,20 +657,7 @@ async fn resync_annotation_polls_at_once_and_is_recorded() {
         .state
         .upsert_worker(81, 2, worker_json(2, "idle", Some(&url(2))));
     // What a script does: annotate, then wait for the value in status.
-    let out = kubectl_off_runtime(&[
-        "annotate",
-        "-n",
-        &h.ns.name,
-        "--overwrite",
-        "workergroup/g",
-        "vast.ai/resync-requested-at=v1",
-    ])
-    .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    annotate_resync(&h, "v1").await;
     let out = kubectl_off_runtime(&[
         "wait",
         "-n",
@@ -680,16 +686,7 @@ async fn resync_annotation_polls_at_once_and_is_recorded() {
     );
 
     // A second request right away is answered, but not sooner than 5 s after the poll.
-    let out = kubectl_off_runtime(&[
-        "annotate",
-        "-n",
-        &h.ns.name,
-        "--overwrite",
-        "workergroup/g",
-        "vast.ai/resync-requested-at=v2",
-    ])
-    .await;
-    assert!(out.status.success());
+    annotate_resync(&h, "v2").await;
     h.wait_for("g", "v2 handled", |wg| {
         wg.status
             .as_ref()
@@ -712,30 +709,12 @@ async fn resync_annotation_polls_at_once_and_is_recorded() {
             ..Default::default()
         }),
     );
-    let out = kubectl_off_runtime(&[
-        "annotate",
-        "-n",
-        &h.ns.name,
-        "--overwrite",
-        "workergroup/g",
-        "vast.ai/resync-requested-at=v3",
-    ])
-    .await;
-    assert!(out.status.success());
+    annotate_resync(&h, "v3").await;
     h.wait_for("g", "PollFailed", |wg| ready_is(wg, "False", "PollFailed"))
         .await;
     h.vast.state.set_fault(81, None);
     let asked = std::time::Instant::now();
-    let out = kubectl_off_runtime(&[
-        "annotate",
-        "-n",
-        &h.ns.name,
-        "--overwrite",
-        "workergroup/g",
-        "vast.ai/resync-requested-at=v4",
-    ])
-    .await;
-    assert!(out.status.success());
+    annotate_resync(&h, "v4").await;
     h.wait_for("g", "v4 handled and synced", |wg| {
         ready_is(wg, "True", "Synced")
             && wg
