@@ -92,6 +92,11 @@ struct RunArgs {
     /// Label selector narrowing the Secret watch (e.g. `vast.ai/api-key=true`).
     #[arg(long, env = "SECRET_SELECTOR")]
     secret_selector: Option<String>,
+    /// How long after the last successful poll a WorkerGroup's endpoints stay ready;
+    /// then (and at once on a terminal error) they are published not ready
+    /// (default: 3 × pollInterval, at least 2m).
+    #[arg(long, env = "STALE_AFTER", value_parser = parse_duration)]
+    stale_after: Option<Duration>,
     /// Address of the probes (`/healthz`, `/readyz`).
     #[arg(long, env = "HEALTH_ADDR", default_value = "0.0.0.0:8081")]
     health_addr: SocketAddr,
@@ -186,6 +191,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     concurrency: args.concurrency,
                     failure_threshold: args.failure_threshold,
                     secret_selector: args.secret_selector,
+                    stale_after: args.stale_after,
                     ..Config::default()
                 },
             })

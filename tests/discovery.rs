@@ -394,3 +394,123 @@ async fn disable_rename_headless_and_delete_clean_up() {
     service_gone(&services, "g", "orphan Service swept").await;
     h.stop().await;
 }
+
+/// Whether every endpoint of the view is (ready, serving) as given, and there are `n`.
+fn all_endpoints(s: &SliceView, n: usize, ready: bool, serving: bool) -> bool {
+    let eps: Vec<_> = s.values().flat_map(|v| v.2.iter()).collect();
+    eps.len() == n && eps.iter().all(|e| e.1 == ready && e.2 == serving)
+}
+
+#[tokio::test]
+async fn endpoints_go_not_ready_when_the_data_is_stale_and_come_back() {
+    let h = Harness::start_with("disc-stale", |c| vast_operator::controller::Config {
+        stale_after: Some(Duration::from_secs(6)),
+        ..c
+    })
+    .await;
+    let ws = vec![
+        worker_json(1, "idle", Some("http://198.51.100.21:40001")),
+        worker_json(2, "running", Some("http://198.51.100.22:40001")),
+    ];
+    h.vast.state.put_group(107, KEY, Shape::Array, ws);
+    h.secret("vast", "api-key", KEY).await;
+    h.apply_group("g", spec(107)).await;
+    wait_slices(&h, "g", "published ready", |s| {
+        all_endpoints(s, 2, true, true)
+    })
+    .await;
+
+    // Vast fails from now on: once the last success is older than --stale-after the
+    // endpoints stay but take no traffic, and DiscoveryReady says since when.
+    h.vast.state.set_fault(
+        107,
+        Some(fake_vast::Fault {
+            status: Some(502),
+            ..Default::default()
+        }),
+    );
+    wait_slices(&h, "g", "stale: kept, not ready", |s| {
+        all_endpoints(s, 2, false, false)
+    })
+    .await;
+    let wg = h
+        .wait_for("g", "DiscoveryReady Stale", |wg| {
+            cond(wg, "DiscoveryReady") == Some(("False".into(), "Stale".into()))
+        })
+        .await;
+    let status = wg.status.as_ref().expect("status");
+    let c = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "DiscoveryReady")
+        .expect("condition");
+    let last = status.last_sync_time.expect("lastSyncTime").to_string();
+    assert!(c.message.contains(&last), "{}", c.message);
+    assert_eq!(status.ready_workers, 2, "the last-known workers stay");
+    let events = h.events("g").await;
+    assert_eq!(
+        events.iter().filter(|e| e.1 == "Stale").count(),
+        1,
+        "one Warning: {events:?}"
+    );
+
+    // Vast answers again: ready at the next poll, the same slice updated in place.
+    h.vast.state.set_fault(107, None);
+    wait_slices(&h, "g", "fresh again", |s| all_endpoints(s, 2, true, true)).await;
+    h.wait_for("g", "Published", |wg| {
+        cond(wg, "DiscoveryReady") == Some(("True".into(), "Published".into()))
+    })
+    .await;
+
+    // Suspend keeps the data, and it goes stale the same way.
+    let mut s = spec(107);
+    s["suspend"] = json!(true);
+    h.apply_group("g", s).await;
+    wait_slices(&h, "g", "suspended goes stale", |s| {
+        all_endpoints(s, 2, false, false)
+    })
+    .await;
+    let wg = h
+        .wait_for("g", "stale while suspended", |wg| {
+            cond(wg, "DiscoveryReady") == Some(("False".into(), "Stale".into()))
+        })
+        .await;
+    assert!(ready_is(&wg, "True", "Suspended"), "{:?}", wg.status);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_terminal_error_makes_endpoints_not_ready_at_once() {
+    // A stale-after window of an hour: only the terminal rule can act within the test.
+    let h = Harness::start_with("disc-terminal", |c| vast_operator::controller::Config {
+        stale_after: Some(Duration::from_secs(3600)),
+        ..c
+    })
+    .await;
+    let ws = vec![worker_json(1, "idle", Some("http://198.51.100.31:40001"))];
+    h.vast.state.put_group(108, KEY, Shape::Array, ws);
+    h.secret("vast", "api-key", KEY).await;
+    h.apply_group("g", spec(108)).await;
+    wait_slices(&h, "g", "published ready", |s| {
+        all_endpoints(s, 1, true, true)
+    })
+    .await;
+
+    // The key is revoked at Vast: authentication fails, a terminal error.
+    h.vast.state.set_api_key(108, "another");
+    h.wait_for("g", "AuthenticationFailed", |wg| {
+        ready_is(wg, "False", "AuthenticationFailed")
+    })
+    .await;
+    let s = slices(&h, "g").await;
+    assert!(
+        all_endpoints(&s, 1, false, false),
+        "not ready in the same reconcile that saw the error: {s:?}"
+    );
+    let wg = h.ns.api::<WorkerGroup>().get("g").await.expect("get");
+    assert_eq!(
+        cond(&wg, "DiscoveryReady"),
+        Some(("False".into(), "Stale".into()))
+    );
+    h.stop().await;
+}

@@ -40,6 +40,9 @@ pub struct Config {
     pub failure_threshold: u32,
     /// Label selector narrowing the Secret watch (None: every Secret in scope).
     pub secret_selector: Option<String>,
+    /// How long after the last successful poll endpoints stay ready (None: three poll
+    /// intervals, at least two minutes).
+    pub stale_after: Option<Duration>,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             concurrency: 16,
             failure_threshold: 3,
             secret_selector: None,
+            stale_after: None,
         }
     }
 }

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use jiff::Timestamp;
 use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
 
@@ -19,6 +20,7 @@ struct Entry {
     failures: u32,
     api_failures: u32,
     full_workers: Option<Vec<WorkerStatus>>,
+    last_success: Option<Timestamp>,
     last_poll: Option<Instant>,
     status_write_failing: bool,
     share: Option<crate::vast::ShareKey>,
@@ -66,14 +68,26 @@ impl Memory {
         })
     }
 
-    /// A successful poll: remembers its full list and clears the failure count.
-    pub fn synced(&self, wg: &WorkerGroup, workers: Vec<WorkerStatus>) {
+    /// A successful poll (Vast answered at `at`): remembers its full list and clears the
+    /// failure count.
+    pub fn synced(&self, wg: &WorkerGroup, workers: Vec<WorkerStatus>, at: Timestamp) {
         self.with(|map| {
             let e = Self::entry(map, wg);
             e.failures = 0;
             e.api_failures = 0;
             e.full_workers = Some(workers);
+            e.last_success = Some(at);
         });
+    }
+
+    /// When Vast last answered a poll of this object and workergroup, if this process
+    /// saw it.
+    pub fn last_success(&self, wg: &WorkerGroup) -> Option<Timestamp> {
+        self.with(|map| {
+            map.get(&ObjectRef::from_obj(wg))
+                .filter(|e| e.belongs_to(wg))
+                .and_then(|e| e.last_success)
+        })
     }
 
     /// Clears the failure count (suspended, or an outcome that is not a failure streak).

@@ -18,7 +18,7 @@ use super::context::Context;
 use super::requeue::{backoff, jitter};
 use crate::crd::{RESYNC_ANNOTATION, WorkerGroup, WorkerGroupStatus, WorkerStatus};
 use crate::runtime::metrics::GroupSnapshot;
-use crate::sync::{self, DiscoveryUpdate, EventSpec, Plan, PollOutcome};
+use crate::sync::{self, DiscoveryUpdate, EventSpec, Freshness, Plan, PollOutcome};
 use crate::vast::VastError;
 use crate::{Error, discovery, duration};
 
@@ -68,6 +68,9 @@ async fn steps(wg: &Arc<WorkerGroup>, ctx: &Arc<Context>) -> (Result<Action, Err
     (result, label)
 }
 
+/// The interval assumed when `spec.pollInterval` is unusable.
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+
 /// After the poll: publish, plan, write, tell.
 async fn finish(
     ctx: &Context,
@@ -77,26 +80,56 @@ async fn finish(
     resync: Option<String>,
 ) -> Result<Action, Error> {
     let remembered = ctx.memory.full_workers(wg);
-    let discovery = publish(ctx, wg, &poll.outcome, remembered.as_deref()).await;
+    // A reused answer is as old as it is: lastSyncTime says when Vast answered.
+    let answered = as_of(poll.age);
+    let freshness = freshness(ctx, wg, &poll.outcome, interval.as_ref().ok());
+    let discovery = publish(ctx, wg, &poll.outcome, remembered.as_deref(), &freshness).await;
     let plan = sync::plan(sync::Input {
         previous: wg.status.as_ref(),
         previous_full: remembered.as_deref(),
         generation: wg.meta().generation,
         outcome: poll.outcome.clone(),
-        // A reused answer is as old as it is: lastSyncTime says when Vast answered.
-        now: as_of(poll.age),
+        now: answered,
         max_workers: ctx.config.max_workers,
         heartbeat: ctx.config.status_heartbeat,
         workergroup_id: wg.spec.workergroup_id,
         discovery,
         resync,
+        // Below the threshold nothing changes, unless the data has just gone stale.
         quiet_failure: matches!(poll.outcome, PollOutcome::Transient(_))
-            && ctx.memory.failures(wg).saturating_add(1) < ctx.config.failure_threshold,
+            && ctx.memory.failures(wg).saturating_add(1) < ctx.config.failure_threshold
+            && freshness.stale().is_none(),
     });
     let written = write_status(ctx, wg, &plan).await?;
     emit_events(ctx, &plan.events, &written).await;
     record_metrics(ctx, wg, &plan, &poll.outcome);
-    Ok(requeue(ctx, wg, poll, plan.workers, interval.ok()))
+    if matches!(poll.outcome, PollOutcome::Synced(_)) {
+        ctx.memory.synced(wg, plan.workers.clone(), answered);
+    }
+    Ok(requeue(ctx, wg, poll, interval.ok(), &freshness))
+}
+
+/// Whether the workers on record may still be routed to: the last success is the later
+/// of what this process saw and what status records for the same workergroup (after a
+/// restart, status is all there is).
+fn freshness(
+    ctx: &Context,
+    wg: &WorkerGroup,
+    outcome: &PollOutcome,
+    interval: Option<&Duration>,
+) -> Freshness {
+    let recorded = wg
+        .status
+        .as_ref()
+        .filter(|s| {
+            s.workergroup_id
+                .is_none_or(|id| id == wg.spec.workergroup_id)
+        })
+        .and_then(|s| s.last_sync_time);
+    let last_success = ctx.memory.last_success(wg).max(recorded);
+    let interval = interval.copied().unwrap_or(DEFAULT_INTERVAL);
+    let window = sync::stale_after(ctx.config.stale_after, interval);
+    Freshness::judge(outcome, last_success, Timestamp::now(), window)
 }
 
 /// How long the first reconcile of a term waits before polling, so that a restart does
@@ -256,6 +289,7 @@ async fn publish(
     wg: &WorkerGroup,
     outcome: &PollOutcome,
     remembered: Option<&[WorkerStatus]>,
+    freshness: &Freshness,
 ) -> DiscoveryUpdate {
     let Some(stores) = ctx.stores.get() else {
         return DiscoveryUpdate::Unchanged;
@@ -275,8 +309,13 @@ async fn publish(
         (PollOutcome::Synced(found), _) => found,
         (_, Some(full)) => full,
         // After a restart a truncated status list is not the whole truth: leave the
-        // published endpoints alone until a poll succeeds.
-        (_, None) if status_is_this_group && status.is_some_and(|s| s.workers_truncated) => {
+        // published endpoints alone until a poll succeeds, unless they are stale (then
+        // what status lists goes not ready, and the rest is removed).
+        (_, None)
+            if status_is_this_group
+                && status.is_some_and(|s| s.workers_truncated)
+                && freshness.stale().is_none() =>
+        {
             return DiscoveryUpdate::Unchanged;
         }
         (_, None) if status_is_this_group => {
@@ -284,7 +323,8 @@ async fn publish(
         }
         (_, None) => &[],
     };
-    let d = discovery::publish(&ctx.client, stores, wg, workers).await;
+    let stale = freshness.stale();
+    let d = discovery::publish(&ctx.client, stores, wg, workers, stale.is_some()).await;
     if d.writes > 0 {
         debug!(writes = d.writes, "discovery objects written");
     }
@@ -292,6 +332,7 @@ async fn publish(
         Some(status) => DiscoveryUpdate::Published(sync::Discovery {
             status,
             problem: d.problem,
+            stale: stale.cloned(),
         }),
         None => {
             if let Some((reason, msg)) = d.problem {
@@ -375,25 +416,27 @@ async fn emit_events(ctx: &Context, events: &[EventSpec], at: &ObjectReference) 
     }
 }
 
-/// Remembers the outcome and chooses when to look again: `pollInterval` +-10 % after
-/// success; backoff after a transient error, never sooner than `pollInterval` after a
-/// 429; `--terminal-retry` after a terminal error; nothing while suspended.
+/// Chooses when to look again: `pollInterval` +-10 % after success; backoff after a
+/// transient error, never sooner than `pollInterval` after a 429; `--terminal-retry`
+/// after a terminal error; nothing while suspended. Data not yet stale is looked at
+/// again when it goes stale, so that its endpoints go not ready on time.
 fn requeue(
     ctx: &Context,
     wg: &WorkerGroup,
     poll: Poll,
-    workers: Vec<WorkerStatus>,
     interval: Option<Duration>,
+    freshness: &Freshness,
 ) -> Action {
-    let interval = interval.unwrap_or(Duration::from_secs(30));
+    let interval = interval.unwrap_or(DEFAULT_INTERVAL);
+    let goes_stale = match freshness {
+        Freshness::Until(left) => Some(*left + Duration::from_secs(1)),
+        _ => None,
+    };
     match poll.outcome {
-        PollOutcome::Synced(_) => {
-            ctx.memory.synced(wg, workers);
-            Action::requeue(jitter(interval, 0.1))
-        }
+        PollOutcome::Synced(_) => Action::requeue(jitter(interval, 0.1)),
         PollOutcome::Suspended => {
             ctx.memory.clear_failures(wg);
-            Action::await_change()
+            goes_stale.map_or_else(Action::await_change, Action::requeue)
         }
         PollOutcome::Transient(err) => {
             let (n, delay) = failure_delay(ctx, wg);
@@ -405,6 +448,7 @@ fn requeue(
             } else {
                 delay
             };
+            let delay = goes_stale.map_or(delay, |s| delay.min(s));
             warn!(error = %err, failures = n, retry_in = ?delay, "poll failed");
             Action::requeue(delay)
         }

@@ -141,8 +141,9 @@ pub fn service_name(wg: &WorkerGroup) -> String {
         .unwrap_or_else(|| wg.name_any())
 }
 
-/// Computes the desired Service and slices.
-pub fn desired(wg: &WorkerGroup, workers: &[WorkerStatus]) -> Desired {
+/// Computes the desired Service and slices. With `stale` set every endpoint is published
+/// neither ready nor serving: kept, so that recovery is one write, but given no traffic.
+pub fn desired(wg: &WorkerGroup, workers: &[WorkerStatus], stale: bool) -> Desired {
     let d = &wg.spec.discovery;
     let svc_name = service_name(wg);
     let ns = wg.namespace();
@@ -205,8 +206,8 @@ pub fn desired(wg: &WorkerGroup, workers: &[WorkerStatus]) -> Desired {
                     .map(|t| Endpoint {
                         addresses: vec![t.addr.to_string()],
                         conditions: Some(EndpointConditions {
-                            ready: Some(t.ready && !t.terminating),
-                            serving: Some(t.ready),
+                            ready: Some(!stale && t.ready && !t.terminating),
+                            serving: Some(!stale && t.ready),
                             terminating: Some(t.terminating),
                         }),
                         ..Default::default()
@@ -381,7 +382,7 @@ mod tests {
             w(5, "idle", None),
             w(6, "idle", Some("http://host.example:1")),
         ];
-        let d = desired(&wg(), &workers);
+        let d = desired(&wg(), &workers, false);
         let names: Vec<&str> = d.slices.keys().map(String::as_str).collect();
         assert_eq!(
             names,
@@ -429,6 +430,41 @@ mod tests {
     }
 
     #[test]
+    fn stale_data_is_kept_but_neither_ready_nor_serving() {
+        let workers = [
+            w(1, "idle", Some("http://203.0.113.1:40001")),
+            w(2, "stopping", Some("http://203.0.113.2:40001")),
+        ];
+        let fresh = desired(&wg(), &workers, false);
+        let stale = desired(&wg(), &workers, true);
+        assert_eq!(stale.endpoints, 2, "the endpoints stay");
+        let conds = |d: &Desired| -> Vec<(Option<bool>, Option<bool>, Option<bool>)> {
+            d.slices["llm-v4-40001-0"]
+                .endpoints
+                .iter()
+                .map(|e| {
+                    let c = e.conditions.clone().unwrap_or_default();
+                    (c.ready, c.serving, c.terminating)
+                })
+                .collect()
+        };
+        assert_eq!(
+            conds(&fresh),
+            [
+                (Some(true), Some(true), Some(false)),
+                (Some(false), Some(false), Some(true))
+            ]
+        );
+        assert_eq!(
+            conds(&stale),
+            [
+                (Some(false), Some(false), Some(false)),
+                (Some(false), Some(false), Some(true))
+            ]
+        );
+    }
+
+    #[test]
     fn splits_beyond_a_thousand() {
         let workers: Vec<WorkerStatus> = (0..2500)
             .map(|i| {
@@ -439,14 +475,18 @@ mod tests {
                 )
             })
             .collect();
-        let d = desired(&wg(), &workers);
+        let d = desired(&wg(), &workers, false);
         let sizes: Vec<usize> = d.slices.values().map(|s| s.endpoints.len()).collect();
         assert_eq!(sizes, [1000, 1000, 500]);
     }
 
     #[test]
     fn matching_ignores_server_additions() {
-        let d = desired(&wg(), &[w(1, "idle", Some("http://203.0.113.1:40001"))]);
+        let d = desired(
+            &wg(),
+            &[w(1, "idle", Some("http://203.0.113.1:40001"))],
+            false,
+        );
         let want = &d.slices["llm-v4-40001-0"];
         let mut have = want.clone();
         have.metadata.resource_version = Some("9".into());

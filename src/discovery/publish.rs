@@ -30,12 +30,14 @@ pub struct Published {
     pub writes: u32,
 }
 
-/// Brings the Service and slices of `wg` to match `workers`, with the fewest writes.
+/// Brings the Service and slices of `wg` to match `workers` (all not ready when
+/// `stale`), with the fewest writes.
 pub async fn publish(
     client: &Client,
     stores: &Stores,
     wg: &WorkerGroup,
     workers: &[WorkerStatus],
+    stale: bool,
 ) -> Published {
     let mut w = Writer::new(client, wg);
     let services = stores.ours_services(wg);
@@ -44,7 +46,7 @@ pub async fn publish(
         w.remove_all(&services, &slices).await;
         return w.finish(None);
     }
-    let want = desired(wg, workers);
+    let want = desired(wg, workers, stale);
     let service_ok = w.ensure_service(&services, &want).await;
     w.ensure_slices(&slices, &want, service_ok).await;
     w.finish(Some((&want, service_ok)))

@@ -9,6 +9,7 @@
 pub mod conditions;
 pub mod diff;
 pub mod events;
+pub mod freshness;
 pub mod workers;
 
 use std::time::Duration;
@@ -21,6 +22,7 @@ use crate::vast::{VastError, Worker};
 pub use conditions::{DISCOVERY_READY, READY, RECONCILING, STALLED, Verdict};
 pub use diff::{ChangeSet, MAX_NOTE, diff};
 pub use events::EventSpec;
+pub use freshness::{Freshness, Stale, stale_after};
 pub use workers::{is_ready_state, to_status_workers};
 
 use conditions::{condition, find, is_false};
@@ -125,6 +127,8 @@ pub struct Discovery {
     pub status: DiscoveryStatus,
     /// A problem (reason, message): `DiscoveryConflict` or `DiscoveryFailed`.
     pub problem: Option<(&'static str, String)>,
+    /// The endpoints were published not ready because the data is stale.
+    pub stale: Option<Stale>,
 }
 
 /// The result of planning one reconcile.
@@ -358,6 +362,9 @@ fn judge(input: &Input<'_>, base: &Baseline<'_>) -> (Judged, Option<Found>) {
     (judged, None)
 }
 
+/// `DiscoveryReady` reason: the endpoints are published not ready, the data being stale.
+pub const STALE: &str = "Stale";
+
 /// The message of `Reconciling=True`.
 const PENDING: &str = "the current spec has not been synced yet";
 
@@ -398,8 +405,10 @@ fn add_discovery(
         DiscoveryUpdate::Published(d) => d,
     };
     next.discovery = Some(d.status.clone());
-    let verdict = match &d.problem {
-        None => Verdict::new(
+    let verdict = match (&d.problem, &d.stale) {
+        (Some((reason, msg)), _) => Verdict::new(false, reason, msg.clone()),
+        (None, Some(stale)) => Verdict::new(false, STALE, stale.message()),
+        (None, None) => Verdict::new(
             true,
             "Published",
             format!(
@@ -407,13 +416,14 @@ fn add_discovery(
                 d.status.endpoints, d.status.service_name
             ),
         ),
-        Some((reason, msg)) => Verdict::new(false, reason, msg.clone()),
     };
     let prev_reason = find(prev_conds, DISCOVERY_READY).map(|c| c.reason.as_str());
-    if let Some((reason, msg)) = &d.problem
-        && prev_reason != Some(*reason)
-    {
-        events.push(EventSpec::warning(reason, "Publish", msg.clone()));
+    if !verdict.status && prev_reason != Some(verdict.reason) {
+        events.push(EventSpec::warning(
+            verdict.reason,
+            "Publish",
+            verdict.message.clone(),
+        ));
     }
     next.conditions.push(condition(
         DISCOVERY_READY,
@@ -768,6 +778,7 @@ mod tests {
                 reason: String::new(),
             },
             problem: Some(("DiscoveryConflict", "Service svc exists".into())),
+            stale: None,
         });
         let p = plan(i);
         assert_eq!(cond(&p.status, DISCOVERY_READY).reason, "DiscoveryConflict");
@@ -790,6 +801,53 @@ mod tests {
         assert!(off.write);
         assert!(off.status.discovery.is_none());
         assert!(find(&off.status.conditions, DISCOVERY_READY).is_none());
+    }
+
+    #[test]
+    fn stale_endpoints_say_so_once_and_recover() {
+        let published = |stale: Option<Stale>| {
+            DiscoveryUpdate::Published(Discovery {
+                status: DiscoveryStatus {
+                    service_name: "svc".into(),
+                    endpoints: 1,
+                    skipped: 0,
+                    reason: String::new(),
+                },
+                problem: None,
+                stale,
+            })
+        };
+        let mut i = input(None, synced(vec![w(1, "idle")]), t(0));
+        i.discovery = published(None);
+        let fresh = plan(i).status;
+        assert_eq!(cond(&fresh, DISCOVERY_READY).reason, "Published");
+        let stale = Stale {
+            last_success: Some(t(0)),
+            terminal: None,
+        };
+        let failing = || PollOutcome::Transient("HTTP 503".into());
+        let mut i = input(Some(&fresh), failing(), t(200));
+        i.discovery = published(Some(stale.clone()));
+        let p = plan(i);
+        let c = cond(&p.status, DISCOVERY_READY);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", STALE));
+        assert!(c.message.contains(&t(0).to_string()), "{}", c.message);
+        assert!(p.events.iter().any(|e| e.reason == STALE && e.warning));
+        // Still stale later, with another error text: no new event; the condition holds.
+        let mut i = input(Some(&p.status), failing(), t(400));
+        i.discovery = published(Some(stale));
+        let again = plan(i);
+        assert!(again.events.iter().all(|e| e.reason != STALE));
+        assert_eq!(
+            cond(&again.status, DISCOVERY_READY),
+            cond(&p.status, DISCOVERY_READY)
+        );
+        // A successful poll makes them fresh again.
+        let mut i = input(Some(&again.status), synced(vec![w(1, "idle")]), t(500));
+        i.discovery = published(None);
+        let back = plan(i);
+        assert!(back.write);
+        assert_eq!(cond(&back.status, DISCOVERY_READY).reason, "Published");
     }
 
     #[test]

@@ -255,6 +255,13 @@ impl Harness {
         f: impl FnOnce(vast_operator::controller::Config) -> vast_operator::controller::Config,
         g: impl FnOnce(vast::VastClient) -> vast::VastClient,
     ) -> Self {
+        if std::env::var_os("VAST_TEST_LOG").is_some() {
+            // Debugging aid: the in-process operator's log on stderr (with --nocapture).
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_env("VAST_TEST_LOG"))
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
         let ns = TestNs::new(test).await;
         install_workergroup_crd(&ns.client).await;
         let vast = fake_vast::FakeVast::start(0).await.expect("fake vast");

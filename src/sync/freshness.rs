@@ -1,0 +1,165 @@
+//! Whether the workers on record are fresh enough to route traffic to. Vast reassigns
+//! machines and ports, so endpoints stay ready only while a recent poll vouches for them:
+//! a terminal error makes them stale at once; a failure streak, a suspend or a restart
+//! after a long pause make them stale once the last successful poll is older than the
+//! stale-after window.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::PollOutcome;
+
+/// The default stale-after window is this many poll intervals...
+pub const STALE_INTERVALS: u32 = 3;
+/// ...and never shorter than this.
+pub const STALE_FLOOR: Duration = Duration::from_secs(120);
+
+/// The stale-after window of a WorkerGroup: `configured` if given, else three poll
+/// intervals and at least two minutes.
+pub fn stale_after(configured: Option<Duration>, interval: Duration) -> Duration {
+    configured.unwrap_or_else(|| interval.saturating_mul(STALE_INTERVALS).max(STALE_FLOOR))
+}
+
+/// The workers on record are stale: endpoints are published not ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stale {
+    /// When Vast last answered successfully (None: never, as far as anyone recorded).
+    pub last_success: Option<Timestamp>,
+    /// The reason of the terminal error that made the data stale at once, if that is why.
+    pub terminal: Option<&'static str>,
+}
+
+impl Stale {
+    /// The `DiscoveryReady` message. It names only things that stay the same from poll
+    /// to poll, so a lasting stale state writes nothing more.
+    pub fn message(&self) -> String {
+        let since = match self.last_success {
+            Some(t) => format!("the last successful poll was at {t}"),
+            None => "no poll has succeeded".to_string(),
+        };
+        match self.terminal {
+            Some(reason) => {
+                format!("endpoints are published not ready: polling fails with {reason}; {since}")
+            }
+            None => format!("endpoints are published not ready: {since}"),
+        }
+    }
+}
+
+/// How fresh the data of one reconcile is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Freshness {
+    /// Vast vouched for the workers in this poll.
+    Fresh,
+    /// Not confirmed by this poll, but recent enough; stale after this long.
+    Until(Duration),
+    /// Stale: endpoints go not ready.
+    Stale(Stale),
+}
+
+impl Freshness {
+    /// Judges `outcome` with the last success on record.
+    pub fn judge(
+        outcome: &PollOutcome,
+        last_success: Option<Timestamp>,
+        now: Timestamp,
+        window: Duration,
+    ) -> Self {
+        let terminal = match outcome {
+            PollOutcome::Synced(_) => return Freshness::Fresh,
+            PollOutcome::Terminal { reason, .. } => Some(*reason),
+            PollOutcome::Suspended | PollOutcome::Transient(_) => None,
+        };
+        let stale = Stale {
+            last_success,
+            terminal,
+        };
+        let Some(last) = last_success.filter(|_| terminal.is_none()) else {
+            return Freshness::Stale(stale);
+        };
+        let age = Duration::try_from(now.duration_since(last)).unwrap_or(Duration::ZERO);
+        match window.checked_sub(age) {
+            Some(left) if !left.is_zero() => Freshness::Until(left),
+            _ => Freshness::Stale(stale),
+        }
+    }
+
+    /// The stale state, if stale.
+    pub fn stale(&self) -> Option<&Stale> {
+        match self {
+            Freshness::Stale(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).expect("timestamp")
+    }
+    const W: Duration = Duration::from_secs(120);
+
+    #[test]
+    fn default_window_is_three_intervals_at_least_two_minutes() {
+        assert_eq!(stale_after(None, Duration::from_secs(5)), STALE_FLOOR);
+        assert_eq!(
+            stale_after(None, Duration::from_secs(60)),
+            Duration::from_secs(180)
+        );
+        assert_eq!(
+            stale_after(Some(Duration::from_secs(7)), Duration::from_secs(60)),
+            Duration::from_secs(7)
+        );
+    }
+
+    #[test]
+    fn a_successful_poll_is_fresh() {
+        let synced = PollOutcome::Synced(vec![]);
+        assert_eq!(Freshness::judge(&synced, None, t(0), W), Freshness::Fresh);
+    }
+
+    #[test]
+    fn failures_and_suspend_go_stale_after_the_window() {
+        for outcome in [PollOutcome::Transient("x".into()), PollOutcome::Suspended] {
+            assert_eq!(
+                Freshness::judge(&outcome, Some(t(0)), t(100), W),
+                Freshness::Until(Duration::from_secs(20))
+            );
+            let stale = Freshness::judge(&outcome, Some(t(0)), t(120), W);
+            assert_eq!(
+                stale.stale(),
+                Some(&Stale {
+                    last_success: Some(t(0)),
+                    terminal: None
+                })
+            );
+            // Never synced: nothing vouches for anything.
+            assert!(Freshness::judge(&outcome, None, t(0), W).stale().is_some());
+        }
+    }
+
+    #[test]
+    fn a_terminal_error_is_stale_at_once() {
+        let outcome = PollOutcome::Terminal {
+            reason: "AuthenticationFailed",
+            message: "no".into(),
+        };
+        let f = Freshness::judge(&outcome, Some(t(0)), t(1), W);
+        let stale = f.stale().expect("stale");
+        assert_eq!(stale.terminal, Some("AuthenticationFailed"));
+        assert!(stale.message().contains("AuthenticationFailed"));
+        assert!(stale.message().contains(&t(0).to_string()));
+    }
+
+    #[test]
+    fn the_message_does_not_change_while_stale() {
+        let outcome = PollOutcome::Transient("a".into());
+        let a = Freshness::judge(&outcome, Some(t(0)), t(500), W);
+        let b = Freshness::judge(&PollOutcome::Transient("b".into()), Some(t(0)), t(900), W);
+        assert_eq!(a.stale().map(Stale::message), b.stale().map(Stale::message));
+    }
+}
