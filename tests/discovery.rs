@@ -514,3 +514,71 @@ async fn a_terminal_error_makes_endpoints_not_ready_at_once() {
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn an_update_never_takes_over_an_object_recreated_by_someone_else() {
+    let ns = common::TestNs::new("disc-uid").await;
+    common::install_workergroup_crd(&ns.client).await;
+    let wg: WorkerGroup = serde_json::from_value(json!({
+        "apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup",
+        "metadata": {"name": "g", "namespace": ns.name, "uid": "4f1c2d4e-0000-4000-8000-000000000001"},
+        "spec": spec(1)
+    }))
+    .expect("object");
+    let services: Api<Service> = ns.api();
+    let pp = PostParams {
+        field_manager: Some(vast_operator::FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    // Ours, as the store last saw it...
+    let want = vast_operator::discovery::desired(&wg, &[], false).service;
+    let ours = services.create(&pp, &want).await.expect("create");
+    // ...deleted, and a Service of the same name created by someone else.
+    services
+        .delete("g", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let foreign: Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "g", "labels": {"team": "other"}},
+        "spec": {"ports": [{"port": 9999, "name": "other"}]}
+    }))
+    .expect("service");
+    let theirs = eventually("recreated", Duration::from_secs(20), || async {
+        services.create(&PostParams::default(), &foreign).await.ok()
+    })
+    .await;
+    // The update we would send for the object we saw is refused for its uid...
+    let mut stale_view = ours.clone();
+    stale_view.metadata.resource_version = theirs.metadata.resource_version.clone();
+    let body = vast_operator::discovery::publish::update_body(&want, &stale_view);
+    let res = services.replace("g", &pp, &body).await;
+    assert!(
+        matches!(&res, Err(kube::Error::Api(s)) if s.code == 409 && s.message.contains("UID")),
+        "{res:?}"
+    );
+    // ...and so is a create: a POST never takes a name over.
+    let res = services.create(&pp, &want).await;
+    assert!(
+        matches!(&res, Err(kube::Error::Api(s)) if s.code == 409),
+        "{res:?}"
+    );
+    let now = services.get("g").await.expect("get");
+    assert_eq!(now.metadata.uid, theirs.metadata.uid);
+    assert_eq!(
+        now.spec.and_then(|s| s.ports).map(|p| p[0].port),
+        Some(9999),
+        "their Service is untouched"
+    );
+    // A delete of the object we saw leaves theirs alone too.
+    let dp = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: ours.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    assert!(services.delete("g", &dp).await.is_err());
+    assert!(services.get_opt("g").await.expect("get").is_some());
+    ns.cleanup().await;
+}

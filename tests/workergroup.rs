@@ -731,3 +731,55 @@ async fn resync_annotation_polls_at_once_and_is_recorded() {
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_status_write_for_a_deleted_object_never_lands_on_its_successor() {
+    use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+    let ns = common::TestNs::new("status-uid").await;
+    common::install_workergroup_crd(&ns.client).await;
+    let api: Api<WorkerGroup> = ns.api();
+    let obj: WorkerGroup = serde_json::from_value(json!({
+        "apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup",
+        "metadata": {"name": "g"}, "spec": spec(1)
+    }))
+    .expect("object");
+    // The reconcile holds the object as it was read...
+    let old = api
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect("create");
+    // ...while the WorkerGroup is deleted and created again under the same name.
+    api.delete("g", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let new = eventually("recreated", Duration::from_secs(20), || async {
+        api.create(&PostParams::default(), &obj).await.ok()
+    })
+    .await;
+    assert_ne!(old.metadata.uid, new.metadata.uid);
+    let status = vast_operator::crd::WorkerGroupStatus {
+        ready_workers: 7,
+        ..Default::default()
+    };
+    let pp = PatchParams::apply(vast_operator::FIELD_MANAGER).force();
+    let body = vast_operator::controller::reconcile::status_body(&old, &status);
+    let refused = api.patch_status("g", &pp, &Patch::Apply(&body)).await;
+    match refused {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 409, "{s:?}"),
+        other => panic!("the stale write was accepted: {other:?}"),
+    }
+    let now = api.get("g").await.expect("get");
+    assert_eq!(
+        now.status.map(|s| s.ready_workers).unwrap_or_default(),
+        0,
+        "nothing landed on the new object"
+    );
+    // The same write for the object that is there lands.
+    let body = vast_operator::controller::reconcile::status_body(&new, &status);
+    let written = api
+        .patch_status("g", &pp, &Patch::Apply(&body))
+        .await
+        .expect("write");
+    assert_eq!(written.status.map(|s| s.ready_workers), Some(7));
+    ns.cleanup().await;
+}

@@ -100,7 +100,10 @@ async fn finish(
             && ctx.memory.failures(wg).saturating_add(1) < ctx.config.failure_threshold
             && freshness.stale().is_none(),
     });
-    let written = write_status(ctx, wg, &plan).await?;
+    let Some(written) = write_status(ctx, wg, &plan).await? else {
+        debug!("the WorkerGroup changed since it was read; the newer one is reconciled");
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    };
     emit_events(ctx, &plan.events, &written).await;
     record_metrics(ctx, wg, &plan, &poll.outcome);
     if matches!(poll.outcome, PollOutcome::Synced(_)) {
@@ -345,20 +348,23 @@ async fn publish(
 
 /// Writes the planned status (server-side apply under [`crate::FIELD_MANAGER`]) when it
 /// changed; returns the reference events should name: the object at the written
-/// resourceVersion.
+/// resourceVersion (None: the object changed since it was read; nothing was written).
 async fn write_status(
     ctx: &Context,
     wg: &WorkerGroup,
     plan: &Plan,
-) -> Result<ObjectReference, Error> {
+) -> Result<Option<ObjectReference>, Error> {
     if !plan.write {
-        return Ok(wg.object_ref(&()));
+        return Ok(Some(wg.object_ref(&())));
     }
     let updated = match patch_status(ctx, wg, &plan.status).await {
         Ok(updated) => {
             ctx.memory.status_write_failed(wg, false);
             updated
         }
+        // Planned from an object that has changed (or been replaced) since: the newer
+        // one is reconciled instead; nothing of this plan is written or told.
+        Err(e) if is_conflict(&e) => return Ok(None),
         Err(e) => {
             if ctx.memory.status_write_failed(wg, true) {
                 let note = format!("the status could not be written: {e}");
@@ -373,7 +379,7 @@ async fn write_status(
     }
     let mut at = updated.object_ref(&());
     at.resource_version = updated.metadata.resource_version.clone();
-    Ok(at)
+    Ok(Some(at))
 }
 
 async fn patch_status(
@@ -383,15 +389,32 @@ async fn patch_status(
 ) -> Result<WorkerGroup, Error> {
     let api =
         Api::<WorkerGroup>::namespaced(ctx.client.clone(), &wg.namespace().unwrap_or_default());
-    let body = serde_json::json!({
-        "apiVersion": "vast.ai/v1alpha1",
-        "kind": "WorkerGroup",
-        "status": status,
-    });
     let pp = PatchParams::apply(crate::FIELD_MANAGER).force();
     Ok(api
-        .patch_status(&wg.name_any(), &pp, &Patch::Apply(&body))
+        .patch_status(&wg.name_any(), &pp, &Patch::Apply(&status_body(wg, status)))
         .await?)
+}
+
+/// The status apply body. It carries the resourceVersion the status was planned from,
+/// which the apiserver checks (409 when the object changed since), so a reconcile still
+/// running for a deleted WorkerGroup cannot write onto a new object of the same name.
+/// (A uid in the body would not do: the status subresource ignores metadata.)
+pub fn status_body(wg: &WorkerGroup, status: &WorkerGroupStatus) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "vast.ai/v1alpha1",
+        "kind": "WorkerGroup",
+        "metadata": {
+            "name": wg.name_any(),
+            "uid": wg.meta().uid,
+            "resourceVersion": wg.meta().resource_version,
+        },
+        "status": status,
+    })
+}
+
+/// Whether the apiserver refused a write because the object changed since it was read.
+fn is_conflict(e: &Error) -> bool {
+    matches!(e, Error::Kube(kube::Error::Api(s)) if s.code == 409)
 }
 
 /// Publishes the planned events. Each names the object at the resourceVersion written

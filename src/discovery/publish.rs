@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::{Client, Resource, ResourceExt};
 
 use super::Stores;
@@ -75,7 +75,7 @@ struct Writer<'a> {
     wg: &'a WorkerGroup,
     services: Api<Service>,
     slices: Api<EndpointSlice>,
-    apply: PatchParams,
+    post: PostParams,
     writes: u32,
     problems: Vec<String>,
     conflict: bool,
@@ -88,7 +88,10 @@ impl<'a> Writer<'a> {
             wg,
             services: Api::namespaced(client.clone(), &ns),
             slices: Api::namespaced(client.clone(), &ns),
-            apply: PatchParams::apply(crate::FIELD_MANAGER).force(),
+            post: PostParams {
+                field_manager: Some(crate::FIELD_MANAGER.into()),
+                ..Default::default()
+            },
             writes: 0,
             problems: Vec::new(),
             conflict: false,
@@ -99,10 +102,10 @@ impl<'a> Writer<'a> {
     async fn remove_all(&mut self, services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) {
         let (svc_api, slice_api) = (self.services.clone(), self.slices.clone());
         for s in services {
-            self.delete(&svc_api, &s.name_any()).await;
+            self.delete(&svc_api, &**s).await;
         }
         for s in slices {
-            self.delete(&slice_api, &s.name_any()).await;
+            self.delete(&slice_api, &**s).await;
         }
     }
 
@@ -112,16 +115,16 @@ impl<'a> Writer<'a> {
         let api = self.services.clone();
         let name = service_name(self.wg);
         for s in ours.iter().filter(|s| s.name_any() != name) {
-            self.delete(&api, &s.name_any()).await;
+            self.delete(&api, &**s).await;
         }
         match ours.iter().find(|s| s.name_any() == name) {
             Some(cur) if service_matches(cur, &want.service) => true,
             Some(cur) if !needs_recreate(cur, &want.service) => {
-                self.apply(&api, &want.service).await
+                self.update(&api, &want.service, cur).await
             }
             found => {
-                if found.is_some() {
-                    self.delete(&api, &name).await;
+                if let Some(cur) = found {
+                    self.delete(&api, &**cur).await;
                 }
                 self.create(&api, &want.service).await
             }
@@ -141,8 +144,8 @@ impl<'a> Writer<'a> {
         let existing: BTreeMap<String, &Arc<EndpointSlice>> =
             ours.iter().map(|s| (s.name_any(), s)).collect();
         let wanted: BTreeSet<&String> = want.slices.keys().collect();
-        for name in existing.keys().filter(|n| !wanted.contains(n)) {
-            self.delete(&api, name).await;
+        for (_, cur) in existing.iter().filter(|(n, _)| !wanted.contains(n)) {
+            self.delete(&api, &***cur).await;
         }
         if !service_ok {
             return;
@@ -150,8 +153,8 @@ impl<'a> Writer<'a> {
         for (name, slice) in &want.slices {
             match existing.get(name) {
                 Some(cur) if slice_matches(cur, slice) => {}
-                Some(_) => {
-                    self.apply(&api, slice).await;
+                Some(cur) => {
+                    self.update(&api, slice, cur).await;
                 }
                 None => {
                     self.create(&api, slice).await;
@@ -192,54 +195,92 @@ impl<'a> Writer<'a> {
         }
     }
 
-    /// Creates `obj` with server-side apply (so that later applies own, and can remove,
-    /// every field) unless the name is taken: an object of ours that the store has not
-    /// caught up with is updated, anyone else's is a conflict and left alone. Returns
-    /// whether `obj` is in place.
+    /// Creates `obj` with a plain POST, so that an object of that name, whoever made it
+    /// and whenever, is never taken over: the apiserver answers 409. One of ours that
+    /// the store has not caught up with (owned by this WorkerGroup's uid) is updated in
+    /// place; anyone else's is a conflict and left alone. Returns whether `obj` is in
+    /// place.
     async fn create<K: Object>(&mut self, api: &Api<K>, obj: &K) -> bool {
         let name = obj.meta().name.clone().unwrap_or_default();
         let kind = K::kind(&());
-        match api.get_opt(&name).await {
-            Ok(Some(cur)) if !owned_by(&cur, self.wg) => {
-                self.conflict = true;
-                self.problems.push(format!(
-                    "{kind} {name} exists and is not managed by this WorkerGroup"
-                ));
-                return false;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                self.problems
-                    .push(format!("cannot read {kind} {name}: {e}"));
-                return false;
-            }
-        }
-        self.apply(api, obj).await
-    }
-
-    /// Applies `obj` (server-side, forced, our field manager); returns whether it worked.
-    async fn apply<K: Object>(&mut self, api: &Api<K>, obj: &K) -> bool {
-        let name = obj.meta().name.clone().unwrap_or_default();
-        match api
-            .patch(&name, &self.apply, &Patch::Apply(&with_kind(obj)))
-            .await
-        {
+        match api.create(&self.post, obj).await {
             Ok(_) => {
                 self.writes += 1;
                 true
             }
+            Err(kube::Error::Api(s)) if s.code == 409 => match api.get_opt(&name).await {
+                Ok(Some(cur)) if owned_by(&cur, self.wg) => self.update(api, obj, &cur).await,
+                Ok(Some(_)) => {
+                    self.conflict = true;
+                    self.problems.push(format!(
+                        "{kind} {name} exists and is not managed by this WorkerGroup"
+                    ));
+                    false
+                }
+                // Deleted meanwhile: created at the next poll.
+                Ok(None) => false,
+                Err(e) => {
+                    self.problems
+                        .push(format!("cannot read {kind} {name}: {e}"));
+                    false
+                }
+            },
             Err(e) => {
                 self.problems
-                    .push(format!("cannot write {} {name}: {e}", K::kind(&())));
+                    .push(format!("cannot create {kind} {name}: {e}"));
                 false
             }
         }
     }
 
-    async fn delete<K: Object>(&mut self, api: &Api<K>, name: &str) {
-        match api.delete(name, &DeleteParams::default()).await {
+    /// Replaces `cur`, an object of ours, with `obj`. The objects are wholly ours, so a
+    /// replace (not a merge) leaves nothing behind that is no longer wanted, and its
+    /// body carries `cur`'s uid and resourceVersion as preconditions: an object deleted
+    /// and recreated by someone else under the same name is refused, never taken over.
+    /// Returns whether it worked.
+    async fn update<K: Object>(&mut self, api: &Api<K>, obj: &K, cur: &K) -> bool {
+        let name = obj.meta().name.clone().unwrap_or_default();
+        let kind = K::kind(&());
+        let body = update_body(obj, cur);
+        match api.replace(&name, &self.post, &body).await {
+            Ok(_) => {
+                self.writes += 1;
+                true
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 && s.message.contains("UID") => {
+                self.conflict = true;
+                self.problems.push(format!(
+                    "{kind} {name} was replaced by an object this WorkerGroup does not own"
+                ));
+                false
+            }
+            // Changed since the store saw it (it catches up by the next poll).
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                tracing::debug!(kind = %kind, name = %name, "changed since read; updated at the next poll");
+                false
+            }
+            Err(e) => {
+                self.problems
+                    .push(format!("cannot write {kind} {name}: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Deletes the object seen (uid precondition), not one recreated under its name.
+    async fn delete<K: Object>(&mut self, api: &Api<K>, seen: &K) {
+        let name = seen.name_any();
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: seen.meta().uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(&name, &dp).await {
             Ok(_) => self.writes += 1,
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            // Gone, or replaced by someone else's: nothing of ours to delete.
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
             Err(e) => self
                 .problems
                 .push(format!("cannot delete {} {name}: {e}", K::kind(&()))),
@@ -247,11 +288,11 @@ impl<'a> Writer<'a> {
     }
 }
 
-fn with_kind<K: Resource<DynamicType = ()> + serde::Serialize>(obj: &K) -> serde_json::Value {
-    let mut v = serde_json::to_value(obj).unwrap_or_default();
-    if let Some(o) = v.as_object_mut() {
-        o.insert("apiVersion".into(), K::api_version(&()).into());
-        o.insert("kind".into(), K::kind(&()).into());
-    }
-    v
+/// The replace body of `obj` for the existing `cur`: `cur`'s uid and resourceVersion as
+/// preconditions (409 when the object is another one, or changed since).
+pub fn update_body<K: Resource + Clone>(obj: &K, cur: &K) -> K {
+    let mut body = obj.clone();
+    body.meta_mut().uid = cur.meta().uid.clone();
+    body.meta_mut().resource_version = cur.meta().resource_version.clone();
+    body
 }
