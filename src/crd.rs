@@ -287,8 +287,39 @@ pub struct Condition {
 
 /// The CustomResourceDefinition as `vast-operator crd` prints it (YAML).
 pub fn crd_yaml() -> Result<String, serde_norway::Error> {
-    let crd = WorkerGroup::crd();
-    serde_norway::to_string(&crd)
+    serde_norway::to_string(&crd())
+}
+
+/// The CEL rule on `metadata.name`: with discovery on and no `serviceName`, the name is
+/// the Service name, which Kubernetes requires to be a DNS-1035 label.
+pub const NAME_RULE: &str = "(has(self.spec.discovery) && ((has(self.spec.discovery.enabled) && !self.spec.discovery.enabled) || has(self.spec.discovery.serviceName))) || (size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$'))";
+
+/// Its message.
+pub const NAME_RULE_MESSAGE: &str = "with discovery enabled and no spec.discovery.serviceName, the WorkerGroup name is its Service name and must be a DNS-1035 label: at most 63 characters, lowercase letters, digits and '-', starting with a letter and ending with a letter or digit; set spec.discovery.serviceName, or choose such a name";
+
+/// The WorkerGroup CustomResourceDefinition, with the root-level CEL rule on the name.
+pub fn crd()
+-> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    let mut crd = WorkerGroup::crd();
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            schema
+                .x_kubernetes_validations
+                .get_or_insert_default()
+                .push(
+                    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::ValidationRule {
+                        rule: NAME_RULE.into(),
+                        message: Some(NAME_RULE_MESSAGE.into()),
+                        ..Default::default()
+                    },
+                );
+        }
+    }
+    crd
 }
 
 #[cfg(test)]

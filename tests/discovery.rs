@@ -582,3 +582,37 @@ async fn an_update_never_takes_over_an_object_recreated_by_someone_else() {
     assert!(services.get_opt("g").await.expect("get").is_some());
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_253_character_name_with_dots_publishes_under_its_service_name() {
+    let h = Harness::start("disc-longname").await;
+    let ws = vec![worker_json(1, "idle", Some("http://198.51.100.41:40001"))];
+    h.vast.state.put_group(109, KEY, Shape::Array, ws);
+    h.secret("vast", "api-key", KEY).await;
+    let name = format!("{}.team.example", "n".repeat(240));
+    assert_eq!(name.len(), 253);
+    let mut s = spec(109);
+    s["discovery"] = json!({"serviceName": "long-svc"});
+    h.apply_group(&name, s).await;
+    let view = wait_slices(&h, "long-svc", "published", |s| {
+        all_endpoints(s, 1, true, true)
+    })
+    .await;
+    assert_eq!(view.len(), 1);
+    let api: Api<EndpointSlice> = h.ns.api();
+    let slice = api
+        .get(view.keys().next().expect("slice"))
+        .await
+        .expect("get");
+    let label = &slice.metadata.labels.expect("labels")["vast.ai/workergroup"];
+    assert!(label.len() <= 63, "{label}");
+    assert_eq!(
+        label,
+        &vast_operator::discovery::desired::workergroup_label(&name)
+    );
+    h.wait_for(&name, "published", |wg| {
+        cond(wg, "DiscoveryReady") == Some(("True".into(), "Published".into()))
+    })
+    .await;
+    h.stop().await;
+}

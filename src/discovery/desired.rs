@@ -125,9 +125,46 @@ fn owner_ref(wg: &WorkerGroup) -> Option<OwnerReference> {
     wg.controller_owner_ref(&())
 }
 
+/// The `vast.ai/workergroup` label value of a WorkerGroup: its name when that is a
+/// valid label value (at most 63 characters), else the first 52 characters and a stable
+/// hash of the whole name, so that a 253-character name still labels its objects.
+pub fn workergroup_label(name: &str) -> String {
+    if name.len() <= 63 {
+        return name.to_string();
+    }
+    // FNV-1a, 64 bits: stable across builds and versions, unlike std's hasher.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let head = name[..52].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    format!("{head}-{:010x}", hash & 0xff_ffff_ffff)
+}
+
+/// Why the Service name cannot be used, if it cannot: Kubernetes requires a DNS-1035
+/// label. The CRD refuses such names; objects created before that rule still get a
+/// clear message rather than a write refused on every poll.
+pub fn service_name_problem(wg: &WorkerGroup) -> Option<String> {
+    let name = service_name(wg);
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    (!valid).then(|| {
+        format!(
+            "{name:?} is not a valid Service name (a DNS-1035 label: at most 63 characters, lowercase letters, digits and '-', starting with a letter); set spec.discovery.serviceName"
+        )
+    })
+}
+
 fn base_labels(wg: &WorkerGroup, service: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (LABEL_WORKERGROUP.to_string(), wg.name_any()),
+        (
+            LABEL_WORKERGROUP.to_string(),
+            workergroup_label(&wg.name_any()),
+        ),
         (SERVICE_NAME_LABEL.to_string(), service.to_string()),
     ])
 }
@@ -462,6 +499,31 @@ mod tests {
                 (Some(false), Some(false), Some(true))
             ]
         );
+    }
+
+    #[test]
+    fn long_names_get_a_valid_stable_label_and_bad_service_names_a_message() {
+        let long = format!("{}.example.team", "a".repeat(240));
+        let label = workergroup_label(&long);
+        assert!(label.len() <= 63, "{label}");
+        assert_eq!(label, workergroup_label(&long), "stable");
+        assert_ne!(label, workergroup_label(&format!("{long}x")));
+        assert!(
+            label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        );
+        assert_eq!(workergroup_label("llama"), "llama");
+
+        let mut g = wg();
+        assert_eq!(service_name_problem(&g), None);
+        g.spec.discovery.service_name = None;
+        g.metadata.name = Some(long.clone());
+        assert!(service_name_problem(&g).is_some_and(|m| m.contains("spec.discovery.serviceName")));
+        g.metadata.name = Some("a.b".into());
+        assert!(service_name_problem(&g).is_some());
+        g.spec.discovery.service_name = Some("ok-name".into());
+        assert_eq!(service_name_problem(&g), None);
     }
 
     #[test]

@@ -13,8 +13,8 @@ use kube::{Client, Resource, ResourceExt};
 
 use super::Stores;
 use super::desired::{
-    Desired, desired, needs_recreate, owned_by, service_matches, service_name, skipped_reason,
-    slice_matches,
+    Desired, desired, needs_recreate, owned_by, service_matches, service_name,
+    service_name_problem, skipped_reason, slice_matches,
 };
 use crate::crd::{DiscoveryStatus, WorkerGroup, WorkerStatus};
 use crate::text::cut;
@@ -45,6 +45,19 @@ pub async fn publish(
     if !wg.spec.discovery.enabled {
         w.remove_all(&services, &slices).await;
         return w.finish(None);
+    }
+    if let Some(problem) = service_name_problem(wg) {
+        // Nothing can be created under that name: say so once, write nothing.
+        return Published {
+            status: Some(DiscoveryStatus {
+                service_name: service_name(wg),
+                endpoints: 0,
+                skipped: 0,
+                reason: cut(problem.clone(), 1024),
+            }),
+            problem: Some(("InvalidServiceName", problem)),
+            writes: w.writes,
+        };
     }
     let want = desired(wg, workers, stale);
     let service_ok = w.ensure_service(&services, &want).await;

@@ -300,7 +300,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 async fn install_crd(client: &Client) -> Result<()> {
-    let crd = <WorkerGroup as kube::CustomResourceExt>::crd();
+    let crd = vast_operator::crd::crd();
     let api = Api::<CustomResourceDefinition>::all(client.clone());
     api.patch(
         "workergroups.vast.ai",
