@@ -27,6 +27,8 @@ pub struct Settings {
     pub vast_url: String,
     /// Timeout of one Vast call.
     pub vast_timeout: Duration,
+    /// Which Vast URLs are accepted and which CAs trusted.
+    pub vast_transport: crate::vast::Transport,
     /// The controller's tunables.
     pub controller: Config,
     /// Leader election, or None to lead alone.
@@ -50,6 +52,14 @@ pub async fn run(settings: Settings) -> Result<(), crate::Error> {
     // take a while to read) is a clean shutdown, not the default kill.
     let mut signals = Signals::install()?;
     let metrics = Arc::new(Metrics::new());
+    // A Vast URL or CA file that cannot be used is an error before anything starts.
+    let vast = VastClient::with_transport(
+        &settings.vast_url,
+        settings.vast_timeout,
+        &settings.vast_transport,
+    )?
+    .with_metrics(metrics.clone())
+    .with_rate_limit(settings.vast_max_rps);
     let health = Arc::new(Health::default());
     // Bind first: a port in use is a clear error before anything else starts.
     let listeners = http::bind(&[
@@ -71,9 +81,6 @@ pub async fn run(settings: Settings) -> Result<(), crate::Error> {
     }
 
     let client = kube::Client::try_default().await?;
-    let vast = VastClient::new(&settings.vast_url, settings.vast_timeout)?
-        .with_metrics(metrics.clone())
-        .with_rate_limit(settings.vast_max_rps);
     info!(vast_url = %settings.vast_url, "starting vast-operator");
     let ctx = Context::with_metrics(client.clone(), vast, settings.controller, metrics.clone());
     let watches = Watches::start(&ctx, {

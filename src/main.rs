@@ -36,7 +36,31 @@ enum Command {
         /// Print the raw list as JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        transport: TransportArgs,
     },
+}
+
+/// How Vast is reached.
+#[derive(clap::Args)]
+struct TransportArgs {
+    /// Accept a plain http:// --vast-url to a host that is not loopback: the API key
+    /// then travels unencrypted.
+    #[arg(long, env = "ALLOW_INSECURE_VAST_URL")]
+    allow_insecure_vast_url: bool,
+    /// PEM file of CA certificates to trust for Vast besides the system's (a private
+    /// CA, or a TLS-inspecting proxy).
+    #[arg(long, env = "VAST_CA_FILE")]
+    vast_ca_file: Option<std::path::PathBuf>,
+}
+
+impl TransportArgs {
+    fn transport(&self) -> vast::Transport {
+        vast::Transport {
+            allow_insecure: self.allow_insecure_vast_url,
+            ca_file: self.vast_ca_file.clone(),
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -47,6 +71,8 @@ struct RunArgs {
     /// Timeout of one Vast call.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     vast_timeout: Duration,
+    #[command(flatten)]
+    transport: TransportArgs,
     /// Most workers listed in a status (counts stay exact beyond it).
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..=2000))]
     max_status_workers: u16,
@@ -181,6 +207,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 vast_max_rps: args.vast_max_rps,
                 vast_url: args.vast_url,
                 vast_timeout: args.vast_timeout,
+                vast_transport: args.transport.transport(),
                 controller: Config {
                     max_workers: usize::from(args.max_status_workers),
                     status_heartbeat: (!args.status_heartbeat.is_zero())
@@ -202,8 +229,13 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             vast_url,
             api_key,
             json,
+            transport,
         } => {
-            let client = vast::VastClient::new(&vast_url, Duration::from_secs(30))?;
+            let client = vast::VastClient::with_transport(
+                &vast_url,
+                Duration::from_secs(30),
+                &transport.transport(),
+            )?;
             let workers = client.workergroup_workers(id, &api_key).await?;
             let rows = sync::to_status_workers(&workers);
             if json {

@@ -100,3 +100,119 @@ fn crd_subcommand_prints_the_committed_crd() {
         "`vast-operator crd` differs from crds/: run `make crds`"
     );
 }
+
+/// A test CA and a certificate it signed for 127.0.0.1: (CA PEM, leaf PEM, leaf key PEM).
+fn test_pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "vast-operator test CA");
+    let ca_cert = ca.self_signed(&ca_key).expect("CA cert");
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf_key = KeyPair::generate().expect("leaf key");
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .expect("leaf params")
+        .signed_by(&leaf_key, &issuer)
+        .expect("leaf cert");
+    (ca_cert.pem(), leaf.pem(), leaf_key.serialize_pem())
+}
+
+#[tokio::test]
+async fn https_to_vast_with_a_private_ca_and_plain_http_refused() {
+    let (ca, cert, key) = test_pki();
+    let fake = FakeVast::start_tls(0, &cert, &key).await.expect("tls fake");
+    fake.state.put_group(
+        78,
+        "tls-key-456",
+        Shape::Array,
+        vec![worker_json(5, "idle", Some("http://198.51.100.5:4000"))],
+    );
+    let url = fake.url();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let dir = std::env::temp_dir().join(format!("vast-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &ca).expect("write CA");
+    let ca_path = ca_file.to_str().expect("path").to_string();
+    let (trusted, untrusted, cleartext, no_pem) = tokio::task::spawn_blocking(move || {
+        let trusted = run(
+            &[
+                "workers",
+                "78",
+                "--vast-url",
+                &url,
+                "--vast-ca-file",
+                &ca_path,
+            ],
+            "tls-key-456",
+        );
+        // The same server without the CA: the certificate is not trusted.
+        let untrusted = run(&["workers", "78", "--vast-url", &url], "tls-key-456");
+        // Plain http to a host that is not loopback is refused before any call...
+        let cleartext = run(
+            &[
+                "run",
+                "--vast-url",
+                "http://vast.example.internal",
+                "--leader-elect=false",
+            ],
+            "k",
+        );
+        let no_pem = run(
+            &[
+                "workers",
+                "78",
+                "--vast-url",
+                &url,
+                "--vast-ca-file",
+                "/dev/null",
+            ],
+            "tls-key-456",
+        );
+        (trusted, untrusted, cleartext, no_pem)
+    })
+    .await
+    .expect("join");
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    assert!(trusted.status.success(), "{}", text(&trusted));
+    assert!(
+        text(&trusted).contains("198.51.100.5"),
+        "{}",
+        text(&trusted)
+    );
+    assert!(
+        !untrusted.status.success(),
+        "an untrusted certificate was accepted"
+    );
+    assert!(
+        text(&untrusted).to_lowercase().contains("certificate")
+            || text(&untrusted).to_lowercase().contains("tls"),
+        "{}",
+        text(&untrusted)
+    );
+    assert!(!cleartext.status.success());
+    assert!(
+        text(&cleartext).contains("--allow-insecure-vast-url"),
+        "{}",
+        text(&cleartext)
+    );
+    assert!(!no_pem.status.success());
+    assert!(
+        text(&no_pem).contains("--vast-ca-file"),
+        "{}",
+        text(&no_pem)
+    );
+    // The key never shows in any of it.
+    for o in [&trusted, &untrusted, &cleartext, &no_pem] {
+        assert!(!text(o).contains("tls-key-456"));
+    }
+    assert_eq!(fake.state.calls(78), 1, "only the trusted call got through");
+}

@@ -22,20 +22,82 @@ pub struct VastClient {
     limiter: Option<Arc<Limiter>>,
 }
 
+/// How the client reaches Vast: which URLs it accepts and which CAs it trusts.
+#[derive(Clone, Debug, Default)]
+pub struct Transport {
+    /// Accept `http://` to a host that is not loopback (the key then travels in clear).
+    pub allow_insecure: bool,
+    /// A PEM file of CA certificates to trust besides the system's (a private CA, or a
+    /// TLS-inspecting proxy).
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// Refuses a URL that would send the key unencrypted: `https://` always works;
+/// `http://` only to a loopback host (a local fake or tunnel) or when allowed.
+pub fn check_url(base_url: &str, allow_insecure: bool) -> Result<(), crate::Error> {
+    let url = url::Url::parse(base_url).map_err(|e| {
+        crate::Error::Config(format!("the Vast URL {base_url:?} is not a URL: {e}"))
+    })?;
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback || allow_insecure => Ok(()),
+        "http" => Err(crate::Error::Config(format!(
+            "the Vast URL {base_url:?} is plain http to a host that is not loopback: the API key would travel unencrypted; use https://, or pass --allow-insecure-vast-url to accept that"
+        ))),
+        _ => Err(crate::Error::Config(format!(
+            "the Vast URL {base_url:?} must start with https://"
+        ))),
+    }
+}
+
+/// The CA certificates of a PEM file, with a clear error when there are none.
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, crate::Error> {
+    let shown = path.display();
+    let pem = std::fs::read(path)
+        .map_err(|e| crate::Error::Config(format!("cannot read --vast-ca-file {shown}: {e}")))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        crate::Error::Config(format!(
+            "--vast-ca-file {shown} is not PEM certificates: {e}"
+        ))
+    })?;
+    if certs.is_empty() {
+        return Err(crate::Error::Config(format!(
+            "--vast-ca-file {shown} holds no certificate"
+        )));
+    }
+    Ok(certs)
+}
+
 impl VastClient {
-    /// A client for `base_url` (such as `https://run.vast.ai`).
+    /// A client for `base_url` (such as `https://run.vast.ai`), trusting the system's
+    /// CAs; plain http only to a loopback host.
     pub fn new(base_url: &str, timeout: Duration) -> Result<Self, crate::Error> {
+        Self::with_transport(base_url, timeout, &Transport::default())
+    }
+
+    /// A client for `base_url` with the given [`Transport`].
+    pub fn with_transport(
+        base_url: &str,
+        timeout: Duration,
+        transport: &Transport,
+    ) -> Result<Self, crate::Error> {
         crate::install_crypto_provider();
+        check_url(base_url, transport.allow_insecure)?;
         let base = base_url.trim_end_matches('/');
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(crate::Error::Config(format!(
-                "Vast URL {base_url:?} must start with http:// or https://"
-            )));
-        }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("vast-operator/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("vast-operator/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &transport.ca_file {
+            builder = builder.tls_certs_merge(read_ca_file(path)?);
+        }
+        let http = builder
             .build()
             .map_err(|e| crate::Error::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
@@ -134,7 +196,18 @@ impl VastClient {
             ));
         }
         if e.is_connect() {
-            return VastError::Transport(format!("cannot connect to {}", self.endpoint));
+            // The innermost cause says why: refused, unreachable, or a TLS failure such
+            // as a certificate no trusted CA signed.
+            let mut cause = std::error::Error::source(e);
+            let mut last = None;
+            while let Some(s) = cause {
+                last = Some(s.to_string());
+                cause = s.source();
+            }
+            return VastError::Transport(match last {
+                Some(why) => format!("cannot connect to {}: {why}", self.endpoint),
+                None => format!("cannot connect to {}", self.endpoint),
+            });
         }
         let mut msg = e.to_string();
         let mut source = std::error::Error::source(e);
@@ -143,5 +216,35 @@ impl VastClient {
             source = s.source();
         }
         VastError::Transport(msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_url;
+
+    #[test]
+    fn only_https_or_loopback_http_unless_allowed() {
+        for ok in [
+            "https://run.vast.ai",
+            "https://10.0.0.5:8443/",
+            "http://127.0.0.1:8080",
+            "http://localhost:1",
+            "http://[::1]:9",
+        ] {
+            assert!(check_url(ok, false).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://run.vast.ai",
+            "http://10.0.0.5",
+            "http://127.0.0.1.nip.io",
+        ] {
+            let err = check_url(bad, false).expect_err(bad).to_string();
+            assert!(err.contains("--allow-insecure-vast-url"), "{err}");
+            assert!(check_url(bad, true).is_ok(), "{bad} allowed");
+        }
+        for never in ["ftp://run.vast.ai", "run.vast.ai", ""] {
+            assert!(check_url(never, true).is_err(), "{never}");
+        }
     }
 }

@@ -11,7 +11,7 @@ pub mod coalesce;
 pub mod error;
 pub mod parse;
 
-pub use client::{MAX_BODY_BYTES, VastClient};
+pub use client::{MAX_BODY_BYTES, Transport, VastClient, check_url};
 pub use coalesce::{Coalescer, Fetched, ShareKey};
 pub use error::{MAX_ERROR_TEXT, VastError};
 pub use parse::{
