@@ -517,15 +517,30 @@ async fn unchanged_polls_write_nothing_and_generation_is_observed() {
         "unchanged polls wrote nothing"
     );
 
-    // A spec change is observed at once (not after the 5s interval... nor later).
+    // Now a long interval: the next poll is an hour away.
     let mut s = spec(51);
-    s["pollInterval"] = json!("1m");
+    s["pollInterval"] = json!("1h");
     let changed = h.apply_group("g", s).await;
-    let wg = h
-        .wait_for("g", "new generation observed", |wg| {
-            wg.status.as_ref().and_then(|s| s.observed_generation) == changed.metadata.generation
-        })
-        .await;
+    h.wait_for("g", "1h observed", |wg| {
+        wg.status.as_ref().and_then(|s| s.observed_generation) == changed.metadata.generation
+    })
+    .await;
+    // A spec change is observed at once: within seconds, where the normal requeue would
+    // take an hour. Without the immediate trigger this times out.
+    let mut s = spec(51);
+    s["pollInterval"] = json!("2h");
+    let changed = h.apply_group("g", s).await;
+    let api = h.ns.api::<WorkerGroup>();
+    let wg = eventually(
+        "the new generation observed at once",
+        Duration::from_secs(4),
+        || async {
+            let wg = api.get("g").await.ok()?;
+            let seen = wg.status.as_ref().and_then(|s| s.observed_generation);
+            (seen == changed.metadata.generation).then_some(wg)
+        },
+    )
+    .await;
     assert!(ready_is(&wg, "True", "Synced"));
     assert!(
         wg.status
@@ -845,4 +860,200 @@ async fn a_status_write_for_a_deleted_object_never_lands_on_its_successor() {
         .expect("write");
     assert_eq!(written.status.map(|s| s.ready_workers), Some(7));
     ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_restart_takes_its_baseline_from_status_even_when_truncated() {
+    let small = |c: vast_operator::controller::Config| vast_operator::controller::Config {
+        max_workers: 2,
+        ..c
+    };
+    let mut h = Harness::start_with("restart", small).await;
+    let five: Vec<serde_json::Value> = (1..=5)
+        .map(|n| worker_json(n, "idle", Some(&url(n))))
+        .collect();
+    h.vast.state.put_group(61, KEY, Shape::Array, five);
+    h.secret("vast", "api-key", KEY).await;
+    h.apply_group("g", spec(61)).await;
+    let wg = h
+        .wait_for("g", "synced, truncated", |wg| {
+            ready_is(wg, "True", "Synced")
+                && wg
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.workers_truncated && s.worker_count == 5)
+        })
+        .await;
+    let rv = wg.metadata.resource_version.clone();
+    let events_before = h.events("g").await.len();
+
+    // A restart with nothing changed at Vast: the first poll finds what status says and
+    // writes nothing, announces nothing (ids beyond the truncated list are not "new").
+    h.restart(small).await;
+    let calls = h.vast.state.calls(61);
+    eventually("the new process polls", Duration::from_secs(20), || async {
+        (h.vast.state.calls(61) > calls).then_some(())
+    })
+    .await;
+    // One more poll, so the first one's outcome has surely been handled.
+    let calls = h.vast.state.calls(61);
+    eventually("and once more", Duration::from_secs(20), || async {
+        (h.vast.state.calls(61) > calls).then_some(())
+    })
+    .await;
+    let again = h.ns.api::<WorkerGroup>().get("g").await.expect("get");
+    assert_eq!(
+        again.metadata.resource_version, rv,
+        "a restart wrote status"
+    );
+    assert_eq!(
+        h.events("g").await.len(),
+        events_before,
+        "a restart told something"
+    );
+
+    // A change while stopped: worker 2 (listed in status) fails. After the restart it is
+    // announced as a change, and the untruncated ids are not announced as added.
+    h.restart(small).await;
+    h.vast
+        .state
+        .upsert_worker(61, 2, worker_json(2, "error", Some(&url(2))));
+    let wg = h
+        .wait_for("g", "the change seen", |wg| {
+            wg.status.as_ref().is_some_and(|s| s.ready_workers == 4)
+        })
+        .await;
+    assert_eq!(wg.status.as_ref().map(|s| s.worker_count), Some(5));
+    let events = h.events("g").await;
+    let changed: Vec<_> = events
+        .iter()
+        .filter(|e| e.1 == "WorkersChanged")
+        .map(|e| e.2.clone())
+        .collect();
+    let last = changed.last().expect("a WorkersChanged event");
+    assert_eq!(
+        last, "~1 (2: idle->error)",
+        "ids beyond the list announced as added?"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_workergroup_id_change_switches_everything_to_the_new_group() {
+    let h = Harness::start("idchange").await;
+    h.vast.state.put_group(
+        62,
+        KEY,
+        Shape::Array,
+        vec![worker_json(1, "idle", Some("http://198.51.100.61:4000"))],
+    );
+    h.vast.state.put_group(
+        63,
+        KEY,
+        Shape::Array,
+        vec![
+            worker_json(7, "idle", Some("http://198.51.100.67:4000")),
+            worker_json(8, "running", Some("http://198.51.100.68:4000")),
+        ],
+    );
+    h.secret("vast", "api-key", KEY).await;
+    let mut s = spec(62);
+    s["pollInterval"] = json!("1h");
+    h.apply_group("g", s).await;
+    h.wait_for("g", "group 62", |wg| {
+        worker_states(wg) == [(1, "idle".into())]
+    })
+    .await;
+    let mut s = spec(63);
+    s["pollInterval"] = json!("1h");
+    h.apply_group("g", s).await;
+    // At once (the interval is an hour): the other group's workers, its id, its URLs.
+    let api = h.ns.api::<WorkerGroup>();
+    let wg = eventually("group 63 at once", Duration::from_secs(6), || async {
+        let wg = api.get("g").await.ok()?;
+        (worker_states(&wg) == [(7, "idle".into()), (8, "running".into())]).then_some(wg)
+    })
+    .await;
+    let st = wg.status.as_ref().expect("status");
+    assert_eq!(st.workergroup_id, Some(63));
+    assert_eq!(st.ready_workers, 2);
+    assert!(
+        st.ready_urls.iter().all(|u| u.contains("198.51.100.6")),
+        "{:?}",
+        st.ready_urls
+    );
+    // The endpoints follow: only the new group's addresses.
+    let slices: kube::Api<k8s_openapi::api::discovery::v1::EndpointSlice> = h.ns.api();
+    let addrs = eventually("slices follow", Duration::from_secs(10), || async {
+        let mut a: Vec<String> = slices
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .flat_map(|s| s.endpoints.into_iter().flat_map(|e| e.addresses))
+            .collect();
+        a.sort();
+        (a == ["198.51.100.67", "198.51.100.68"]).then_some(a)
+    })
+    .await;
+    assert_eq!(addrs.len(), 2);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_heartbeat_refreshes_last_sync_time_without_changes() {
+    let h = Harness::start_with("heartbeat", |c| vast_operator::controller::Config {
+        status_heartbeat: Some(Duration::from_secs(6)),
+        ..c
+    })
+    .await;
+    h.vast.state.put_group(
+        64,
+        KEY,
+        Shape::Array,
+        vec![worker_json(1, "idle", Some(&url(1)))],
+    );
+    h.secret("vast", "api-key", KEY).await;
+    h.apply_group("g", spec(64)).await;
+    let first = h
+        .wait_for("g", "synced", |wg| ready_is(wg, "True", "Synced"))
+        .await;
+    let t0 = first
+        .status
+        .as_ref()
+        .and_then(|s| s.last_sync_time)
+        .expect("lastSyncTime");
+    // Nothing changes at Vast; lastSyncTime still moves at least every 6 s (polls every
+    // 5 s), and nothing else does.
+    let later = h
+        .wait_for("g", "a heartbeat", |wg| {
+            wg.status
+                .as_ref()
+                .and_then(|s| s.last_sync_time)
+                .is_some_and(|t| t > t0)
+        })
+        .await;
+    let t1 = later
+        .status
+        .as_ref()
+        .and_then(|s| s.last_sync_time)
+        .expect("lastSyncTime");
+    let gap = t1.duration_since(t0).as_secs_f64();
+    assert!(
+        gap >= 5.0,
+        "refreshed after {gap}s, sooner than the heartbeat"
+    );
+    assert_eq!(
+        first.status.as_ref().map(|s| s.last_change_time),
+        later.status.as_ref().map(|s| s.last_change_time),
+        "a heartbeat is not a change"
+    );
+    let events = h.events("g").await;
+    assert_eq!(
+        events.iter().filter(|e| e.1 == "WorkersChanged").count(),
+        1,
+        "{events:?}"
+    );
+    h.stop().await;
 }

@@ -284,6 +284,33 @@ impl Harness {
         }
     }
 
+    /// Stops the operator and starts a new one (config changed by `f`) on the same
+    /// namespace and fake Vast: a restart, with nothing remembered but what the cluster
+    /// holds.
+    pub async fn restart(
+        &mut self,
+        f: impl FnOnce(vast_operator::controller::Config) -> vast_operator::controller::Config,
+    ) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+        let client =
+            vast::VastClient::new(&self.vast.url(), Duration::from_secs(3)).expect("vast client");
+        let ctx = vast_operator::controller::Context::new(
+            self.ns.client.clone(),
+            client,
+            f(test_config(&self.ns.name)),
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        self.task = Some(tokio::spawn(vast_operator::controller::run(ctx, async {
+            let _ = rx.await;
+        })));
+        self.stop = Some(tx);
+    }
+
     /// Stops the operator and deletes the namespace.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {

@@ -1,0 +1,121 @@
+//! The default mode: one operator for every namespace. In a cluster of its own (a test
+//! binary gets one), since it would act on every other test's WorkerGroups.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestNs, eventually, ready_is};
+use fake_vast::{Shape, worker_json};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use vast_operator::crd::WorkerGroup;
+
+async fn secret(ns: &TestNs, value: &str) {
+    let s: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "vast"}, "stringData": {"api-key": value}
+    }))
+    .expect("secret");
+    ns.api::<Secret>()
+        .patch(
+            "vast",
+            &PatchParams::apply("tests").force(),
+            &Patch::Apply(&s),
+        )
+        .await
+        .expect("apply secret");
+}
+
+async fn group(ns: &TestNs, id: i64) {
+    let wg = json!({
+        "apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup",
+        "metadata": {"name": "g"},
+        "spec": {"workergroupId": id, "apiKeySecretRef": {"name": "vast"}, "pollInterval": "1h"}
+    });
+    ns.api::<WorkerGroup>()
+        .patch(
+            "g",
+            &PatchParams::apply("tests").force(),
+            &Patch::Apply(&wg),
+        )
+        .await
+        .expect("apply workergroup");
+}
+
+async fn synced(api: &Api<WorkerGroup>) -> bool {
+    api.get("g")
+        .await
+        .ok()
+        .is_some_and(|wg| ready_is(&wg, "True", "Synced"))
+}
+
+#[tokio::test]
+async fn all_namespaces_a_secret_change_wakes_only_its_own_namespace() {
+    let a = TestNs::new("all-a").await;
+    let b = TestNs::new("all-b").await;
+    common::install_workergroup_crd(&a.client).await;
+    let vast = fake_vast::FakeVast::start(0).await.expect("fake vast");
+    let url = |n: i64| format!("http://198.51.100.{n}:4000");
+    vast.state.put_group(
+        81,
+        "key-a1",
+        Shape::Array,
+        vec![worker_json(1, "idle", Some(&url(1)))],
+    );
+    vast.state.put_group(
+        82,
+        "key-b1",
+        Shape::Array,
+        vec![worker_json(2, "idle", Some(&url(2)))],
+    );
+    secret(&a, "key-a1").await;
+    secret(&b, "key-b1").await;
+    let client =
+        vast_operator::vast::VastClient::new(&vast.url(), Duration::from_secs(3)).expect("client");
+    let config = vast_operator::controller::Config {
+        namespace: None,
+        ..common::test_config(&a.name)
+    };
+    let ctx = vast_operator::controller::Context::new(a.client.clone(), client, config);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(vast_operator::controller::run(ctx, async {
+        let _ = rx.await;
+    }));
+
+    group(&a, 81).await;
+    group(&b, 82).await;
+    let (wa, wb) = (a.api::<WorkerGroup>(), b.api::<WorkerGroup>());
+    eventually(
+        "both namespaces synced",
+        Duration::from_secs(40),
+        || async { (synced(&wa).await && synced(&wb).await).then_some(()) },
+    )
+    .await;
+
+    // The key of A is rotated at Vast and then in A's Secret: A polls at once with the
+    // new key (its interval is an hour); B, whose Secret has the same name, does not.
+    let (a0, b0) = (vast.state.calls(81), vast.state.calls(82));
+    vast.state.set_api_key(81, "key-a2");
+    secret(&a, "key-a2").await;
+    eventually(
+        "A polls with the new key",
+        Duration::from_secs(10),
+        || async { (vast.state.calls(81) > a0 && synced(&wa).await).then_some(()) },
+    )
+    .await;
+    // A window in which a wrongly woken B would have polled.
+    let start = std::time::Instant::now();
+    eventually("a quiet window", Duration::from_secs(10), || async {
+        (start.elapsed() >= Duration::from_secs(3)).then_some(())
+    })
+    .await;
+    assert_eq!(vast.state.calls(82), b0, "B was woken by A's Secret");
+    let wg = wa.get("g").await.expect("get");
+    assert!(ready_is(&wg, "True", "Synced"), "{:?}", wg.status);
+
+    let _ = tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    a.cleanup().await;
+    b.cleanup().await;
+}
