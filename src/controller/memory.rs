@@ -96,12 +96,21 @@ impl Memory {
     }
 
     /// Counts one more consecutive Kubernetes API failure of reconcile (kept apart from
-    /// Vast failures and their threshold); returns the count.
+    /// Vast failures and their threshold); returns the count. Only an object this term
+    /// has looked at has an entry to count in: a failure reported for an object deleted
+    /// (and forgotten) meanwhile does not bring its memory back.
     pub fn api_failed(&self, wg: &WorkerGroup) -> u32 {
         self.with(|map| {
-            let e = Self::entry(map, wg);
-            e.api_failures = e.api_failures.saturating_add(1);
-            e.api_failures
+            match map
+                .get_mut(&ObjectRef::from_obj(wg))
+                .filter(|e| e.belongs_to(wg))
+            {
+                Some(e) => {
+                    e.api_failures = e.api_failures.saturating_add(1);
+                    e.api_failures
+                }
+                None => 1,
+            }
         })
     }
 
@@ -186,5 +195,53 @@ impl Memory {
     /// Forgets every object not in `live`.
     pub fn retain(&self, live: &HashSet<ObjectRef<WorkerGroup>>) {
         self.with(|map| map.retain(|k, _| live.contains(k)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wg(name: &str, uid: &str) -> WorkerGroup {
+        let mut wg = WorkerGroup::new(
+            name,
+            serde_json::from_value(serde_json::json!({
+                "workergroupId": 1, "apiKeySecretRef": {"name": "s"}
+            }))
+            .expect("spec"),
+        );
+        wg.metadata.namespace = Some("ns".into());
+        wg.metadata.uid = Some(uid.into());
+        wg
+    }
+
+    fn len(m: &Memory) -> usize {
+        m.with(|map| map.len())
+    }
+
+    #[test]
+    fn a_failure_reported_after_deletion_does_not_recreate_memory() {
+        let m = Memory::default();
+        let g = wg("g", "u1");
+        assert!(m.first_look(&g));
+        assert_eq!(m.api_failed(&g), 1);
+        assert_eq!(m.api_failed(&g), 2);
+        m.forget(&ObjectRef::from_obj(&g));
+        assert_eq!(len(&m), 0);
+        // The error policy of a reconcile that was still running at the deletion.
+        assert_eq!(m.api_failed(&g), 1);
+        assert_eq!(len(&m), 0, "memory of a deleted object came back");
+    }
+
+    #[test]
+    fn a_new_object_under_the_same_name_starts_afresh() {
+        let m = Memory::default();
+        let old = wg("g", "u1");
+        m.synced(&old, Vec::new(), jiff::Timestamp::UNIX_EPOCH);
+        assert_eq!(m.failed(&old), 1);
+        let new = wg("g", "u2");
+        assert_eq!(m.failures(&new), 0);
+        assert_eq!(m.last_success(&new), None);
+        assert!(m.full_workers(&new).is_none());
     }
 }

@@ -321,7 +321,7 @@ fn judge(input: &Input<'_>, base: &Baseline<'_>) -> (Judged, Option<Found>) {
             // The message keeps the time of the first failure and changes only when the
             // error text does, so a repeating error writes nothing.
             let msg = match prev_ready {
-                Some(c) if c.reason == "PollFailed" && c.message.starts_with(err.as_str()) => {
+                Some(c) if c.reason == "PollFailed" && same_error(&c.message, err) => {
                     c.message.clone()
                 }
                 Some(c) if c.reason == "PollFailed" => {
@@ -360,6 +360,29 @@ fn judge(input: &Input<'_>, base: &Baseline<'_>) -> (Judged, Option<Found>) {
         }
     };
     (judged, None)
+}
+
+/// Whether a `PollFailed` message (`<error> (failing since <time>)`) tells the same error
+/// as `err`, apart from what differs on every try: any word with a digit in it (request
+/// ids, timestamps, byte counts, ports). Otherwise a 5xx body with a request id would
+/// write the status on every retry.
+fn same_error(message: &str, err: &str) -> bool {
+    let before = message
+        .rsplit_once(" (failing since ")
+        .map_or(message, |(e, _)| e);
+    fn words(s: &str) -> Vec<&str> {
+        s.split(|c: char| c.is_whitespace() || c == ',' || c == ';' || c == '"')
+            .filter(|w| !w.is_empty())
+            .map(|w| {
+                if w.contains(|c: char| c.is_ascii_digit()) {
+                    "#"
+                } else {
+                    w
+                }
+            })
+            .collect()
+    }
+    words(before) == words(err)
 }
 
 /// `DiscoveryReady` reason: the endpoints are published not ready, the data being stale.
@@ -848,6 +871,26 @@ mod tests {
         let back = plan(i);
         assert!(back.write);
         assert_eq!(cond(&back.status, DISCOVERY_READY).reason, "Published");
+    }
+
+    #[test]
+    fn an_error_that_differs_only_in_request_ids_writes_once() {
+        let first = plan(input(None, synced(vec![w(1, "idle")]), t(0))).status;
+        let e = |id: &str| PollOutcome::Transient(format!("HTTP 502: bad gateway (request {id})"));
+        let p1 = plan(input(Some(&first), e("a1b2c3"), t(10)));
+        assert!(p1.write);
+        let p2 = plan(input(Some(&p1.status), e("9f8e7d"), t(20)));
+        assert!(!p2.write, "a new request id wrote the status");
+        assert!(p2.events.is_empty());
+        // A different error is news.
+        let other = PollOutcome::Transient("cannot connect to vast".into());
+        let p3 = plan(input(Some(&p2.status), other, t(30)));
+        assert!(p3.write);
+        assert!(
+            cond(&p3.status, READY)
+                .message
+                .starts_with("cannot connect")
+        );
     }
 
     #[test]

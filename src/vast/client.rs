@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{VastError, Worker, classify_response};
+use super::parse::classify_response_counted;
+use super::{VastError, Worker};
 use crate::runtime::metrics::Metrics;
 
 /// The process-wide limit on calls to Vast.
@@ -20,6 +21,9 @@ pub struct VastClient {
     timeout: Duration,
     metrics: Option<Arc<Metrics>>,
     limiter: Option<Arc<Limiter>>,
+    /// Per workergroup, how many entries of the last answer had no usable id (only
+    /// non-zero counts are kept), so that it is said once per change, not every poll.
+    unusable: Arc<std::sync::Mutex<std::collections::HashMap<i64, usize>>>,
 }
 
 /// How the client reaches Vast: which URLs it accepts and which CAs it trusts.
@@ -106,6 +110,7 @@ impl VastClient {
             timeout,
             metrics: None,
             limiter: None,
+            unusable: Arc::default(),
         })
     }
 
@@ -185,7 +190,29 @@ impl VastClient {
                 Err(e) => return Err(self.transport_error(&e)),
             }
         }
-        classify_response(status, &body)
+        let parsed = classify_response_counted(status, &body)?;
+        self.note_unusable(workergroup_id, parsed.unusable);
+        Ok(parsed.workers)
+    }
+
+    /// Warns when the count of entries without a usable id changes (to non-zero);
+    /// returns whether it did.
+    fn note_unusable(&self, workergroup_id: i64, n: usize) -> bool {
+        let mut seen = self.unusable.lock().unwrap_or_else(|p| p.into_inner());
+        let before = if n == 0 {
+            seen.remove(&workergroup_id)
+        } else {
+            seen.insert(workergroup_id, n)
+        };
+        if n > 0 && before != Some(n) {
+            tracing::warn!(
+                workergroup = workergroup_id,
+                left_out = n,
+                "Vast sent workers without a usable id; they are left out (said again only when the count changes)"
+            );
+            return true;
+        }
+        false
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> VastError {
@@ -221,7 +248,19 @@ impl VastClient {
 
 #[cfg(test)]
 mod tests {
-    use super::check_url;
+    use super::{VastClient, check_url};
+
+    #[test]
+    fn unusable_entries_are_told_once_per_change() {
+        let c = VastClient::new("http://127.0.0.1:1", std::time::Duration::from_secs(1))
+            .expect("client");
+        let told: Vec<bool> = [2, 2, 2, 3, 0, 0, 3, 3]
+            .iter()
+            .map(|&n| c.note_unusable(7, n))
+            .collect();
+        assert_eq!(told, [true, false, false, true, false, false, true, false]);
+        assert!(c.note_unusable(8, 1), "per workergroup");
+    }
 
     #[test]
     fn only_https_or_loopback_http_unless_allowed() {

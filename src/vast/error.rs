@@ -64,17 +64,12 @@ impl VastError {
         }
     }
 
-    /// Replaces the key everywhere in the message, then cuts it to [`MAX_ERROR_TEXT`]
-    /// bytes: in this order, so that no piece of the key survives a cut.
+    /// Replaces the key everywhere in the message (also URL-encoded, and any echoed
+    /// piece of it of [`MIN_KEY_PIECE`] characters or more), then cuts it to
+    /// [`MAX_ERROR_TEXT`] bytes: in this order, so that no piece of the key survives a
+    /// cut.
     pub fn redact(self, secret: &str) -> Self {
-        let r = |s: String| {
-            let s = if secret.is_empty() {
-                s
-            } else {
-                s.replace(secret, "<redacted>")
-            };
-            cut(s, MAX_ERROR_TEXT)
-        };
+        let r = |s: String| cut(redact_text(s, secret), MAX_ERROR_TEXT);
         match self {
             VastError::Transport(s) => VastError::Transport(r(s)),
             VastError::RateLimited(s) => VastError::RateLimited(r(s)),
@@ -90,10 +85,87 @@ impl VastError {
     }
 }
 
+/// The shortest piece of a key that is redacted when echoed alone (a shorter key is
+/// redacted whole).
+pub const MIN_KEY_PIECE: usize = 8;
+
+const REDACTED: &str = "<redacted>";
+
+/// `text` with the key, its URL-encoded form and every echoed piece of it of at least
+/// [`MIN_KEY_PIECE`] characters replaced.
+fn redact_text(text: String, key: &str) -> String {
+    if key.is_empty() {
+        return text;
+    }
+    // Only the start can survive the final cut: look no further than that, plus room.
+    let text = cut(text, MAX_ERROR_TEXT * 4);
+    let encoded: String = key
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let text = text.replace(key, REDACTED).replace(&encoded, REDACTED);
+    let min = MIN_KEY_PIECE.min(key.len());
+    let (t, k) = (text.as_bytes(), key.as_bytes());
+    let mut out = Vec::with_capacity(t.len());
+    let mut i = 0;
+    while i < t.len() {
+        // The longest piece of the key that starts here.
+        let longest = (0..k.len())
+            .map(|j| {
+                t[i..]
+                    .iter()
+                    .zip(&k[j..])
+                    .take_while(|(a, b)| a == b)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0);
+        if longest >= min {
+            out.extend_from_slice(REDACTED.as_bytes());
+            i += longest;
+        } else {
+            out.push(t[i]);
+            i += 1;
+        }
+    }
+    // Pieces are cut on bytes of the key: a multi-byte character may have been split.
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::vast::{error_from_text, parse_workers};
+
+    #[test]
+    fn redacts_encoded_and_partial_echoes() {
+        let key = "sk_live/AbCdEf0123+456789=";
+        for text in [
+            format!("invalid api_key {key}"),
+            "invalid api_key sk_live%2FAbCdEf0123%2B456789%3D".to_string(),
+            "key starts with sk_live/AbCd... and is wrong".to_string(),
+            "wrong key ending in 0123+456789=".to_string(),
+        ] {
+            let e = VastError::Authentication(text.clone())
+                .redact(key)
+                .to_string();
+            assert!(e.contains(REDACTED), "{text} -> {e}");
+            for piece in key.as_bytes().windows(MIN_KEY_PIECE) {
+                let piece = std::str::from_utf8(piece).expect("ascii");
+                assert!(!e.contains(piece), "{piece} survived in {e}");
+            }
+        }
+        // Text that shares nothing long with the key is left alone.
+        let e = VastError::Remote("HTTP 500 at sk_ node".into())
+            .redact(key)
+            .to_string();
+        assert!(e.contains("HTTP 500 at sk_ node"), "{e}");
+    }
 
     #[test]
     fn redacts_the_key() {

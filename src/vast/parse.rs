@@ -28,10 +28,24 @@ pub struct Worker {
     pub perf: Option<f64>,
 }
 
+/// Workers parsed from a body, and how many entries had no usable id (left out).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    /// The workers, sorted by id without duplicates.
+    pub workers: Vec<Worker>,
+    /// Entries left out for want of a usable id.
+    pub unusable: usize,
+}
+
 /// Turns an HTTP status and body into workers or an error.
 pub fn classify_response(status: u16, body: &[u8]) -> Result<Vec<Worker>, VastError> {
+    classify_response_counted(status, body).map(|p| p.workers)
+}
+
+/// [`classify_response`], also counting the entries left out.
+pub fn classify_response_counted(status: u16, body: &[u8]) -> Result<Parsed, VastError> {
     match status {
-        200..=299 => parse_workers(body),
+        200..=299 => parse_workers_counted(body),
         401 | 403 => Err(VastError::Authentication(snippet(body))),
         404 => Err(VastError::NotFound(snippet(body))),
         429 => Err(VastError::RateLimited(snippet(body))),
@@ -44,6 +58,11 @@ pub fn classify_response(status: u16, body: &[u8]) -> Result<Vec<Worker>, VastEr
 
 /// Parses a 200 body in any of the four known shapes.
 pub fn parse_workers(body: &[u8]) -> Result<Vec<Worker>, VastError> {
+    parse_workers_counted(body).map(|p| p.workers)
+}
+
+/// [`parse_workers`], also counting the entries left out.
+pub fn parse_workers_counted(body: &[u8]) -> Result<Parsed, VastError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         VastError::Malformed(format!(
             "body is not JSON ({e}); it starts with {:?}",
@@ -107,18 +126,12 @@ pub fn error_from_text(text: String) -> VastError {
     }
 }
 
-fn parse_worker_list(items: &[Value]) -> Vec<Worker> {
+fn parse_worker_list(items: &[Value]) -> Parsed {
     let mut workers: Vec<Worker> = items.iter().filter_map(parse_worker).collect();
-    let before = items.len();
-    if workers.len() != before {
-        tracing::warn!(
-            skipped = before - workers.len(),
-            "Vast sent workers without a usable id; they were left out"
-        );
-    }
+    let unusable = items.len() - workers.len();
     workers.sort_by_key(|w| w.id);
     workers.dedup_by_key(|w| w.id);
-    workers
+    Parsed { workers, unusable }
 }
 
 /// Parses one worker object; `None` when it has no usable id.
