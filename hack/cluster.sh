@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# A local Kubernetes control plane for tests and the demo: etcd and kube-apiserver as
-# plain processes on free 127.0.0.1 ports, the way controller-runtime's envtest runs them.
-# There is no controller-manager (no garbage collection, no namespace finalization, no
-# default ServiceAccounts) and no scheduler or kubelet.
+# A local Kubernetes control plane for tests and the demo: etcd, kube-apiserver and
+# kube-controller-manager as plain processes on free 127.0.0.1 ports. The controller
+# manager runs what a real cluster does for objects like ours: the garbage collector
+# (ownerReferences), the namespace controller (namespace deletion completes), the
+# ServiceAccount and token controllers and the kube-root-ca.crt publisher. There is no
+# scheduler, kubelet or kube-proxy.
 #
 #   hack/cluster.sh up      start (idempotent); prints `export KUBECONFIG=...` and a PATH
 #                           export for the matching kubectl: `eval "$(hack/cluster.sh up)"`
@@ -10,7 +12,7 @@
 #   hack/cluster.sh status  exit 0 when running and ready
 #
 # State lives in $VAST_CLUSTER_DIR (default: .cluster/ in the repository):
-# kubeconfig, pki/, etcd-data/, logs/{etcd,kube-apiserver}.log, *.pid.
+# kubeconfig, pki/, etcd-data/, logs/{etcd,kube-apiserver,kube-controller-manager}.log, *.pid.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -48,6 +50,7 @@ stop_one() {
 }
 
 down() {
+  stop_one kube-controller-manager
   stop_one kube-apiserver
   stop_one etcd
   rm -rf "$dir/etcd-data" "$pki" "$kubeconfig" "$dir/apiserver-url" "$dir"/*.pid
@@ -108,13 +111,13 @@ print_env() {
 }
 
 up() {
-  if alive kube-apiserver && alive etcd && ready; then
+  if alive kube-apiserver && alive etcd && alive kube-controller-manager && ready; then
     log "already running"
     print_env
     return 0
   fi
   down >/dev/null 2>&1 || true
-  "$root/hack/tools.sh" kube-apiserver kubectl etcd
+  "$root/hack/tools.sh" kube-apiserver kube-controller-manager kubectl etcd
   local bin="$root/hack/bin"
   mkdir -p "$dir" "$logs"
   make_pki
@@ -165,6 +168,32 @@ up() {
     sleep 0.3
   done
   write_kubeconfig "$url"
+
+  # The project's CRDs go in before the controller manager starts: its garbage collector
+  # learns new kinds only every 30 s, and until then cannot collect what they own (a
+  # real cluster has had the CRD for long). Tests and the demo apply them again.
+  if compgen -G "$root/crds/*.yaml" >/dev/null; then
+    "$bin/kubectl" --kubeconfig "$kubeconfig" apply -f "$root/crds/" >/dev/null
+    "$bin/kubectl" --kubeconfig "$kubeconfig" wait --for condition=Established --timeout 60s \
+      -f "$root/crds/" >/dev/null
+  fi
+
+  log "starting kube-controller-manager"
+  "$bin/kube-controller-manager" \
+    --kubeconfig "$kubeconfig" \
+    --controllers garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller \
+    --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
+    --leader-elect=false --secure-port 0 \
+    >"$logs/kube-controller-manager.log" 2>&1 &
+  echo $! > "$dir/kube-controller-manager.pid"
+  # Ready when it has made the default ServiceAccount of the default namespace.
+  deadline=$((SECONDS + 60))
+  until "$bin/kubectl" --kubeconfig "$kubeconfig" -n default get serviceaccount default >/dev/null 2>&1; do
+    if ! alive kube-controller-manager || ((SECONDS > deadline)); then
+      log "kube-controller-manager did not start; last log lines:"; tail -n 30 "$logs/kube-controller-manager.log" >&2; down; exit 1
+    fi
+    sleep 0.3
+  done
   log "ready in ${SECONDS}s; logs in $logs"
   print_env
 }
@@ -172,6 +201,6 @@ up() {
 case ${1:-up} in
   up) up ;;
   down) down ;;
-  status) alive kube-apiserver && alive etcd && ready ;;
+  status) alive kube-apiserver && alive etcd && alive kube-controller-manager && ready ;;
   *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
 esac

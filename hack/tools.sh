@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the control-plane tools (kube-apiserver, kubectl, etcd, helm) from the Go module proxy.
+# Builds the control-plane tools (kube-apiserver, kube-controller-manager, kubectl, etcd, helm)
+# from the Go module proxy.
 #
 # Each tool comes from a small consumer module under hack/tools/ whose go.mod/go.sum pin
 # every module by hash (GOSUMDB=off: the checksum database is not reachable here, the
@@ -7,7 +8,8 @@
 # pins and the Go version, so a tool is rebuilt only when a pin changes, and are linked
 # into hack/bin/.
 #
-# Usage: hack/tools.sh [kube-apiserver|kubectl|etcd|helm ...]   (default: all four)
+# Usage: hack/tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd|helm ...]
+#        (default: all)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -50,11 +52,12 @@ k8s_ldflags() {
 }
 
 tools=("$@")
-[[ ${#tools[@]} -gt 0 ]] || tools=(kube-apiserver kubectl etcd helm)
+[[ ${#tools[@]} -gt 0 ]] || tools=(kube-apiserver kube-controller-manager kubectl etcd helm)
 for t in "${tools[@]}"; do
   case $t in
     kube-apiserver) build kube-apiserver kubernetes k8s.io/kubernetes/cmd/kube-apiserver "$(k8s_ldflags)" ;;
     kubectl) build kubectl kubernetes k8s.io/kubernetes/cmd/kubectl "$(k8s_ldflags)" ;;
+    kube-controller-manager) build kube-controller-manager kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$(k8s_ldflags)" ;;
     etcd) build etcd etcd go.etcd.io/etcd/server/v3 ;;
     helm) build helm helm helm.sh/helm/v3/cmd/helm ;;
     *) log "unknown tool: $t"; exit 2 ;;

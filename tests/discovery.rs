@@ -383,15 +383,16 @@ async fn disable_rename_headless_and_delete_clean_up() {
         .await;
     assert!(ready_is(&wg, "True", "Synced"));
 
-    // Deleting the WorkerGroup removes its objects (no garbage collector here).
+    // Deleting the WorkerGroup removes its objects (the garbage collector, through their
+    // ownerReferences).
     h.apply_group("g", spec(104)).await;
     wait_slices(&h, "g", "published again", |s| s.len() == 1).await;
     h.ns.api::<WorkerGroup>()
         .delete("g", &DeleteParams::default())
         .await
         .expect("delete");
-    wait_slices(&h, "g", "orphans swept", |s| s.is_empty()).await;
-    service_gone(&services, "g", "orphan Service swept").await;
+    wait_slices(&h, "g", "dependents collected", |s| s.is_empty()).await;
+    service_gone(&services, "g", "the Service collected").await;
     h.stop().await;
 }
 
@@ -612,6 +613,47 @@ async fn a_253_character_name_with_dots_publishes_under_its_service_name() {
     );
     h.wait_for(&name, "published", |wg| {
         cond(wg, "DiscoveryReady") == Some(("True".into(), "Published".into()))
+    })
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn with_the_operator_stopped_the_garbage_collector_removes_a_deleted_groups_objects() {
+    let mut h = Harness::start("disc-gc").await;
+    let ws = vec![worker_json(1, "idle", Some("http://198.51.100.51:40001"))];
+    h.vast.state.put_group(110, KEY, Shape::Array, ws);
+    h.secret("vast", "api-key", KEY).await;
+    h.apply_group("g", spec(110)).await;
+    wait_slices(&h, "g", "published", |s| all_endpoints(s, 1, true, true)).await;
+    // Nothing of the operator runs now; only kube-controller-manager can act.
+    h.pause().await;
+    h.ns.api::<WorkerGroup>()
+        .delete("g", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_slices(&h, "g", "slices collected", |s| s.is_empty()).await;
+    service_gone(&h.ns.api::<Service>(), "g", "Service collected").await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_with_a_workergroup_completes() {
+    let h = Harness::start("disc-nsdel").await;
+    let ws = vec![worker_json(1, "idle", Some("http://198.51.100.52:40001"))];
+    h.vast.state.put_group(111, KEY, Shape::Array, ws);
+    h.secret("vast", "api-key", KEY).await;
+    h.apply_group("g", spec(111)).await;
+    wait_slices(&h, "g", "published", |s| all_endpoints(s, 1, true, true)).await;
+    // With the operator still running: nothing it does holds the namespace up.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(h.ns.client.clone());
+    namespaces
+        .delete(&h.ns.name, &DeleteParams::default())
+        .await
+        .expect("delete namespace");
+    let name = h.ns.name.clone();
+    eventually("the namespace is gone", Duration::from_secs(60), || async {
+        matches!(namespaces.get_opt(&name).await, Ok(None)).then_some(())
     })
     .await;
     h.stop().await;

@@ -29,8 +29,8 @@ pub struct Config {
     pub instance: Option<String>,
     /// Watch only this namespace (None: all namespaces).
     pub namespace: Option<String>,
-    /// How often Services and EndpointSlices of deleted WorkerGroups are looked for.
-    pub orphan_sweep: Duration,
+    /// How often the memory and metric series of deleted WorkerGroups are pruned.
+    pub prune_interval: Duration,
     /// Fewest time between two polls of one object asked for by the resync annotation.
     pub resync_min_interval: Duration,
     /// Most reconciles at once.
@@ -55,7 +55,7 @@ impl Default for Config {
             backoff_max: Duration::from_secs(300),
             instance: None,
             namespace: None,
-            orphan_sweep: Duration::from_secs(60),
+            prune_interval: Duration::from_secs(60),
             resync_min_interval: Duration::from_secs(5),
             concurrency: 16,
             failure_threshold: 3,

@@ -21,8 +21,8 @@ use tracing::{debug, warn};
 pub use context::{Config, Context};
 pub use watches::Watches;
 
+use crate::Error;
 use crate::crd::WorkerGroup;
-use crate::{Error, discovery};
 
 /// Runs the watches and the controller until `shutdown` resolves: the whole operator
 /// without leader election (what the tests run in-process).
@@ -74,11 +74,9 @@ pub async fn run_term(
     .await;
 }
 
-/// What runs only during a term (wake-ups, the orphan sweeper), undone however the term
-/// ends.
+/// What runs only during a term (wake-ups, pruning), undone however the term ends.
 struct Term<'a> {
     watches: &'a Watches,
-    sweeper: tokio::task::JoinHandle<()>,
     pruner: tokio::task::JoinHandle<()>,
     metrics: Arc<crate::runtime::metrics::Metrics>,
 }
@@ -94,18 +92,8 @@ impl<'a> Term<'a> {
         ctx.memory.clear();
         ctx.vast.clear();
         watches.forward_to(Some(tx));
-        let sweeper = match ctx.stores.get() {
-            Some(stores) => tokio::spawn(discovery::sweep_orphans(
-                ctx.client.clone(),
-                stores.clone(),
-                watches.groups.clone(),
-                ctx.config.orphan_sweep,
-            )),
-            None => tokio::spawn(async {}),
-        };
         Self {
             watches,
-            sweeper,
             pruner: tokio::spawn(prune(ctx.clone(), watches.groups.clone())),
             metrics: ctx.metrics.clone(),
         }
@@ -115,7 +103,6 @@ impl<'a> Term<'a> {
 impl Drop for Term<'_> {
     fn drop(&mut self) {
         self.watches.forward_to(None);
-        self.sweeper.abort();
         self.pruner.abort();
         // A standby reports nothing per WorkerGroup: the leader does.
         self.metrics.retain_groups(&Default::default());
@@ -128,7 +115,7 @@ async fn prune(ctx: Arc<Context>, store: kube::runtime::reflector::Store<WorkerG
     if store.wait_until_ready().await.is_err() {
         return;
     }
-    let mut tick = tokio::time::interval(ctx.config.orphan_sweep);
+    let mut tick = tokio::time::interval(ctx.config.prune_interval);
     loop {
         tick.tick().await;
         ctx.keep_only(&store);

@@ -2,15 +2,15 @@
 //! addresses, so clients reach a workergroup the Kubernetes way.
 //!
 //! [`desired`] computes the desired objects from the workers and compares them with
-//! what exists (pure); [`stores`] watches our objects; [`publish`] creates, applies and
-//! deletes only what differs; [`sweep`] removes the objects of deleted WorkerGroups.
-//! Objects are never taken over: a Service or slice of the same name that the
-//! WorkerGroup does not own is a conflict, reported, not overwritten.
+//! what exists (pure); [`stores`] watches our objects; [`publish`] creates, replaces and
+//! deletes only what differs. The objects of a deleted WorkerGroup go with it through
+//! their ownerReferences (the cluster's garbage collector). Objects are never taken
+//! over: a Service or slice of the same name that the WorkerGroup does not own is a
+//! conflict, reported, not overwritten.
 
 pub mod desired;
 pub mod publish;
 pub mod stores;
-pub mod sweep;
 
 pub use desired::{
     Desired, Skip, Target, desired, needs_recreate, owned_by, parse_endpoint, service_matches,
@@ -18,7 +18,6 @@ pub use desired::{
 };
 pub use publish::{Published, publish};
 pub use stores::Stores;
-pub use sweep::sweep_orphans;
 
 /// `endpointslice.kubernetes.io/managed-by` of our slices.
 pub const MANAGED_BY: &str = "vast-operator.vast.ai";

@@ -137,7 +137,8 @@ impl TestNs {
         Self { client, name }
     }
 
-    /// Deletes the namespace (it stays Terminating: there is no namespace controller).
+    /// Deletes the namespace (the namespace controller of kube-controller-manager empties
+    /// and removes it).
     pub async fn cleanup(self) {
         let _ = Api::<Namespace>::all(self.client.clone())
             .delete(&self.name, &DeleteParams::default())
@@ -228,7 +229,7 @@ pub fn test_config(ns: &str) -> vast_operator::controller::Config {
         terminal_retry: Duration::from_secs(60),
         status_heartbeat: None,
         namespace: Some(ns.to_string()),
-        orphan_sweep: Duration::from_secs(1),
+        prune_interval: Duration::from_secs(1),
         // Report the first transient failure: most tests are about what it shows.
         failure_threshold: 1,
         ..Default::default()
@@ -281,6 +282,16 @@ impl Harness {
             vast,
             stop: Some(tx),
             task: Some(task),
+        }
+    }
+
+    /// Stops the operator, leaving namespace and fake Vast as they are.
+    pub async fn pause(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
     }
 
