@@ -440,7 +440,7 @@ async fn emit_events(ctx: &Context, events: &[EventSpec], at: &ObjectReference) 
 }
 
 /// Chooses when to look again: `pollInterval` +-10 % after success; backoff after a
-/// transient error, never sooner than `pollInterval` after a 429; `--terminal-retry`
+/// transient error, capped at `pollInterval`, but never sooner than it after a 429; `--terminal-retry`
 /// after a terminal error; nothing while suspended. Data not yet stale is looked at
 /// again when it goes stale, so that its endpoints go not ready on time.
 fn requeue(
@@ -466,10 +466,13 @@ fn requeue(
             // Vast sends no Retry-After: after a 429 the key waits at least the interval,
             // spread by up to 10 % more so that objects limited together do not retry
             // together.
+            // Any other failure backs off, but never beyond the interval: a failing
+            // WorkerGroup calls no more often than a healthy one, and is right again
+            // within one interval of the fault clearing.
             let delay = if poll.rate_limited {
                 delay.max(interval) + interval.mul_f64(rand::random::<f64>() * 0.1)
             } else {
-                delay
+                delay.min(interval)
             };
             let delay = goes_stale.map_or(delay, |s| delay.min(s));
             warn!(error = %err, failures = n, retry_in = ?delay, "poll failed");

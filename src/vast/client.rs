@@ -60,6 +60,12 @@ pub fn check_url(base_url: &str, allow_insecure: bool) -> Result<(), crate::Erro
     }
 }
 
+/// How long a connection may take: half the call's timeout, at most 10 s (so that a
+/// black-holed address is told apart from a slow answer).
+fn connect_timeout(timeout: Duration) -> Duration {
+    (timeout / 2).min(Duration::from_secs(10))
+}
+
 /// The CA certificates of a PEM file, with a clear error when there are none.
 fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, crate::Error> {
     let shown = path.display();
@@ -96,7 +102,7 @@ impl VastClient {
         let base = base_url.trim_end_matches('/');
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .connect_timeout(connect_timeout(timeout))
             .user_agent(concat!("vast-operator/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &transport.ca_file {
             builder = builder.tls_certs_merge(read_ca_file(path)?);
@@ -216,6 +222,13 @@ impl VastClient {
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> VastError {
+        if e.is_timeout() && e.is_connect() {
+            return VastError::Transport(format!(
+                "cannot connect to {} within {}s",
+                self.endpoint,
+                connect_timeout(self.timeout).as_secs_f64()
+            ));
+        }
         if e.is_timeout() {
             return VastError::Transport(format!(
                 "no answer within {}s",

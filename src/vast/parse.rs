@@ -72,8 +72,15 @@ pub fn parse_workers_counted(body: &[u8]) -> Result<Parsed, VastError> {
     match value {
         Value::Array(items) => Ok(parse_worker_list(&items)),
         Value::Object(map) => {
-            if let Some(Value::Array(items)) = map.get("workers") {
-                return Ok(parse_worker_list(items));
+            match map.get("workers") {
+                Some(Value::Array(items)) => return Ok(parse_worker_list(items)),
+                Some(other) if !other.is_null() => {
+                    return Err(VastError::Malformed(format!(
+                        "workers is {}, expected a list",
+                        kind_of(other)
+                    )));
+                }
+                _ => {}
             }
             if let Some(msg) = map.get("error_msg").or_else(|| map.get("error")) {
                 let text = match msg {

@@ -34,15 +34,19 @@ fn start_cluster() -> PathBuf {
     {
         return path;
     }
-    // No cluster given: start one for this test binary, and a watchdog that stops it
-    // when this process exits, however it exits.
+    // No cluster given: start one for this test process, and a watchdog that stops it
+    // when this process exits, however it exits. The directory names the process, so a
+    // run started right after another never meets the previous watchdog's teardown.
     let exe = std::env::current_exe().expect("current exe");
     let name = exe
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("tests")
         .to_string();
-    let dir = repo_root().join("target").join("test-clusters").join(name);
+    let dir = repo_root()
+        .join("target")
+        .join("test-clusters")
+        .join(format!("{name}-{}", std::process::id()));
     let script = repo_root().join("hack/cluster.sh");
     let out = Command::new(&script)
         .arg("up")
@@ -283,6 +287,11 @@ impl Harness {
             stop: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// Whether the in-process operator is still running (has not ended or panicked).
+    pub fn running(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| !t.is_finished())
     }
 
     /// Stops the operator, leaving namespace and fake Vast as they are.

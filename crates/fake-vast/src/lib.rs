@@ -49,8 +49,19 @@ pub enum FaultBody {
     Normal,
     /// An HTML page with HTTP 200.
     Malformed,
-    /// A body larger than the client's cap.
+    /// A 20 MiB body, larger than the client's cap.
     Huge,
+    /// A body of this many MiB, streamed.
+    HugeMib(u32),
+    /// The start of the body, then the connection is dropped.
+    ResetMidBody,
+    /// The normal body, one byte every `ms` milliseconds.
+    Trickle {
+        /// Milliseconds between bytes.
+        ms: u64,
+    },
+    /// This text as the HTTP 200 body (for wrongly typed answers).
+    Raw(String),
     /// A bare JSON string error.
     StringError(String),
     /// `{"error_msg": ...}` with HTTP 200.
@@ -223,30 +234,64 @@ pub struct FakeVast {
     /// Its state, to script changes.
     pub state: FakeState,
     shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
     tls: bool,
+}
+
+/// Serves the routes over `state` on `listener` until the sender fires.
+fn serve_plain(
+    listener: tokio::net::TcpListener,
+    state: FakeState,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = oneshot::channel::<()>();
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    (tx, task)
 }
 
 impl FakeVast {
     /// Starts on 127.0.0.1 (`port` 0 picks a free one).
     pub async fn start(port: u16) -> std::io::Result<Self> {
-        let state = FakeState::default();
+        Self::start_with_state(port, FakeState::default()).await
+    }
+
+    /// Starts on 127.0.0.1 serving `state` (a restart that keeps the script).
+    pub async fn start_with_state(port: u16, state: FakeState) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
-        let (tx, rx) = oneshot::channel::<()>();
-        let app = router(state.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let (tx, task) = serve_plain(listener, state.clone());
         Ok(Self {
             addr,
             state,
             shutdown: Some(tx),
+            task: Some(task),
             tls: false,
         })
+    }
+
+    /// Stops listening (connections are refused) until [`FakeVast::resume`].
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+
+    /// Listens again on the same address with the same state (plain HTTP).
+    pub async fn resume(&mut self) -> std::io::Result<()> {
+        let listener = tokio::net::TcpListener::bind(self.addr).await?;
+        let (tx, task) = serve_plain(listener, self.state.clone());
+        self.shutdown = Some(tx);
+        self.task = Some(task);
+        Ok(())
     }
 
     /// Starts on 127.0.0.1 serving HTTPS with the certificate chain and private key
@@ -278,7 +323,7 @@ impl FakeVast {
         let state = FakeState::default();
         let (tx, rx) = oneshot::channel::<()>();
         let app = router(state.clone());
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async {
                     let _ = rx.await;
@@ -289,6 +334,7 @@ impl FakeVast {
             addr,
             state,
             shutdown: Some(tx),
+            task: Some(task),
             tls: true,
         })
     }
@@ -445,15 +491,72 @@ async fn get_workers(State(state): State<FakeState>, headers: HeaderMap, body: B
             )
                 .into_response();
         }
-        FaultBody::Huge => {
-            let mut big = String::with_capacity(17 * 1024 * 1024 + 16);
-            big.push_str("[{\"id\":1,\"status\":\"");
-            big.extend(std::iter::repeat_n('x', 17 * 1024 * 1024));
-            big.push_str("\"}]");
+        FaultBody::Huge | FaultBody::HugeMib(_) => {
+            let mib = match fault.body {
+                FaultBody::HugeMib(n) => n as usize,
+                _ => 20,
+            };
+            // Streamed in 64 KiB chunks.
+            let head = futures::stream::once(async {
+                Ok::<_, std::io::Error>(Bytes::from_static(b"[{\"id\":1,\"status\":\""))
+            });
+            let filler = Bytes::from(vec![b'x'; 64 * 1024]);
+            let body = futures::stream::iter((0..mib * 16).map(move |_| Ok(filler.clone())));
+            let tail = futures::stream::once(async { Ok(Bytes::from_static(b"\"}]")) });
+            use futures::StreamExt;
             return (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/json")],
-                big,
+                axum::body::Body::from_stream(head.chain(body).chain(tail)),
+            )
+                .into_response();
+        }
+        FaultBody::ResetMidBody => {
+            use futures::StreamExt;
+            let start = futures::stream::once(async {
+                Ok::<_, std::io::Error>(Bytes::from_static(b"[{\"id\":1,\"status\":"))
+            });
+            let broken = futures::stream::once(async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "reset mid-body",
+                ))
+            });
+            return (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                axum::body::Body::from_stream(start.chain(broken)),
+            )
+                .into_response();
+        }
+        FaultBody::Trickle { ms } => {
+            let body = match shape {
+                Shape::Array => Value::Array(workers),
+                Shape::Object => json!({"workers": workers, "workergroup_id": id}),
+            }
+            .to_string()
+            .into_bytes();
+            let stream = futures::stream::unfold(0usize, move |i| {
+                let byte = body.get(i).copied();
+                async move {
+                    let b = byte?;
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    Some((Ok::<_, std::io::Error>(Bytes::from(vec![b])), i + 1))
+                }
+            });
+            return (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                axum::body::Body::from_stream(stream),
+            )
+                .into_response();
+        }
+        FaultBody::Raw(text) => {
+            return (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                text,
             )
                 .into_response();
         }
