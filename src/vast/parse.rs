@@ -347,3 +347,78 @@ mod tests {
         assert!(!classify_response(503, b"").expect_err("503").is_terminal());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! The parser takes anything without panicking, and what it returns is sorted,
+    //! without duplicate ids.
+
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "[a-z0-9_:. -]{0,12}".prop_map(Value::from),
+            prop::sample::select(vec!["id", "status", "url", "idle", "1001", "1.5e3"])
+                .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop::sample::select(vec![
+                        "id",
+                        "status",
+                        "url",
+                        "workers",
+                        "error_msg",
+                        "error",
+                        "cur_load",
+                        "reqs_working",
+                        "perf",
+                        "created_at",
+                        "x",
+                    ]),
+                    inner,
+                    0..8
+                )
+                .prop_map(|m| Value::Object(
+                    m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                )),
+            ]
+        })
+    }
+
+    fn sorted_unique(ws: &[Worker]) -> bool {
+        ws.windows(2).all(|p| p[0].id < p[1].id)
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_any_status(status in 100u16..600, body in prop::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(ws) = classify_response(status, &body) {
+                prop_assert!(sorted_unique(&ws));
+            }
+        }
+
+        #[test]
+        fn any_json(v in json()) {
+            let body = serde_json::to_vec(&v).expect("json");
+            match parse_workers_counted(&body) {
+                Ok(p) => {
+                    prop_assert!(sorted_unique(&p.workers));
+                    if let Value::Array(items) = &v {
+                        prop_assert!(p.workers.len() + p.unusable <= items.len());
+                    }
+                }
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+    }
+}

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -221,6 +221,8 @@ pub struct Harness {
     pub ns: TestNs,
     /// The fake Vast server.
     pub vast: fake_vast::FakeVast,
+    /// What the operator asked the apiserver (client side).
+    pub requests: Requests,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -238,6 +240,101 @@ pub fn test_config(ns: &str) -> vast_operator::controller::Config {
         failure_threshold: 1,
         ..Default::default()
     }
+}
+
+/// Requests the in-process operator sent to the apiserver: (verb, resource) counts, read
+/// on the client side, so that other clients of the cluster (kube-controller-manager's
+/// garbage collector looks owners up) do not count.
+#[derive(Clone, Default)]
+pub struct Requests(Arc<Mutex<std::collections::BTreeMap<(String, String), u64>>>);
+
+impl Requests {
+    /// The counts so far.
+    pub fn snapshot(&self) -> std::collections::BTreeMap<(String, String), u64> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn record<B>(&self, req: &http::Request<B>) {
+        let path = req.uri().path();
+        // /api/v1/namespaces/ns/secrets/x, /apis/g/v/namespaces/ns/workergroups/x/status
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        let resource = parts
+            .iter()
+            .position(|p| *p == "namespaces")
+            .and_then(|i| parts.get(i + 2))
+            .or_else(|| parts.get(if parts.first() == Some(&"api") { 2 } else { 3 }))
+            .map_or("?", |r| r)
+            .to_string();
+        let sub = if parts.last() == Some(&"status") {
+            "/status"
+        } else {
+            ""
+        };
+        let watch = req.uri().query().is_some_and(|q| q.contains("watch=true"));
+        let verb = match (req.method().as_str(), watch) {
+            (_, true) => "WATCH".to_string(),
+            ("PATCH", _)
+                if req
+                    .headers()
+                    .get("content-type")
+                    .is_some_and(|v| v.as_bytes().starts_with(b"application/apply-patch")) =>
+            {
+                "APPLY".to_string()
+            }
+            (m, _) => m.to_string(),
+        };
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((verb, format!("{resource}{sub}")))
+            .or_default() += 1;
+    }
+}
+
+/// A tower layer that records every request in [`Requests`].
+#[derive(Clone)]
+struct CountLayer(Requests);
+
+impl<S> tower::Layer<S> for CountLayer {
+    type Service = Count<S>;
+    fn layer(&self, inner: S) -> Count<S> {
+        Count(inner, self.0.clone())
+    }
+}
+
+#[derive(Clone)]
+struct Count<S>(S, Requests);
+
+impl<S, B> tower::Service<http::Request<B>> for Count<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        self.1.record(&req);
+        self.0.call(req)
+    }
+}
+
+/// A client of the test cluster whose requests are counted in the returned [`Requests`].
+pub async fn counted_client() -> (Client, Requests) {
+    let requests = Requests::default();
+    let client = kube::client::ClientBuilder::try_from(admin_config().await)
+        .expect("client builder")
+        .with_layer(&CountLayer(requests.clone()))
+        .build();
+    (client, requests)
 }
 
 impl Harness {
@@ -272,11 +369,9 @@ impl Harness {
         let vast = fake_vast::FakeVast::start(0).await.expect("fake vast");
         let client =
             g(vast::VastClient::new(&vast.url(), Duration::from_secs(3)).expect("vast client"));
-        let ctx = vast_operator::controller::Context::new(
-            ns.client.clone(),
-            client,
-            f(test_config(&ns.name)),
-        );
+        let (op_client, requests) = counted_client().await;
+        let ctx =
+            vast_operator::controller::Context::new(op_client, client, f(test_config(&ns.name)));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(vast_operator::controller::run(ctx, async {
             let _ = rx.await;
@@ -284,6 +379,7 @@ impl Harness {
         Self {
             ns,
             vast,
+            requests,
             stop: Some(tx),
             task: Some(task),
         }
@@ -319,8 +415,10 @@ impl Harness {
         }
         let client =
             vast::VastClient::new(&self.vast.url(), Duration::from_secs(3)).expect("vast client");
+        let (op_client, requests) = counted_client().await;
+        self.requests = requests;
         let ctx = vast_operator::controller::Context::new(
-            self.ns.client.clone(),
+            op_client,
             client,
             f(test_config(&self.ns.name)),
         );
