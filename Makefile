@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/debug/vast-operator
 
-.PHONY: help demo test lint unit integration cluster cluster-down tools crds build clean bench bench-smoke
+.PHONY: help demo test lint unit integration cluster cluster-down tools crds build clean bench bench-smoke fuzz
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -29,6 +29,18 @@ bench: tools ## Benchmark at N = 100, 1000, 5000 WorkerGroups beside the baselin
 	$(CARGO) build --release -p vast-operator -p vast-operator-bench
 	target/release/vast-operator-bench $(BENCH_ARGS) --out target/bench/results.jsonl | tee target/bench/results.txt
 	hack/bench/plot.sh target/bench/results.jsonl docs/performance.png
+
+FUZZ_SECONDS ?= 180
+
+fuzz: ## Coverage-guided fuzzing of the Vast response parser with AFL++ (cargo-afl, stable Rust) for FUZZ_SECONDS (180); fails on any crash.
+	command -v cargo-afl >/dev/null || $(CARGO) install cargo-afl --locked
+	cd fuzz && $(CARGO) afl build --release
+	rm -rf target/fuzz/out && mkdir -p target/fuzz
+	cd fuzz && AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_NO_AFFINITY=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 \
+	  $(CARGO) afl fuzz -V $(FUZZ_SECONDS) -i corpus -o ../target/fuzz/out target/release/parse >../target/fuzz/afl.log 2>&1
+	@grep -E '^(run_time|execs_done|execs_per_sec|corpus_count|edges_found|saved_crashes|saved_hangs) ' target/fuzz/out/default/fuzzer_stats
+	@crashes=$$(find target/fuzz/out/default/crashes -type f ! -name README.txt | wc -l); \
+	  if [ "$$crashes" -ne 0 ]; then echo "fuzz: $$crashes crashing inputs in target/fuzz/out/default/crashes"; exit 1; fi
 
 bench-smoke: tools ## The benchmark at a tiny size, debug build (CI runs it).
 	$(CARGO) build -p vast-operator -p vast-operator-bench

@@ -500,7 +500,13 @@ impl Harness {
             .expect("list events")
             .items
             .into_iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            // The WorkerGroup's own: its Service shares the name and gets the apiserver's
+            // events (ClusterIP repairs).
+            .filter(|e| {
+                e.regarding.as_ref().is_some_and(|r| {
+                    r.name.as_deref() == Some(name) && r.kind.as_deref() == Some("WorkerGroup")
+                })
+            })
             .collect();
         list.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
         list.into_iter()
