@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/debug/vast-operator
 
-.PHONY: help demo test lint unit integration cluster cluster-down tools crds build clean bench bench-smoke fuzz
+.PHONY: help demo test lint unit integration cluster cluster-down tools crds build clean bench bench-smoke fuzz leak-check
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ bench: tools ## Benchmark at N = 100, 1000, 5000 WorkerGroups beside the baselin
 	$(CARGO) build --release -p vast-operator -p vast-operator-bench
 	target/release/vast-operator-bench $(BENCH_ARGS) --out target/bench/results.jsonl | tee target/bench/results.txt
 	hack/bench/plot.sh target/bench/results.jsonl docs/performance.png
+
+leak-check: tools ## The whole suite at RUST_LOG=trace; fails if a test API key shows in any log line, event, status or object.
+	hack/leak-check.sh
 
 FUZZ_SECONDS ?= 180
 

@@ -10,6 +10,8 @@
 #                           export for the matching kubectl: `eval "$(hack/cluster.sh up)"`
 #   hack/cluster.sh down    stop everything and delete its data (logs are kept)
 #   hack/cluster.sh status  exit 0 when running and ready
+#   hack/cluster.sh apiserver-stop | apiserver-start | etcd-restart
+#                           faults for tests: the same ports, certificates and data
 #
 # State lives in $VAST_CLUSTER_DIR (default: .cluster/ in the repository):
 # kubeconfig, pki/, etcd-data/, logs/{etcd,kube-apiserver,kube-controller-manager}.log, *.pid.
@@ -53,7 +55,8 @@ down() {
   stop_one kube-controller-manager
   stop_one kube-apiserver
   stop_one etcd
-  rm -rf "$dir/etcd-data" "$pki" "$kubeconfig" "$dir/apiserver-url" "$dir"/*.pid
+  rm -rf "$dir/etcd-data" "$pki" "$kubeconfig" "$dir/apiserver-url" "$dir/etcd-url" \
+    "$dir/etcd-peer-port" "$dir"/*.pid
   log "stopped; logs kept in $logs"
 }
 
@@ -110,6 +113,55 @@ print_env() {
   echo "export PATH=\"$root/hack/bin:\$PATH\"  # kubectl $("$root/hack/bin/kubectl" version --client -o json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])' 2>/dev/null || echo '(matching the apiserver)')"
 }
 
+# etcd on the client URL and peer port recorded by `up`, with its data kept.
+start_etcd() {
+  local bin="$root/hack/bin" etcd_url etcd_peer
+  etcd_url=$(cat "$dir/etcd-url"); etcd_peer=$(cat "$dir/etcd-peer-port")
+  log "starting etcd on $etcd_url"
+  "$bin/etcd" --name default --data-dir "$dir/etcd-data" \
+    --listen-client-urls "$etcd_url" --advertise-client-urls "$etcd_url" \
+    --listen-peer-urls "http://127.0.0.1:$etcd_peer" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+    --initial-cluster "default=http://127.0.0.1:$etcd_peer" \
+    --unsafe-no-fsync --log-level warn >>"$logs/etcd.log" 2>&1 &
+  echo $! > "$dir/etcd.pid"
+  local deadline=$((SECONDS + 60))
+  until curl -sf --max-time 2 "$etcd_url/health" >/dev/null 2>&1; do
+    if ! alive etcd || ((SECONDS > deadline)); then
+      log "etcd did not become healthy; last log lines:"; tail -n 20 "$logs/etcd.log" >&2; down; exit 1
+    fi
+    sleep 0.2
+  done
+}
+
+# kube-apiserver on the URL recorded by `up`, against the recorded etcd.
+start_apiserver() {
+  local bin="$root/hack/bin" url etcd_url port
+  url=$(cat "$dir/apiserver-url"); etcd_url=$(cat "$dir/etcd-url"); port=${url##*:}
+  log "starting kube-apiserver on $url"
+  "$bin/kube-apiserver" \
+    --etcd-servers "$etcd_url" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$port" \
+    --cert-dir "$pki" --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+    --client-ca-file "$pki/ca.crt" \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
+    --authorization-mode RBAC \
+    --service-cluster-ip-range 10.96.0.0/12 \
+    --endpoint-reconciler-type none \
+    --disable-admission-plugins ServiceAccount \
+    --allow-privileged=true \
+    >>"$logs/kube-apiserver.log" 2>&1 &
+  echo $! > "$dir/kube-apiserver.pid"
+  local deadline=$((SECONDS + 120))
+  until ready; do
+    if ! alive kube-apiserver || ((SECONDS > deadline)); then
+      log "kube-apiserver did not become ready; last log lines:"; tail -n 30 "$logs/kube-apiserver.log" >&2; down; exit 1
+    fi
+    sleep 0.3
+  done
+}
+
 up() {
   if alive kube-apiserver && alive etcd && alive kube-controller-manager && ready; then
     log "already running"
@@ -124,49 +176,14 @@ up() {
 
   local etcd_client etcd_peer api_port
   etcd_client=$(free_port); etcd_peer=$(free_port); api_port=$(free_port)
-  local etcd_url="http://127.0.0.1:$etcd_client"
-  log "starting etcd on $etcd_url"
-  "$bin/etcd" --name default --data-dir "$dir/etcd-data" \
-    --listen-client-urls "$etcd_url" --advertise-client-urls "$etcd_url" \
-    --listen-peer-urls "http://127.0.0.1:$etcd_peer" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
-    --initial-cluster "default=http://127.0.0.1:$etcd_peer" \
-    --unsafe-no-fsync --log-level warn >"$logs/etcd.log" 2>&1 &
-  echo $! > "$dir/etcd.pid"
-
-  local deadline=$((SECONDS + 60))
-  until curl -sf --max-time 2 "$etcd_url/health" >/dev/null 2>&1; do
-    if ! alive etcd || ((SECONDS > deadline)); then
-      log "etcd did not become healthy; last log lines:"; tail -n 20 "$logs/etcd.log" >&2; down; exit 1
-    fi
-    sleep 0.2
-  done
-
-  local url="https://127.0.0.1:$api_port"
-  log "starting kube-apiserver on $url"
-  "$bin/kube-apiserver" \
-    --etcd-servers "$etcd_url" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
-    --cert-dir "$pki" --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
-    --client-ca-file "$pki/ca.crt" \
-    --service-account-issuer https://kubernetes.default.svc.cluster.local \
-    --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
-    --authorization-mode RBAC \
-    --service-cluster-ip-range 10.96.0.0/12 \
-    --endpoint-reconciler-type none \
-    --disable-admission-plugins ServiceAccount \
-    --allow-privileged=true \
-    >"$logs/kube-apiserver.log" 2>&1 &
-  echo $! > "$dir/kube-apiserver.pid"
-  echo "$url" > "$dir/apiserver-url"
-
-  deadline=$((SECONDS + 120))
-  until ready; do
-    if ! alive kube-apiserver || ((SECONDS > deadline)); then
-      log "kube-apiserver did not become ready; last log lines:"; tail -n 30 "$logs/kube-apiserver.log" >&2; down; exit 1
-    fi
-    sleep 0.3
-  done
+  echo "http://127.0.0.1:$etcd_client" > "$dir/etcd-url"
+  echo "$etcd_peer" > "$dir/etcd-peer-port"
+  echo "https://127.0.0.1:$api_port" > "$dir/apiserver-url"
+  : > "$logs/etcd.log"; : > "$logs/kube-apiserver.log"
+  start_etcd
+  start_apiserver
+  local url
+  url=$(cat "$dir/apiserver-url")
   write_kubeconfig "$url"
 
   # The project's CRDs go in before the controller manager starts: its garbage collector
@@ -202,5 +219,9 @@ case ${1:-up} in
   up) up ;;
   down) down ;;
   status) alive kube-apiserver && alive etcd && alive kube-controller-manager && ready ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  # Faults for tests: the same ports, certificates and data come back.
+  apiserver-stop) stop_one kube-apiserver ;;
+  apiserver-start) start_apiserver ;;
+  etcd-restart) stop_one etcd; start_etcd ;;
+  *) echo "usage: $0 up|down|status|apiserver-stop|apiserver-start|etcd-restart" >&2; exit 2 ;;
 esac

@@ -59,18 +59,18 @@ async fn all_namespaces_a_secret_change_wakes_only_its_own_namespace() {
     let url = |n: i64| format!("http://198.51.100.{n}:4000");
     vast.state.put_group(
         81,
-        "key-a1",
+        "vk1-ns-a-1001",
         Shape::Array,
         vec![worker_json(1, "idle", Some(&url(1)))],
     );
     vast.state.put_group(
         82,
-        "key-b1",
+        "vk1-ns-b-2002",
         Shape::Array,
         vec![worker_json(2, "idle", Some(&url(2)))],
     );
-    secret(&a, "key-a1").await;
-    secret(&b, "key-b1").await;
+    secret(&a, "vk1-ns-a-1001").await;
+    secret(&b, "vk1-ns-b-2002").await;
     let client =
         vast_operator::vast::VastClient::new(&vast.url(), Duration::from_secs(3)).expect("client");
     let config = vast_operator::controller::Config {
@@ -96,8 +96,8 @@ async fn all_namespaces_a_secret_change_wakes_only_its_own_namespace() {
     // The key of A is rotated at Vast and then in A's Secret: A polls at once with the
     // new key (its interval is an hour); B, whose Secret has the same name, does not.
     let (a0, b0) = (vast.state.calls(81), vast.state.calls(82));
-    vast.state.set_api_key(81, "key-a2");
-    secret(&a, "key-a2").await;
+    vast.state.set_api_key(81, "vk1-ns-a-3003");
+    secret(&a, "vk1-ns-a-3003").await;
     eventually(
         "A polls with the new key",
         Duration::from_secs(10),

@@ -19,7 +19,7 @@ async fn workers_prints_the_table_the_operator_would_write() {
     let fake = FakeVast::start(0).await.expect("fake");
     fake.state.put_group(
         77,
-        "cli-key-123",
+        "vk1-cli-123456",
         Shape::Object,
         vec![
             worker_json(3, "idle", Some("http://198.51.100.3:4000")),
@@ -28,7 +28,7 @@ async fn workers_prints_the_table_the_operator_would_write() {
     );
     let url = fake.url();
     let out = tokio::task::spawn_blocking(move || {
-        run(&["workers", "77", "--vast-url", &url], "cli-key-123")
+        run(&["workers", "77", "--vast-url", &url], "vk1-cli-123456")
     })
     .await
     .expect("join");
@@ -59,7 +59,7 @@ async fn workers_prints_the_table_the_operator_would_write() {
 
     // A server that echoes the key past the point where error texts are cut.
     fake.state
-        .put_group(78, "cli-key-123", Shape::Array, vec![]);
+        .put_group(78, "vk1-cli-123456", Shape::Array, vec![]);
     fake.state.set_fault(
         78,
         Some(fake_vast::Fault {
@@ -125,7 +125,7 @@ async fn https_to_vast_with_a_private_ca_and_plain_http_refused() {
     let fake = FakeVast::start_tls(0, &cert, &key).await.expect("tls fake");
     fake.state.put_group(
         78,
-        "tls-key-456",
+        "vk1-tls-456789",
         Shape::Array,
         vec![worker_json(5, "idle", Some("http://198.51.100.5:4000"))],
     );
@@ -146,10 +146,10 @@ async fn https_to_vast_with_a_private_ca_and_plain_http_refused() {
                 "--vast-ca-file",
                 &ca_path,
             ],
-            "tls-key-456",
+            "vk1-tls-456789",
         );
         // The same server without the CA: the certificate is not trusted.
-        let untrusted = run(&["workers", "78", "--vast-url", &url], "tls-key-456");
+        let untrusted = run(&["workers", "78", "--vast-url", &url], "vk1-tls-456789");
         // Plain http to a host that is not loopback is refused before any call...
         let cleartext = run(
             &[
@@ -158,7 +158,7 @@ async fn https_to_vast_with_a_private_ca_and_plain_http_refused() {
                 "http://vast.example.internal",
                 "--leader-elect=false",
             ],
-            "k",
+            "vk1-cli-unused-0",
         );
         let no_pem = run(
             &[
@@ -169,7 +169,7 @@ async fn https_to_vast_with_a_private_ca_and_plain_http_refused() {
                 "--vast-ca-file",
                 "/dev/null",
             ],
-            "tls-key-456",
+            "vk1-tls-456789",
         );
         (trusted, untrusted, cleartext, no_pem)
     })
@@ -212,7 +212,7 @@ async fn https_to_vast_with_a_private_ca_and_plain_http_refused() {
     );
     // The key never shows in any of it.
     for o in [&trusted, &untrusted, &cleartext, &no_pem] {
-        assert!(!text(o).contains("tls-key-456"));
+        assert!(!text(o).contains("vk1-tls-456789"));
     }
     assert_eq!(fake.state.calls(78), 1, "only the trusted call got through");
 }

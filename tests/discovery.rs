@@ -14,7 +14,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 use vast_operator::crd::WorkerGroup;
 
-const KEY: &str = "k";
+const KEY: &str = "vk1-discovery-13579";
 
 fn spec(id: i64) -> serde_json::Value {
     json!({"workergroupId": id, "apiKeySecretRef": {"name": "vast"}, "pollInterval": "5s"})
@@ -498,7 +498,7 @@ async fn a_terminal_error_makes_endpoints_not_ready_at_once() {
     .await;
 
     // The key is revoked at Vast: authentication fails, a terminal error.
-    h.vast.state.set_api_key(108, "another");
+    h.vast.state.set_api_key(108, "vk1-another-24680");
     h.wait_for("g", "AuthenticationFailed", |wg| {
         ready_is(wg, "False", "AuthenticationFailed")
     })

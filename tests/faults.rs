@@ -15,7 +15,7 @@ use fake_vast::{Fault, FaultBody, Shape, worker_json};
 use serde_json::json;
 use vast_operator::crd::WorkerGroup;
 
-const KEY: &str = "faults-key-5f1e2d3c4b";
+const KEY: &str = "vk1-faults-5f1e2d3c4b";
 /// The poll interval of every row.
 const INTERVAL: Duration = Duration::from_secs(5);
 

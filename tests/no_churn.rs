@@ -15,8 +15,10 @@ async fn unchanged_polls_make_zero_status_writes() {
     let workers = (1..=20)
         .map(|i| worker_json(i, "idle", Some(&format!("http://198.51.100.{i}:8000"))))
         .collect();
-    h.vast.state.put_group(61, "k", Shape::Array, workers);
-    h.secret("vast", "api-key", "k").await;
+    h.vast
+        .state
+        .put_group(61, "vk1-nochurn-11223", Shape::Array, workers);
+    h.secret("vast", "api-key", "vk1-nochurn-11223").await;
     h.apply_group(
         "g",
         json!({"workergroupId": 61, "apiKeySecretRef": {"name": "vast"}, "pollInterval": "5s"}),

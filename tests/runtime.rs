@@ -13,7 +13,7 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use vast_operator::crd::WorkerGroup;
 
-const KEY: &str = "runtime-key-9876543210";
+const KEY: &str = "vk1-runtime-9876543210";
 
 fn url(n: i64) -> String {
     format!("http://198.51.100.{n}:{}", 40000 + n)

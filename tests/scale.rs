@@ -9,7 +9,7 @@ use common::{Harness, eventually, ready_is};
 use fake_vast::{Fault, Shape, worker_json};
 use serde_json::json;
 
-const KEY: &str = "scale-key-24680";
+const KEY: &str = "vk1-scale-24680";
 
 fn spec(id: i64, interval: &str) -> serde_json::Value {
     json!({"workergroupId": id, "apiKeySecretRef": {"name": "vast"}, "pollInterval": interval})

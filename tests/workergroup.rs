@@ -11,7 +11,7 @@ use fake_vast::{Fault, FaultBody, Shape, worker_json};
 use serde_json::json;
 use vast_operator::crd::WorkerGroup;
 
-const KEY: &str = "test-key-0123456789";
+const KEY: &str = "vk1-workergroup-0123456789";
 
 fn spec(id: i64) -> serde_json::Value {
     json!({"workergroupId": id, "apiKeySecretRef": {"name": "vast"}, "pollInterval": "5s"})
@@ -414,7 +414,7 @@ async fn secret_late_wrong_key_and_recovery() {
     })
     .await;
     // Wrong key value: Vast refuses it, terminal.
-    h.secret("vast", "api-key", "wrong-key").await;
+    h.secret("vast", "api-key", "vk1-wrong-55555").await;
     h.wait_for("g", "AuthenticationFailed", |wg| {
         ready_is(wg, "False", "AuthenticationFailed")
     })
@@ -439,7 +439,7 @@ async fn secret_late_wrong_key_and_recovery() {
     );
     for e in &events {
         assert!(
-            !e.2.contains(KEY) && !e.2.contains("wrong-key"),
+            !e.2.contains(KEY) && !e.2.contains("vk1-wrong-55555"),
             "key leaked into event: {e:?}"
         );
     }

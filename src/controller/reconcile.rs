@@ -101,8 +101,15 @@ async fn finish(
             && freshness.stale().is_none(),
     });
     let Some(written) = write_status(ctx, wg, &plan).await? else {
-        debug!("the WorkerGroup changed since it was read; the newer one is reconciled");
-        return Ok(Action::requeue(Duration::from_secs(1)));
+        // The newer object comes through the watch; until then (a broken watch may
+        // take a while) look again with a backoff from one second.
+        let n = ctx.memory.api_failed(wg);
+        let delay = jitter(
+            backoff(n, Duration::from_secs(1), ctx.config.backoff_max),
+            0.2,
+        );
+        debug!(retry_in = ?delay, "the WorkerGroup changed since it was read; planning again from the newer one");
+        return Ok(Action::requeue(delay));
     };
     emit_events(ctx, &plan.events, &written).await;
     record_metrics(ctx, wg, &plan, &poll.outcome);

@@ -81,6 +81,33 @@ pub fn kubeconfig() -> &'static Path {
     KUBECONFIG.get_or_init(start_cluster)
 }
 
+/// Runs a fault command of `hack/cluster.sh` (`apiserver-stop`, `apiserver-start`,
+/// `etcd-restart`) on this process's own control plane; refuses a shared one.
+pub async fn cluster_fault(cmd: &'static str) {
+    let dir = kubeconfig().parent().expect("cluster dir").to_path_buf();
+    assert!(
+        dir.to_string_lossy()
+            .ends_with(&format!("-{}", std::process::id())),
+        "control-plane faults need a cluster of this test process, not {}; unset KUBECONFIG",
+        dir.display()
+    );
+    let script = repo_root().join("hack/cluster.sh");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(script)
+            .arg(cmd)
+            .env("VAST_CLUSTER_DIR", &dir)
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("run hack/cluster.sh");
+    assert!(
+        out.status.success(),
+        "hack/cluster.sh {cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A kube Config for the admin user.
 pub async fn admin_config() -> Config {
     vast_operator::install_crypto_provider();
@@ -144,9 +171,32 @@ impl TestNs {
     /// Deletes the namespace (the namespace controller of kube-controller-manager empties
     /// and removes it).
     pub async fn cleanup(self) {
+        if let Some(dir) = std::env::var_os("VAST_LEAK_DUMP") {
+            self.dump(std::path::Path::new(&dir)).await;
+        }
         let _ = Api::<Namespace>::all(self.client.clone())
             .delete(&self.name, &DeleteParams::default())
             .await;
+    }
+
+    /// Writes the namespace's events, WorkerGroups, Services and EndpointSlices as JSON
+    /// into `dir` (for `make leak-check`, which searches them for keys).
+    async fn dump(&self, dir: &Path) {
+        use k8s_openapi::api::core::v1::Service;
+        use k8s_openapi::api::discovery::v1::EndpointSlice;
+        use k8s_openapi::api::events::v1::Event;
+        let lp = Default::default();
+        let objects = serde_json::json!({
+            "events": self.api::<Event>().list(&lp).await.map(|l| l.items).unwrap_or_default(),
+            "workergroups": self.api::<WorkerGroup>().list(&lp).await.map(|l| l.items).unwrap_or_default(),
+            "services": self.api::<Service>().list(&lp).await.map(|l| l.items).unwrap_or_default(),
+            "endpointslices": self.api::<EndpointSlice>().list(&lp).await.map(|l| l.items).unwrap_or_default(),
+        });
+        let _ = std::fs::create_dir_all(dir);
+        let _ = std::fs::write(
+            dir.join(format!("{}-objects.json", self.name)),
+            serde_json::to_string_pretty(&objects).unwrap_or_default(),
+        );
     }
 
     /// An Api of `K` in this namespace.
@@ -597,7 +647,11 @@ impl OperatorProcess {
             .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", name)
-            .env("RUST_LOG", "info,vast_operator=debug")
+            .env(
+                "RUST_LOG",
+                std::env::var("VAST_OPERATOR_LOG")
+                    .unwrap_or_else(|_| "info,vast_operator=debug".into()),
+            )
             .env_remove("LEADER_ELECT")
             .stdout(std::process::Stdio::null())
             .stderr(file)
