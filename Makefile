@@ -37,6 +37,8 @@ FUZZ_SECONDS ?= 180
 
 fuzz: ## Coverage-guided fuzzing of the Vast response parser with AFL++ (cargo-afl, stable Rust) for FUZZ_SECONDS (180); fails on any crash.
 	command -v cargo-afl >/dev/null || $(CARGO) install cargo-afl --locked
+	@# Builds AFL++ and its runtime on first use; says so (and fails) when already built.
+	-$(CARGO) afl config --build >/dev/null 2>&1
 	cd fuzz && $(CARGO) afl build --release
 	rm -rf target/fuzz/out && mkdir -p target/fuzz
 	cd fuzz && AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_NO_AFFINITY=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 \
@@ -57,8 +59,8 @@ cluster: ## Start the local control plane (idempotent); prints the KUBECONFIG ex
 cluster-down: ## Stop the local control plane and delete its data.
 	@hack/cluster.sh down
 
-tools: ## Build kube-apiserver, kubectl and etcd from the Go module proxy (cached).
-	hack/tools.sh kube-apiserver kubectl etcd
+tools: ## Build kube-apiserver, kube-controller-manager, kubectl and etcd from the Go module proxy (cached).
+	hack/tools.sh kube-apiserver kube-controller-manager kubectl etcd
 
 crds: build ## Regenerate crds/ from the Rust types.
 	$(BIN) crd > crds/workergroups.vast.ai.yaml

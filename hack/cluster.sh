@@ -13,6 +13,8 @@
 #   hack/cluster.sh apiserver-stop | apiserver-start | etcd-restart
 #                           faults for tests: the same ports, certificates and data
 #
+# VAST_APISERVER_FLAGS adds kube-apiserver flags (a test's own cluster: request limits).
+#
 # State lives in $VAST_CLUSTER_DIR (default: .cluster/ in the repository):
 # kubeconfig, pki/, etcd-data/, logs/{etcd,kube-apiserver,kube-controller-manager}.log, *.pid.
 set -euo pipefail
@@ -151,6 +153,7 @@ start_apiserver() {
     --endpoint-reconciler-type none \
     --disable-admission-plugins ServiceAccount \
     --allow-privileged=true \
+    ${VAST_APISERVER_FLAGS:-} \
     >>"$logs/kube-apiserver.log" 2>&1 &
   echo $! > "$dir/kube-apiserver.pid"
   local deadline=$((SECONDS + 120))
@@ -190,9 +193,11 @@ up() {
   # learns new kinds only every 30 s, and until then cannot collect what they own (a
   # real cluster has had the CRD for long). Tests and the demo apply them again.
   if compgen -G "$root/crds/*.yaml" >/dev/null; then
-    "$bin/kubectl" --kubeconfig "$kubeconfig" apply -f "$root/crds/" >/dev/null
-    "$bin/kubectl" --kubeconfig "$kubeconfig" wait --for condition=Established --timeout 60s \
-      -f "$root/crds/" >/dev/null
+    if ! { "$bin/kubectl" --kubeconfig "$kubeconfig" apply -f "$root/crds/" >/dev/null &&
+      "$bin/kubectl" --kubeconfig "$kubeconfig" wait --for condition=Established \
+        --timeout 60s -f "$root/crds/" >/dev/null; }; then
+      log "could not install crds/"; down; exit 1
+    fi
   fi
 
   log "starting kube-controller-manager"

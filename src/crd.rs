@@ -291,8 +291,21 @@ pub fn crd_yaml() -> Result<String, serde_norway::Error> {
 }
 
 /// The CEL rule on `metadata.name`: with discovery on and no `serviceName`, the name is
-/// the Service name, which Kubernetes requires to be a DNS-1035 label.
-pub const NAME_RULE: &str = "(has(self.spec.discovery) && ((has(self.spec.discovery.enabled) && !self.spec.discovery.enabled) || has(self.spec.discovery.serviceName))) || (size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$'))";
+/// the Service name, which Kubernetes requires to be a DNS-1035 label. Checked at
+/// creation only (`oldSelf`): a root rule is evaluated on every status write too, and an
+/// object from before the rule must still take its status (the operator then reports
+/// `InvalidServiceName`).
+pub const NAME_RULE: &str = "oldSelf.hasValue() || ((has(self.spec.discovery) && ((has(self.spec.discovery.enabled) && !self.spec.discovery.enabled) || has(self.spec.discovery.serviceName))) || (size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')))";
+
+/// Longest WorkerGroup name: an Event is named `<object>.<16 hex digits>`, at most 253
+/// characters, so a longer name could have no events at all.
+pub const MAX_NAME: usize = 236;
+
+/// The CEL rule on the name's length (at creation).
+pub const NAME_LENGTH_RULE: &str = "oldSelf.hasValue() || size(self.metadata.name) <= 236";
+
+/// Its message.
+pub const NAME_LENGTH_MESSAGE: &str = "a WorkerGroup name is at most 236 characters: the names of its Events add 17 to it, and Kubernetes allows 253";
 
 /// Its message.
 pub const NAME_RULE_MESSAGE: &str = "with discovery enabled and no spec.discovery.serviceName, the WorkerGroup name is its Service name and must be a DNS-1035 label: at most 63 characters, lowercase letters, digits and '-', starting with a letter and ending with a letter or digit; set spec.discovery.serviceName, or choose such a name";
@@ -307,16 +320,19 @@ pub fn crd()
             .as_mut()
             .and_then(|s| s.open_api_v3_schema.as_mut())
         {
-            schema
-                .x_kubernetes_validations
-                .get_or_insert_default()
-                .push(
+            for (rule, message) in [
+                (NAME_RULE, NAME_RULE_MESSAGE),
+                (NAME_LENGTH_RULE, NAME_LENGTH_MESSAGE),
+            ] {
+                schema.x_kubernetes_validations.get_or_insert_default().push(
                     k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::ValidationRule {
-                        rule: NAME_RULE.into(),
-                        message: Some(NAME_RULE_MESSAGE.into()),
+                        rule: rule.into(),
+                        message: Some(message.into()),
+                        optional_old_self: Some(true),
                         ..Default::default()
                     },
                 );
+            }
         }
     }
     crd

@@ -406,6 +406,26 @@ async fn secret_late_wrong_key_and_recovery() {
         Some(("True".into(), "SecretNotFound".into()))
     );
     assert_eq!(h.vast.state.calls(31), 0, "no Vast call without a key");
+    // No hot loop: over a window in which a loop would have read many times, the
+    // operator reads the Secret at most once more (the terminal retry is 60 s).
+    let secret_reads = || {
+        h.requests
+            .snapshot()
+            .iter()
+            .filter(|((verb, res), _)| verb == "GET" && res == "secrets")
+            .map(|(_, n)| *n)
+            .sum::<u64>()
+    };
+    let reads = secret_reads();
+    let start = std::time::Instant::now();
+    eventually("a quiet window", Duration::from_secs(10), || async {
+        (start.elapsed() >= Duration::from_secs(3)).then_some(())
+    })
+    .await;
+    assert!(
+        secret_reads() <= reads + 1,
+        "the missing Secret was read in a loop"
+    );
 
     // Wrong key name in the Secret.
     h.secret("vast", "token", KEY).await;
@@ -413,6 +433,19 @@ async fn secret_late_wrong_key_and_recovery() {
         ready_is(wg, "False", "SecretKeyMissing")
     })
     .await;
+    // An empty key (only whitespace).
+    h.secret("vast", "api-key", "  ").await;
+    let wg = h
+        .wait_for("g", "empty key", |wg| {
+            wg.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.message.contains("is empty"))
+            })
+        })
+        .await;
+    assert!(ready_is(&wg, "False", "SecretKeyMissing"));
+    assert_eq!(h.vast.state.calls(31), 0, "no Vast call with an empty key");
     // Wrong key value: Vast refuses it, terminal.
     h.secret("vast", "api-key", "vk1-wrong-55555").await;
     h.wait_for("g", "AuthenticationFailed", |wg| {
@@ -616,6 +649,11 @@ async fn invalid_specs_are_rejected_by_the_apiserver() {
         (long.clone(), key(json!({})), "metadata.name"),
         ("a".repeat(64), key(json!({})), dns1035),
         ("team.llama".into(), key(json!({})), dns1035),
+        (
+            format!("{}.example", "c".repeat(229)),
+            key(json!({"discovery": {"serviceName": "svc-c"}})),
+            "at most 236 characters",
+        ),
     ];
     let tried = rows.len();
     for (name, bad, why) in rows {
@@ -638,7 +676,7 @@ async fn invalid_specs_are_rejected_by_the_apiserver() {
         ("a".repeat(64), json!({"serviceName": "svc-a"})),
         ("team.llama".to_string(), json!({"enabled": false})),
         (
-            format!("{}.example", "b".repeat(240)),
+            format!("{}.example", "b".repeat(228)),
             json!({"serviceName": "svc-b"}),
         ),
     ] {

@@ -136,10 +136,18 @@ fn freshness(
                 .is_none_or(|id| id == wg.spec.workergroup_id)
         })
         .and_then(|s| s.last_sync_time);
-    let last_success = ctx.memory.last_success(wg).max(recorded);
     let interval = interval.copied().unwrap_or(DEFAULT_INTERVAL);
     let window = sync::stale_after(ctx.config.stale_after, interval);
-    Freshness::judge(outcome, last_success, Timestamp::now(), window)
+    // What this process saw is exact; status.lastSyncTime (all there is after a restart
+    // or a failover) lags the last successful poll by up to the heartbeat.
+    let (last_success, lag) = match ctx.memory.last_success(wg) {
+        Some(seen) if Some(seen) >= recorded => (Some(seen), Duration::ZERO),
+        _ => (
+            recorded,
+            ctx.config.status_heartbeat.unwrap_or(Duration::ZERO),
+        ),
+    };
+    Freshness::judge(outcome, last_success, lag, Timestamp::now(), window)
 }
 
 /// How long the first reconcile of a term waits before polling, so that a restart does
@@ -474,14 +482,19 @@ fn requeue(
             // spread by up to 10 % more so that objects limited together do not retry
             // together.
             // Any other failure backs off, but never beyond the interval: a failing
-            // WorkerGroup calls no more often than a healthy one, and is right again
+            // WorkerGroup is retried at least once per interval, so it is right again
             // within one interval of the fault clearing.
             let delay = if poll.rate_limited {
                 delay.max(interval) + interval.mul_f64(rand::random::<f64>() * 0.1)
             } else {
                 delay.min(interval)
             };
-            let delay = goes_stale.map_or(delay, |s| delay.min(s));
+            // Looked at again when the data would go stale, but never sooner than the
+            // interval after a 429 (then it goes stale at that retry).
+            let delay = match goes_stale {
+                Some(s) if !poll.rate_limited => delay.min(s),
+                _ => delay,
+            };
             warn!(error = %err, failures = n, retry_in = ?delay, "poll failed");
             Action::requeue(delay)
         }

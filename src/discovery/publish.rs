@@ -146,7 +146,8 @@ impl<'a> Writer<'a> {
 
     /// Deletes our slices that are not wanted (whatever happened to the Service: a slice
     /// left labelled with an old Service name would route that name's traffic to the
-    /// workers); creates or updates the wanted ones once the Service is in place.
+    /// workers), and all of them when the Service name is held by someone else; creates
+    /// or updates the wanted ones once the Service is in place.
     async fn ensure_slices(
         &mut self,
         ours: &[Arc<EndpointSlice>],
@@ -161,6 +162,13 @@ impl<'a> Writer<'a> {
             self.delete(&api, &***cur).await;
         }
         if !service_ok {
+            if self.conflict {
+                // The Service name is someone else's: our slices, labelled with it,
+                // would route that Service's traffic to our workers. They all go.
+                for (_, cur) in existing.iter().filter(|(n, _)| wanted.contains(n)) {
+                    self.delete(&api, &***cur).await;
+                }
+            }
             return;
         }
         for (name, slice) in &want.slices {

@@ -1,8 +1,9 @@
 //! Whether the workers on record are fresh enough to route traffic to. Vast reassigns
 //! machines and ports, so endpoints stay ready only while a recent poll vouches for them:
-//! a terminal error makes them stale at once; a failure streak, a suspend or a restart
-//! after a long pause make them stale once the last successful poll is older than the
-//! stale-after window.
+//! Vast refusing the key or not knowing the workergroup makes them stale at once; a
+//! failure streak, a suspend, a Kubernetes-side problem (a Secret deleted and recreated)
+//! or a restart after a long pause make them stale once the last successful poll is
+//! older than the stale-after window.
 
 use std::time::Duration;
 
@@ -47,6 +48,11 @@ impl Stale {
     }
 }
 
+/// Terminal reasons that mean Vast itself no longer vouches for the workers: stale at
+/// once. Other terminal errors (a missing Secret, an unusable spec) say nothing about the
+/// workers, which stay ready for the window like after any failure.
+pub const STALE_AT_ONCE: [&str; 2] = ["AuthenticationFailed", "WorkergroupNotFound"];
+
 /// How fresh the data of one reconcile is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Freshness {
@@ -59,17 +65,22 @@ pub enum Freshness {
 }
 
 impl Freshness {
-    /// Judges `outcome` with the last success on record.
+    /// Judges `outcome` with the last success on record, which may lag the truth by up
+    /// to `lag` (status.lastSyncTime is refreshed only every heartbeat when nothing
+    /// changes): the window is counted from `last_success + lag`.
     pub fn judge(
         outcome: &PollOutcome,
         last_success: Option<Timestamp>,
+        lag: Duration,
         now: Timestamp,
         window: Duration,
     ) -> Self {
         let terminal = match outcome {
             PollOutcome::Synced(_) => return Freshness::Fresh,
-            PollOutcome::Terminal { reason, .. } => Some(*reason),
-            PollOutcome::Suspended | PollOutcome::Transient(_) => None,
+            PollOutcome::Terminal { reason, .. } if STALE_AT_ONCE.contains(reason) => Some(*reason),
+            PollOutcome::Terminal { .. } | PollOutcome::Suspended | PollOutcome::Transient(_) => {
+                None
+            }
         };
         let stale = Stale {
             last_success,
@@ -79,7 +90,7 @@ impl Freshness {
             return Freshness::Stale(stale);
         };
         let age = Duration::try_from(now.duration_since(last)).unwrap_or(Duration::ZERO);
-        match window.checked_sub(age) {
+        match window.saturating_add(lag).checked_sub(age) {
             Some(left) if !left.is_zero() => Freshness::Until(left),
             _ => Freshness::Stale(stale),
         }
@@ -119,17 +130,20 @@ mod tests {
     #[test]
     fn a_successful_poll_is_fresh() {
         let synced = PollOutcome::Synced(vec![]);
-        assert_eq!(Freshness::judge(&synced, None, t(0), W), Freshness::Fresh);
+        assert_eq!(
+            Freshness::judge(&synced, None, Duration::ZERO, t(0), W),
+            Freshness::Fresh
+        );
     }
 
     #[test]
     fn failures_and_suspend_go_stale_after_the_window() {
         for outcome in [PollOutcome::Transient("x".into()), PollOutcome::Suspended] {
             assert_eq!(
-                Freshness::judge(&outcome, Some(t(0)), t(100), W),
+                Freshness::judge(&outcome, Some(t(0)), Duration::ZERO, t(100), W),
                 Freshness::Until(Duration::from_secs(20))
             );
-            let stale = Freshness::judge(&outcome, Some(t(0)), t(120), W);
+            let stale = Freshness::judge(&outcome, Some(t(0)), Duration::ZERO, t(120), W);
             assert_eq!(
                 stale.stale(),
                 Some(&Stale {
@@ -138,7 +152,16 @@ mod tests {
                 })
             );
             // Never synced: nothing vouches for anything.
-            assert!(Freshness::judge(&outcome, None, t(0), W).stale().is_some());
+            assert!(
+                Freshness::judge(&outcome, None, Duration::ZERO, t(0), W)
+                    .stale()
+                    .is_some()
+            );
+            // A last success known only from status lags by up to the heartbeat.
+            assert_eq!(
+                Freshness::judge(&outcome, Some(t(0)), Duration::from_secs(600), t(700), W),
+                Freshness::Until(Duration::from_secs(20))
+            );
         }
     }
 
@@ -148,18 +171,33 @@ mod tests {
             reason: "AuthenticationFailed",
             message: "no".into(),
         };
-        let f = Freshness::judge(&outcome, Some(t(0)), t(1), W);
+        let f = Freshness::judge(&outcome, Some(t(0)), Duration::ZERO, t(1), W);
         let stale = f.stale().expect("stale");
         assert_eq!(stale.terminal, Some("AuthenticationFailed"));
         assert!(stale.message().contains("AuthenticationFailed"));
         assert!(stale.message().contains(&t(0).to_string()));
+        // A Kubernetes-side terminal error says nothing about the workers.
+        let secret = PollOutcome::Terminal {
+            reason: "SecretNotFound",
+            message: "gone".into(),
+        };
+        assert_eq!(
+            Freshness::judge(&secret, Some(t(0)), Duration::ZERO, t(1), W),
+            Freshness::Until(Duration::from_secs(119))
+        );
     }
 
     #[test]
     fn the_message_does_not_change_while_stale() {
         let outcome = PollOutcome::Transient("a".into());
-        let a = Freshness::judge(&outcome, Some(t(0)), t(500), W);
-        let b = Freshness::judge(&PollOutcome::Transient("b".into()), Some(t(0)), t(900), W);
+        let a = Freshness::judge(&outcome, Some(t(0)), Duration::ZERO, t(500), W);
+        let b = Freshness::judge(
+            &PollOutcome::Transient("b".into()),
+            Some(t(0)),
+            Duration::ZERO,
+            t(900),
+            W,
+        );
         assert_eq!(a.stale().map(Stale::message), b.stale().map(Stale::message));
     }
 }

@@ -51,6 +51,10 @@ fn start_cluster() -> PathBuf {
     let out = Command::new(&script)
         .arg("up")
         .env("VAST_CLUSTER_DIR", &dir)
+        .env(
+            "VAST_APISERVER_FLAGS",
+            APISERVER_FLAGS.get().copied().unwrap_or(""),
+        )
         .output()
         .expect("run hack/cluster.sh");
     assert!(
@@ -79,6 +83,19 @@ fn start_cluster() -> PathBuf {
 pub fn kubeconfig() -> &'static Path {
     static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
     KUBECONFIG.get_or_init(start_cluster)
+}
+
+/// Extra kube-apiserver flags for this process's own control plane.
+static APISERVER_FLAGS: OnceLock<&'static str> = OnceLock::new();
+
+/// Starts this process's control plane with extra kube-apiserver `flags`; must come
+/// before anything else uses the cluster (a test binary of its own).
+pub fn kubeconfig_with_apiserver_flags(flags: &'static str) -> &'static Path {
+    assert!(
+        APISERVER_FLAGS.set(flags).is_ok(),
+        "apiserver flags given twice"
+    );
+    kubeconfig()
 }
 
 /// Runs a fault command of `hack/cluster.sh` (`apiserver-stop`, `apiserver-start`,
