@@ -16,9 +16,10 @@ demo: ## Local control plane + fake Vast + operator; shows a workergroup scaling
 test: lint tools ## fmt check, clippy, unit and integration tests (on a real kube-apiserver + etcd).
 	$(CARGO) test --workspace --all-targets
 
-lint: ## cargo fmt --check and clippy -D warnings.
+lint: ## cargo fmt --check, clippy -D warnings, hadolint on the Dockerfile.
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	hack/hadolint.sh Dockerfile
 
 unit: ## Unit tests only (no control plane).
 	$(CARGO) test --workspace --lib --bins
@@ -59,11 +60,12 @@ cluster: ## Start the local control plane (idempotent); prints the KUBECONFIG ex
 cluster-down: ## Stop the local control plane and delete its data.
 	@hack/cluster.sh down
 
-tools: ## Build kube-apiserver, kube-controller-manager, kubectl and etcd from the Go module proxy (cached).
-	hack/tools.sh kube-apiserver kube-controller-manager kubectl etcd
+tools: ## Build kube-apiserver, kube-controller-manager, kubectl, etcd and helm from the Go module proxy (cached).
+	hack/tools.sh kube-apiserver kube-controller-manager kubectl etcd helm
 
-crds: build ## Regenerate crds/ from the Rust types.
+crds: build ## Regenerate crds/ (and the chart's copy) from the Rust types.
 	$(BIN) crd > crds/workergroups.vast.ai.yaml
+	cp crds/workergroups.vast.ai.yaml charts/vast-operator/files/
 
 build: ## Build the operator and the fake Vast server (target/debug/fake-vast).
 	$(CARGO) build --workspace

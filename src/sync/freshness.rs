@@ -75,6 +75,10 @@ impl Freshness {
         now: Timestamp,
         window: Duration,
     ) -> Self {
+        // Never synced: no workers on record, nothing that could take traffic.
+        let Some(last) = last_success else {
+            return Freshness::Fresh;
+        };
         let terminal = match outcome {
             PollOutcome::Synced(_) => return Freshness::Fresh,
             PollOutcome::Terminal { reason, .. } if STALE_AT_ONCE.contains(reason) => Some(*reason),
@@ -86,9 +90,9 @@ impl Freshness {
             last_success,
             terminal,
         };
-        let Some(last) = last_success.filter(|_| terminal.is_none()) else {
+        if terminal.is_some() {
             return Freshness::Stale(stale);
-        };
+        }
         let age = Duration::try_from(now.duration_since(last)).unwrap_or(Duration::ZERO);
         match window.saturating_add(lag).checked_sub(age) {
             Some(left) if !left.is_zero() => Freshness::Until(left),
@@ -151,11 +155,10 @@ mod tests {
                     terminal: None
                 })
             );
-            // Never synced: nothing vouches for anything.
-            assert!(
-                Freshness::judge(&outcome, None, Duration::ZERO, t(0), W)
-                    .stale()
-                    .is_some()
+            // Never synced: nothing on record to take traffic, nothing to mark.
+            assert_eq!(
+                Freshness::judge(&outcome, None, Duration::ZERO, t(0), W),
+                Freshness::Fresh
             );
             // A last success known only from status lags by up to the heartbeat.
             assert_eq!(

@@ -651,6 +651,23 @@ impl OperatorProcess {
         args: &[&str],
         kubeconfig: &Path,
     ) -> Self {
+        let mut all = vec!["--namespace", ns];
+        all.extend_from_slice(args);
+        Self::spawn(name, ns, vast_url, &all, kubeconfig)
+    }
+
+    /// `vast-operator run` for every namespace (its log named after `log_ns`).
+    pub fn start_all_namespaces(
+        log_ns: &str,
+        name: &str,
+        vast_url: &str,
+        args: &[&str],
+        kubeconfig: &Path,
+    ) -> Self {
+        Self::spawn(name, log_ns, vast_url, args, kubeconfig)
+    }
+
+    fn spawn(name: &str, ns: &str, vast_url: &str, args: &[&str], kubeconfig: &Path) -> Self {
         let (m, h) = (free_port(), free_port());
         let dir = repo_root().join("target").join("test-logs");
         std::fs::create_dir_all(&dir).expect("log dir");
@@ -658,7 +675,7 @@ impl OperatorProcess {
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_vast-operator"))
             .arg("run")
-            .args(["--vast-url", vast_url, "--namespace", ns])
+            .args(["--vast-url", vast_url])
             .args(["--metrics-addr", &format!("127.0.0.1:{m}")])
             .args(["--health-addr", &format!("127.0.0.1:{h}")])
             .args(args)

@@ -1,0 +1,454 @@
+//! The Helm chart: lint, schema, both RBAC modes rendered and accepted by the apiserver
+//! (server-side dry run), and installed into this process's own control plane, where the
+//! operator then runs out of cluster with a token of the chart's own ServiceAccount and
+//! must sync and publish under exactly the chart's RBAC. Pods do not run here (no
+//! kubelet), so the operator binary plays the Deployment.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{OperatorProcess, TestNs, eventually, ready_is};
+use fake_vast::{Shape, worker_json};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+use vast_operator::crd::WorkerGroup;
+
+const KEY: &str = "vk1-chart-8642";
+/// The Kubernetes version `helm template` renders for (the test control plane's).
+const KUBE: &str = "1.34.4";
+
+fn chart() -> PathBuf {
+    common::repo_root().join("charts/vast-operator")
+}
+
+fn helm(args: &[&str]) -> Output {
+    let helm = common::repo_root().join("hack/bin/helm");
+    Command::new(&helm)
+        .args(args)
+        .env("KUBECONFIG", common::kubeconfig())
+        .env(
+            "HELM_CACHE_HOME",
+            common::repo_root().join("target/helm/cache"),
+        )
+        .env(
+            "HELM_CONFIG_HOME",
+            common::repo_root().join("target/helm/config"),
+        )
+        .env(
+            "HELM_DATA_HOME",
+            common::repo_root().join("target/helm/data"),
+        )
+        .output()
+        .unwrap_or_else(|e| panic!("run {} (hack/tools.sh helm builds it): {e}", helm.display()))
+}
+
+async fn helm_off_runtime(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        helm(&a)
+    })
+    .await
+    .expect("join")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn yaml_value(file: &str, key: &str) -> String {
+    file.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_chart_follows_cargo_and_ships_the_crds_file() {
+    let cargo =
+        std::fs::read_to_string(common::repo_root().join("Cargo.toml")).expect("Cargo.toml");
+    let version = yaml_value(&cargo.replace(" = ", ": "), "version");
+    let chart_yaml = std::fs::read_to_string(chart().join("Chart.yaml")).expect("Chart.yaml");
+    assert_eq!(
+        yaml_value(&chart_yaml, "version"),
+        version,
+        "Chart.yaml version"
+    );
+    assert_eq!(
+        yaml_value(&chart_yaml, "appVersion"),
+        version,
+        "Chart.yaml appVersion"
+    );
+    let ours = std::fs::read_to_string(common::repo_root().join("crds/workergroups.vast.ai.yaml"))
+        .expect("crds/");
+    let shipped = std::fs::read_to_string(chart().join("files/workergroups.vast.ai.yaml"))
+        .expect("chart files/");
+    assert_eq!(
+        shipped, ours,
+        "charts/vast-operator/files/ differs from crds/: cp crds/workergroups.vast.ai.yaml charts/vast-operator/files/"
+    );
+}
+
+#[test]
+fn lint_and_the_values_schema() {
+    let c = chart();
+    let c = c.to_str().expect("path");
+    let lint = helm(&["lint", "--strict", c]);
+    assert!(lint.status.success(), "{}", text(&lint));
+    let lint = helm(&["lint", "--strict", c, "--set", "watchNamespace=team-a"]);
+    assert!(lint.status.success(), "{}", text(&lint));
+    for (bad, says) in [
+        ("replicaCount=-1", "replicaCount"),
+        ("unknownField=1", "unknownField"),
+        ("vast.url=ftp://x", "vast"),
+        ("leaderElection.leaseDuration=soon", "leaseDuration"),
+    ] {
+        let out = helm(&["template", "t", c, "--kube-version", KUBE, "--set", bad]);
+        assert!(!out.status.success(), "{bad} was accepted");
+        assert!(text(&out).contains(says), "{bad}: {}", text(&out));
+    }
+}
+
+/// Renders the chart with `sets` and has the apiserver validate it (server dry run).
+async fn dry_run(release_ns: &str, sets: &[&str]) -> String {
+    let mut args = vec![
+        "template".to_string(),
+        "vo".to_string(),
+        chart().to_string_lossy().to_string(),
+        "--namespace".to_string(),
+        release_ns.to_string(),
+        "--kube-version".to_string(),
+        KUBE.to_string(),
+    ];
+    for s in sets {
+        args.push("--set".into());
+        args.push((*s).into());
+    }
+    let out = helm_off_runtime(args).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let rendered = String::from_utf8_lossy(&out.stdout).to_string();
+    let file = common::repo_root()
+        .join("target/test-logs")
+        .join(format!("{release_ns}-rendered.yaml"));
+    std::fs::create_dir_all(file.parent().expect("dir")).expect("dir");
+    std::fs::write(&file, &rendered).expect("write");
+    let kubectl = common::repo_root().join("hack/bin/kubectl");
+    let kc = common::kubeconfig().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(kubectl)
+            .args(["apply", "--dry-run=server", "-f"])
+            .arg(&file)
+            .env("KUBECONFIG", kc)
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("kubectl");
+    assert!(out.status.success(), "{}", text(&out));
+    rendered
+}
+
+#[tokio::test]
+async fn both_modes_render_and_the_apiserver_accepts_them() {
+    let ns = TestNs::new("chart-dry").await;
+    let cluster = dry_run(&ns.name, &[]).await;
+    assert!(cluster.contains("kind: ClusterRole\n"));
+    assert!(cluster.contains("helm.sh/resource-policy: keep"));
+    for must in [
+        "runAsNonRoot: true",
+        "readOnlyRootFilesystem: true",
+        "allowPrivilegeEscalation: false",
+        "type: RuntimeDefault",
+        "drop: [\"ALL\"]",
+        "path: /healthz",
+        "path: /readyz",
+        "fieldPath: metadata.name",
+        "fieldPath: metadata.namespace",
+        "terminationGracePeriodSeconds: 30",
+        "--shutdown-timeout=20s",
+        "topologySpreadConstraints",
+        "kind: PodDisruptionBudget",
+    ] {
+        assert!(cluster.contains(must), "missing {must}");
+    }
+    let single = dry_run(&ns.name, &["watchNamespace=default", "crds.install=false"]).await;
+    assert!(
+        !single.contains("kind: ClusterRole"),
+        "namespace mode is cluster-wide"
+    );
+    assert!(single.contains("--namespace=default"));
+    assert!(!single.contains("kind: CustomResourceDefinition"));
+    let extras = dry_run(
+        &ns.name,
+        &[
+            "networkPolicy.enabled=true",
+            "dashboard.enabled=true",
+            "crds.install=false",
+        ],
+    )
+    .await;
+    assert!(extras.contains("kind: NetworkPolicy"));
+    assert!(extras.contains("grafana_dashboard"));
+    ns.cleanup().await;
+}
+
+/// A client and a kubeconfig file acting as the chart's ServiceAccount.
+async fn as_service_account(admin: &kube::Client, ns: &str, sa: &str) -> (kube::Client, PathBuf) {
+    let tr: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}}))
+            .expect("token request");
+    let token = Api::<ServiceAccount>::namespaced(admin.clone(), ns)
+        .create_token_request(sa, &PostParams::default(), &tr)
+        .await
+        .expect("token")
+        .status
+        .expect("status")
+        .token;
+    let admin_kc = std::fs::read_to_string(common::kubeconfig()).expect("kubeconfig");
+    let server = admin_kc
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .expect("server");
+    let ca = admin_kc
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("certificate-authority-data: "))
+        .expect("ca");
+    let kc = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: sa\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: sa\n    namespace: {ns}\ncurrent-context: c\n"
+    );
+    let file = common::repo_root()
+        .join("target/test-logs")
+        .join(format!("{ns}-{sa}.kubeconfig"));
+    std::fs::create_dir_all(file.parent().expect("dir")).expect("dir");
+    std::fs::write(&file, kc).expect("write");
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&file).expect("read"),
+        &Default::default(),
+    )
+    .await
+    .expect("config");
+    (kube::Client::try_from(config).expect("client"), file)
+}
+
+async fn secret_and_group(ns: &TestNs, id: i64) {
+    let s: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "vast"}, "stringData": {"api-key": KEY}
+    }))
+    .expect("secret");
+    ns.api::<Secret>()
+        .create(&PostParams::default(), &s)
+        .await
+        .expect("secret");
+    let wg = json!({
+        "apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup", "metadata": {"name": "llama"},
+        "spec": {"workergroupId": id, "apiKeySecretRef": {"name": "vast"}, "pollInterval": "5s"}
+    });
+    ns.api::<WorkerGroup>()
+        .patch(
+            "llama",
+            &PatchParams::apply("tests").force(),
+            &Patch::Apply(&wg),
+        )
+        .await
+        .expect("workergroup");
+}
+
+/// Waits until `ns`'s WorkerGroup is synced, its Service published, and it has events.
+async fn synced_and_published(ns: &TestNs) {
+    let api = ns.api::<WorkerGroup>();
+    eventually("synced and published", Duration::from_secs(60), || async {
+        let wg = api.get("llama").await.ok()?;
+        let published = wg
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "DiscoveryReady" && c.status == "True");
+        (ready_is(&wg, "True", "Synced") && published).then_some(())
+    })
+    .await;
+    assert!(
+        ns.api::<Service>()
+            .get_opt("llama")
+            .await
+            .expect("get")
+            .is_some()
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    eventually("an event", Duration::from_secs(20), || async {
+        (!events
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .is_empty())
+        .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn installed_with_helm_the_charts_own_identity_is_enough_in_both_modes() {
+    let admin = TestNs::new("chart-admin").await;
+    // The chart installs the CRD itself: the one `make cluster` put there goes first.
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.client.clone());
+    let _ = crds
+        .delete("workergroups.vast.ai", &Default::default())
+        .await;
+    eventually("the CRD is gone", Duration::from_secs(30), || async {
+        matches!(crds.get_opt("workergroups.vast.ai").await, Ok(None)).then_some(())
+    })
+    .await;
+    let vast = fake_vast::FakeVast::start(0).await.expect("fake");
+    vast.state.put_group(
+        501,
+        KEY,
+        Shape::Array,
+        vec![worker_json(1, "idle", Some("http://198.51.100.71:4000"))],
+    );
+    vast.state.put_group(
+        502,
+        KEY,
+        Shape::Array,
+        vec![worker_json(2, "idle", Some("http://198.51.100.72:4000"))],
+    );
+
+    // Cluster-wide release.
+    let sys = TestNs::new("vo-system").await;
+    let out = helm_off_runtime(
+        [
+            "install",
+            "vo",
+            &chart().to_string_lossy(),
+            "--namespace",
+            &sys.name,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("create secret generic vast"),
+        "NOTES: {}",
+        text(&out)
+    );
+    eventually(
+        "the CRD is established",
+        Duration::from_secs(30),
+        || async {
+            let crd = crds.get_opt("workergroups.vast.ai").await.ok()??;
+            crd.status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
+        },
+    )
+    .await;
+    let (_, kc) = as_service_account(&admin.client, &sys.name, "vo-vast-operator").await;
+    let team = TestNs::new("chart-team").await;
+    secret_and_group(&team, 501).await;
+    let lease = [
+        "--lease-namespace",
+        &sys.name,
+        "--lease-name",
+        "vo-vast-operator",
+        "--lease-duration",
+        "4s",
+    ];
+    let op = OperatorProcess::start_all_namespaces(&sys.name, "vo", &vast.url(), &lease, &kc);
+    synced_and_published(&team).await;
+    assert!(!op.log_text().contains("forbidden"), "{}", op.log_text());
+    // Every series the Grafana dashboard queries is exported.
+    let dashboard =
+        std::fs::read_to_string(chart().join("files/dashboard.json")).expect("dashboard");
+    let mut queried: Vec<&str> = dashboard
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("vast_operator_"))
+        .collect();
+    queried.sort_unstable();
+    queried.dedup();
+    assert!(queried.len() >= 8, "{queried:?}");
+    let exported = eventually("the load series", Duration::from_secs(20), || async {
+        let text = common::http_get(&format!("{}/metrics", op.metrics))
+            .await?
+            .1;
+        text.contains("vast_operator_workergroup_load{")
+            .then_some(text)
+    })
+    .await;
+    for name in &queried {
+        assert!(
+            exported
+                .lines()
+                .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))),
+            "the dashboard queries {name}, which /metrics does not export"
+        );
+    }
+    drop(op);
+
+    // Single-namespace release: a Role in the watched namespace, nothing cluster-wide.
+    let sys2 = TestNs::new("vo2-system").await;
+    let watched = TestNs::new("chart-watched").await;
+    let out = helm_off_runtime(
+        [
+            "install",
+            "vo2",
+            &chart().to_string_lossy(),
+            "--namespace",
+            &sys2.name,
+            "--set",
+            &format!("watchNamespace={}", watched.name),
+            "--set",
+            "crds.install=false",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let (client2, kc2) = as_service_account(&admin.client, &sys2.name, "vo2-vast-operator").await;
+    secret_and_group(&watched, 502).await;
+    let lease2 = [
+        "--lease-namespace",
+        &sys2.name,
+        "--lease-name",
+        "vo2-vast-operator",
+        "--lease-duration",
+        "4s",
+    ];
+    let op2 = OperatorProcess::start_with("vo2", &watched.name, &vast.url(), &lease2, &kc2);
+    synced_and_published(&watched).await;
+    assert!(!op2.log_text().contains("forbidden"), "{}", op2.log_text());
+    // And it may not read another namespace's Secrets or WorkerGroups.
+    let other_secret = Api::<Secret>::namespaced(client2.clone(), &team.name)
+        .get("vast")
+        .await;
+    assert!(
+        matches!(&other_secret, Err(kube::Error::Api(s)) if s.code == 403),
+        "{other_secret:?}"
+    );
+    let other_groups = Api::<WorkerGroup>::namespaced(client2, &team.name)
+        .list(&Default::default())
+        .await;
+    assert!(
+        matches!(&other_groups, Err(kube::Error::Api(s)) if s.code == 403),
+        "{other_groups:?}"
+    );
+    drop(op2);
+    for ns in [team, watched, sys, sys2, admin] {
+        ns.cleanup().await;
+    }
+}
