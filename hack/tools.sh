@@ -8,7 +8,7 @@
 # pins and the Go version, so a tool is rebuilt only when a pin changes, and are linked
 # into hack/bin/.
 #
-# Usage: hack/tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd|helm ...]
+# Usage: hack/tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd|helm|health-check ...]
 #        (default: all)
 set -euo pipefail
 
@@ -25,7 +25,9 @@ build() {
   local name=$1 module=$2 pkg=$3 ldflags=${4:-}
   local dir="$root/hack/tools/$module"
   local key
-  key=$(cat "$dir/go.mod" "$dir/go.sum" <(go version) <(printf '%s %s' "$pkg" "$ldflags") | sha256sum | cut -c1-16)
+  # The pins, the Go version, the package and flags, and any Go source of our own.
+  key=$(cat "$dir/go.mod" "$dir/go.sum" <(go version) <(printf '%s %s' "$pkg" "$ldflags") \
+    <(cat "$dir"/*.go 2>/dev/null) | sha256sum | cut -c1-16)
   local out="$cache/$name-$key/$name"
   if [[ ! -x "$out" ]]; then
     log "building $name ($pkg); this takes a few minutes the first time"
@@ -52,7 +54,7 @@ k8s_ldflags() {
 }
 
 tools=("$@")
-[[ ${#tools[@]} -gt 0 ]] || tools=(kube-apiserver kube-controller-manager kubectl etcd helm)
+[[ ${#tools[@]} -gt 0 ]] || tools=(kube-apiserver kube-controller-manager kubectl etcd helm health-check)
 for t in "${tools[@]}"; do
   case $t in
     kube-apiserver) build kube-apiserver kubernetes k8s.io/kubernetes/cmd/kube-apiserver "$(k8s_ldflags)" ;;
@@ -60,6 +62,8 @@ for t in "${tools[@]}"; do
     kube-controller-manager) build kube-controller-manager kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$(k8s_ldflags)" ;;
     etcd) build etcd etcd go.etcd.io/etcd/server/v3 ;;
     helm) build helm helm helm.sh/helm/v3/cmd/helm ;;
+    # Argo CD's Lua interpreter and Flux's kstatus on WorkerGroups (tests/health.rs).
+    health-check) build health-check health-check . ;;
     *) log "unknown tool: $t"; exit 2 ;;
   esac
 done
