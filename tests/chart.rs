@@ -106,6 +106,20 @@ fn lint_and_the_values_schema() {
     assert!(lint.status.success(), "{}", text(&lint));
     let lint = helm(&["lint", "--strict", c, "--set", "watchNamespace=team-a"]);
     assert!(lint.status.success(), "{}", text(&lint));
+    // At helm install, against the cluster, too.
+    let kube = common::kubeconfig().to_string_lossy().to_string();
+    let out = helm(&[
+        "install",
+        "bad",
+        c,
+        "--kubeconfig",
+        &kube,
+        "--dry-run=server",
+        "--set",
+        "replicaCount=-1",
+    ]);
+    assert!(!out.status.success(), "helm install took replicaCount=-1");
+    assert!(text(&out).contains("replicaCount"), "{}", text(&out));
     for (bad, says) in [
         ("replicaCount=-1", "replicaCount"),
         ("unknownField=1", "unknownField"),

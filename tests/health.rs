@@ -5,7 +5,6 @@
 
 mod common;
 
-
 use common::{Harness, cond, ready_is};
 use fake_vast::{Fault, Shape, worker_json};
 use serde_json::{Value, json};
