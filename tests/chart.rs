@@ -96,6 +96,23 @@ fn the_chart_follows_cargo_and_ships_the_crds_file() {
         shipped, ours,
         "charts/vast-operator/files/ differs from crds/: cp crds/workergroups.vast.ai.yaml charts/vast-operator/files/"
     );
+    // The README's Argo CD snippet is the shipped health script.
+    let lua = std::fs::read_to_string(chart().join("files/argocd-health.lua")).expect("lua");
+    let readme = std::fs::read_to_string(common::repo_root().join("README.md")).expect("README");
+    let indented: String = lua
+        .lines()
+        .map(|l| {
+            if l.is_empty() {
+                "\n".to_string()
+            } else {
+                format!("  {l}\n")
+            }
+        })
+        .collect();
+    assert!(
+        readme.contains(&indented),
+        "the README's Argo CD health check differs from charts/vast-operator/files/argocd-health.lua"
+    );
 }
 
 #[test]
@@ -120,10 +137,39 @@ fn lint_and_the_values_schema() {
     ]);
     assert!(!out.status.success(), "helm install took replicaCount=-1");
     assert!(text(&out).contains("replicaCount"), "{}", text(&out));
+    // One replica: no PodDisruptionBudget (it would block drains); more than one needs
+    // leader election.
+    let one = helm(&[
+        "template",
+        "t",
+        c,
+        "--kube-version",
+        KUBE,
+        "--set",
+        "replicaCount=1",
+    ]);
+    assert!(one.status.success(), "{}", text(&one));
+    assert!(!text(&one).contains("kind: PodDisruptionBudget"));
+    let two = helm(&[
+        "template",
+        "t",
+        c,
+        "--kube-version",
+        KUBE,
+        "--set",
+        "leaderElection.enabled=false",
+    ]);
+    assert!(!two.status.success());
+    assert!(
+        text(&two).contains("needs leaderElection"),
+        "{}",
+        text(&two)
+    );
     for (bad, says) in [
         ("replicaCount=-1", "replicaCount"),
         ("unknownField=1", "unknownField"),
         ("vast.url=ftp://x", "vast"),
+        ("vast.url=http://vast.example", "vast"),
         ("leaderElection.leaseDuration=soon", "leaseDuration"),
     ] {
         let out = helm(&["template", "t", c, "--kube-version", KUBE, "--set", bad]);
@@ -213,6 +259,41 @@ async fn both_modes_render_and_the_apiserver_accepts_them() {
     assert!(extras.contains("kind: NetworkPolicy"));
     assert!(extras.contains("grafana_dashboard"));
     ns.cleanup().await;
+}
+
+/// The operator's arguments as the release's Deployment gives them, without `run` and
+/// the three this test sets itself (the fake Vast, free local ports).
+async fn deployment_args(release: &str, ns: &str) -> Vec<String> {
+    let out = helm_off_runtime(
+        ["get", "manifest", release, "--namespace", ns]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let manifest = String::from_utf8_lossy(&out.stdout).to_string();
+    let args: Vec<String> = manifest
+        .lines()
+        .skip_while(|l| l.trim() != "args:")
+        .skip(1)
+        .map_while(|l| {
+            l.trim()
+                .strip_prefix("- ")
+                .map(|a| a.trim_matches('"').to_string())
+        })
+        .filter(|a| a != "run")
+        .filter(|a| {
+            !["--vast-url=", "--metrics-addr=", "--health-addr="]
+                .iter()
+                .any(|p| a.starts_with(p))
+        })
+        .collect();
+    assert!(
+        args.iter().any(|a| a.starts_with("--lease-name=")),
+        "{manifest}"
+    );
+    args
 }
 
 /// A client and a kubeconfig file acting as the chart's ServiceAccount.
@@ -373,15 +454,10 @@ async fn installed_with_helm_the_charts_own_identity_is_enough_in_both_modes() {
     let (_, kc) = as_service_account(&admin.client, &sys.name, "vo-vast-operator").await;
     let team = TestNs::new("chart-team").await;
     secret_and_group(&team, 501).await;
-    let lease = [
-        "--lease-namespace",
-        &sys.name,
-        "--lease-name",
-        "vo-vast-operator",
-        "--lease-duration",
-        "4s",
-    ];
-    let op = OperatorProcess::start_all_namespaces(&sys.name, "vo", &vast.url(), &lease, &kc);
+    // Exactly the Deployment's arguments (but Vast's URL and the local ports).
+    let args = deployment_args("vo", &sys.name).await;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let op = OperatorProcess::start_all_namespaces(&sys.name, "vo", &vast.url(), &args, &kc);
     synced_and_published(&team).await;
     assert!(!op.log_text().contains("forbidden"), "{}", op.log_text());
     // Every series the Grafana dashboard queries is exported.
@@ -435,15 +511,13 @@ async fn installed_with_helm_the_charts_own_identity_is_enough_in_both_modes() {
     assert!(out.status.success(), "{}", text(&out));
     let (client2, kc2) = as_service_account(&admin.client, &sys2.name, "vo2-vast-operator").await;
     secret_and_group(&watched, 502).await;
-    let lease2 = [
-        "--lease-namespace",
-        &sys2.name,
-        "--lease-name",
-        "vo2-vast-operator",
-        "--lease-duration",
-        "4s",
-    ];
-    let op2 = OperatorProcess::start_with("vo2", &watched.name, &vast.url(), &lease2, &kc2);
+    let args2 = deployment_args("vo2", &sys2.name).await;
+    assert!(
+        args2.contains(&format!("--namespace={}", watched.name)),
+        "{args2:?}"
+    );
+    let args2: Vec<&str> = args2.iter().map(String::as_str).collect();
+    let op2 = OperatorProcess::start_all_namespaces(&sys2.name, "vo2", &vast.url(), &args2, &kc2);
     synced_and_published(&watched).await;
     assert!(!op2.log_text().contains("forbidden"), "{}", op2.log_text());
     // And it may not read another namespace's Secrets or WorkerGroups.

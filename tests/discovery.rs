@@ -493,6 +493,28 @@ async fn endpoints_go_not_ready_when_the_data_is_stale_and_come_back() {
     })
     .await;
 
+    // The Secret is deleted: a Kubernetes-side error says nothing about the workers, so
+    // they stay ready for the window, then go stale, although the terminal retry (60 s
+    // in tests) is much later.
+    let secrets = h.ns.api::<k8s_openapi::api::core::v1::Secret>();
+    secrets
+        .delete("vast", &DeleteParams::default())
+        .await
+        .expect("delete secret");
+    h.wait_for("g", "SecretNotFound", |wg| {
+        ready_is(wg, "False", "SecretNotFound")
+    })
+    .await;
+    wait_slices(&h, "g", "stale within the window", |s| {
+        all_endpoints(s, 2, false, false)
+    })
+    .await;
+    h.secret("vast", "api-key", KEY).await;
+    wait_slices(&h, "g", "fresh once the Secret is back", |s| {
+        all_endpoints(s, 2, true, true)
+    })
+    .await;
+
     // Suspend keeps the data, and it goes stale the same way.
     let mut s = spec(107);
     s["suspend"] = json!(true);

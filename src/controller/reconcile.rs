@@ -484,8 +484,10 @@ fn requeue(
             // Any other failure backs off, but never beyond the interval: a failing
             // WorkerGroup is retried at least once per interval, so it is right again
             // within one interval of the fault clearing.
+            // After a 429: the interval plus up to 10 % (not the growing backoff, so
+            // that stale data is marked at the next retry, within the interval).
             let delay = if poll.rate_limited {
-                delay.max(interval) + interval.mul_f64(rand::random::<f64>() * 0.1)
+                interval + interval.mul_f64(rand::random::<f64>() * 0.1)
             } else {
                 delay.min(interval)
             };
@@ -502,7 +504,10 @@ fn requeue(
             // A later transient error starts its backoff afresh.
             ctx.memory.clear_failures(wg);
             warn!(reason, message = %message, "terminal error; retrying slowly");
-            Action::requeue(jitter(ctx.config.terminal_retry, 0.1))
+            // A Kubernetes-side error (a missing Secret) leaves the data fresh for a
+            // while: look again when it goes stale, if that is sooner.
+            let retry = jitter(ctx.config.terminal_retry, 0.1);
+            Action::requeue(goes_stale.map_or(retry, |s| retry.min(s)))
         }
     }
 }
