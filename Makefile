@@ -13,8 +13,8 @@ help: ## List the targets.
 demo: ## Local control plane + fake Vast + operator; shows a workergroup scaling up, then cleans up.
 	hack/demo.sh
 
-test: lint tools ## fmt check, clippy, unit and integration tests (on a real kube-apiserver + etcd).
-	$(CARGO) test --workspace --all-targets
+test: lint tools ## fmt check, clippy, hadolint, unit and integration tests (real control plane), at trace level and searched for API keys.
+	hack/leak-check.sh
 
 lint: ## cargo fmt --check, clippy -D warnings, hadolint on the Dockerfile.
 	$(CARGO) fmt --all -- --check
@@ -31,7 +31,7 @@ bench: tools ## Benchmark at N = 100, 1000, 5000 WorkerGroups beside the baselin
 	target/release/vast-operator-bench $(BENCH_ARGS) --out target/bench/results.jsonl | tee target/bench/results.txt
 	hack/bench/plot.sh target/bench/results.jsonl docs/performance.png
 
-leak-check: tools ## The whole suite at RUST_LOG=trace; fails if a test API key shows in any log line, event, status or object.
+leak-check: tools ## The tests alone (no lint): at RUST_LOG=trace, failing if a test API key shows in any log line, event, status or object.
 	hack/leak-check.sh
 
 FUZZ_SECONDS ?= 180

@@ -13,10 +13,13 @@ cd "$root"
 export VAST_TEST_LOG=trace VAST_OPERATOR_LOG=trace VAST_LEAK_DUMP="$out"
 echo "leak-check: running the suite at trace level (output in $out)"
 if ! cargo test --workspace --all-targets -- --nocapture >"$out/tests.log" 2>&1; then
-  echo "leak-check: the suite failed; see $out/tests.log" >&2
-  grep -E "^test .* FAILED|panicked" "$out/tests.log" | head -20 >&2
+  echo "leak-check: the suite failed; the whole output is in $out/tests.log" >&2
+  # What failed, with each panic and the lines after it, and the compiler's errors.
+  grep -E -A12 "^error(\[|:)|panicked at" "$out/tests.log" | grep -vE "^\s+[0-9]+: |^\s+at " | head -150 >&2
+  grep -E "^test .* FAILED|^test result: FAILED|^error: test failed" "$out/tests.log" >&2
   exit 1
 fi
+grep -E "^test result:" "$out/tests.log" | awk '{p+=$4; f+=$6} END {print "leak-check: " p " tests passed, " f " failed"}'
 cp target/test-logs/*.log "$out/" 2>/dev/null || true
 lines=$(cat "$out"/* | wc -l)
 files=$(find "$out" -type f | wc -l)
