@@ -514,6 +514,12 @@ async fn endpoints_go_not_ready_when_the_data_is_stale_and_come_back() {
         all_endpoints(s, 2, true, true)
     })
     .await;
+    // And in status (before the next step changes the spec under that write).
+    h.wait_for("g", "synced again", |wg| {
+        ready_is(wg, "True", "Synced")
+            && cond(wg, "DiscoveryReady") == Some(("True".into(), "Published".into()))
+    })
+    .await;
 
     // Suspend keeps the data, and it goes stale the same way.
     let mut s = spec(107);
@@ -523,12 +529,11 @@ async fn endpoints_go_not_ready_when_the_data_is_stale_and_come_back() {
         all_endpoints(s, 2, false, false)
     })
     .await;
-    let wg = h
-        .wait_for("g", "stale while suspended", |wg| {
-            cond(wg, "DiscoveryReady") == Some(("False".into(), "Stale".into()))
-        })
-        .await;
-    assert!(ready_is(&wg, "True", "Suspended"), "{:?}", wg.status);
+    h.wait_for("g", "stale while suspended", |wg| {
+        ready_is(wg, "True", "Suspended")
+            && cond(wg, "DiscoveryReady") == Some(("False".into(), "Stale".into()))
+    })
+    .await;
     h.stop().await;
 }
 
