@@ -54,7 +54,7 @@ bench-smoke: tools ## The benchmark at a tiny size, debug build (CI runs it).
 	  --churn-intervals 1 --baseline-max 5 --baseline-rounds 1 \
 	  --operator target/debug/vast-operator --out target/bench/smoke.jsonl
 
-cluster: ## Start the local control plane (idempotent); prints the KUBECONFIG export.
+cluster: ## Start the local control plane with CoreDNS (idempotent); prints the KUBECONFIG and VAST_CLUSTER_DNS exports.
 	@hack/cluster.sh up
 
 cluster-down: ## Stop the local control plane and delete its data.

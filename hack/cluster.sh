@@ -54,11 +54,12 @@ stop_one() {
 }
 
 down() {
+  stop_one coredns
   stop_one kube-controller-manager
   stop_one kube-apiserver
   stop_one etcd
   rm -rf "$dir/etcd-data" "$pki" "$kubeconfig" "$dir/apiserver-url" "$dir/etcd-url" \
-    "$dir/etcd-peer-port" "$dir"/*.pid
+    "$dir/etcd-peer-port" "$dir/dns-addr" "$dir/Corefile" "$dir"/*.pid
   log "stopped; logs kept in $logs"
 }
 
@@ -112,6 +113,7 @@ EOF
 
 print_env() {
   echo "export KUBECONFIG=$kubeconfig"
+  echo "export VAST_CLUSTER_DNS=$(cat "$dir/dns-addr")"
   echo "export PATH=\"$root/hack/bin:\$PATH\"  # kubectl $("$root/hack/bin/kubectl" version --client -o json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])' 2>/dev/null || echo '(matching the apiserver)')"
 }
 
@@ -165,14 +167,42 @@ start_apiserver() {
   done
 }
 
+# CoreDNS with the kubernetes plugin (zone cluster.local) on a free loopback port, as a
+# cluster's DNS would serve our Services and EndpointSlices. Ready once it answers for
+# the apiserver's own `kubernetes.default` Service.
+start_coredns() {
+  local bin="$root/hack/bin" port
+  port=$(free_port)
+  cat > "$dir/Corefile" <<EOF
+cluster.local:$port {
+    bind 127.0.0.1
+    kubernetes cluster.local {
+        kubeconfig $kubeconfig
+        ttl 5
+    }
+}
+EOF
+  log "starting coredns on 127.0.0.1:$port"
+  "$bin/coredns" -conf "$dir/Corefile" >"$logs/coredns.log" 2>&1 &
+  echo $! > "$dir/coredns.pid"
+  echo "127.0.0.1:$port" > "$dir/dns-addr"
+  local deadline=$((SECONDS + 60))
+  until python3 "$root/hack/dnsq.py" "127.0.0.1:$port" kubernetes.default.svc.cluster.local A >/dev/null 2>&1; do
+    if ! alive coredns || ((SECONDS > deadline)); then
+      log "coredns did not answer; last log lines:"; tail -n 20 "$logs/coredns.log" >&2; down; exit 1
+    fi
+    sleep 0.3
+  done
+}
+
 up() {
-  if alive kube-apiserver && alive etcd && alive kube-controller-manager && ready; then
+  if alive kube-apiserver && alive etcd && alive kube-controller-manager && alive coredns && ready; then
     log "already running"
     print_env
     return 0
   fi
   down >/dev/null 2>&1 || true
-  "$root/hack/tools.sh" kube-apiserver kube-controller-manager kubectl etcd
+  "$root/hack/tools.sh" kube-apiserver kube-controller-manager kubectl etcd coredns
   local bin="$root/hack/bin"
   mkdir -p "$dir" "$logs"
   make_pki
@@ -216,6 +246,7 @@ up() {
     fi
     sleep 0.3
   done
+  start_coredns
   log "ready in ${SECONDS}s; logs in $logs"
   print_env
 }
@@ -223,7 +254,7 @@ up() {
 case ${1:-up} in
   up) up ;;
   down) down ;;
-  status) alive kube-apiserver && alive etcd && alive kube-controller-manager && ready ;;
+  status) alive kube-apiserver && alive etcd && alive kube-controller-manager && alive coredns && ready ;;
   # Faults for tests: the same ports, certificates and data come back.
   apiserver-stop) stop_one kube-apiserver ;;
   apiserver-start) start_apiserver ;;

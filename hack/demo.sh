@@ -86,4 +86,20 @@ say "events"
 say "curl /readyz and /metrics (the workergroup's series)"
 curl -s "http://127.0.0.1:$health_port/readyz"
 curl -s "http://127.0.0.1:$metrics_port/metrics" | grep -E '^vast_operator_(leader|workergroup_(workers|ready_workers|load))'
+dns=$(cat "$VAST_CLUSTER_DIR/dns-addr")
+q() { python3 "$root/hack/dnsq.py" "$dns" "$1" "$2" | paste -sd' ' -; }
+svc=llama.default.svc.cluster.local
+say "DNS: what a client in the cluster resolves (the local CoreDNS at $dns)"
+printf '%-48s %s\n' "$svc A" "$(q "$svc" A)  (the Service's ClusterIP)"
+printf '%-48s %s\n' "_http._tcp.$svc SRV" "$(q "_http._tcp.$svc" SRV)"
+say "kubectl patch workergroup llama: spec.discovery.headless=true (DNS names the workers)"
+"$kubectl" patch workergroup llama --type merge -p '{"spec":{"discovery":{"headless":true}}}' >/dev/null
+deadline=$((SECONDS + 60))
+until [[ $(q "$svc" A) == *192.0.2.* ]] || ((SECONDS > deadline)); do sleep 1; done
+printf '%-48s %s\n' "$svc A" "$(q "$svc" A)"
+printf '%-48s %s\n' "_http._tcp.$svc SRV" "$(q "_http._tcp.$svc" SRV)"
+for name in $(python3 "$root/hack/dnsq.py" "$dns" "_http._tcp.$svc" SRV | awk '{print $4}'); do
+  printf '%-48s %s\n' "$name A" "$(q "$name" A)"
+done
+printf '%-48s %s\n' "status.readyUrls" "$("$kubectl" get workergroup llama -o jsonpath='{.status.readyUrls}')"
 say "demo finished"

@@ -8,7 +8,7 @@
 # pins and the Go version, so a tool is rebuilt only when a pin changes, and are linked
 # into hack/bin/.
 #
-# Usage: hack/tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd|helm|health-check ...]
+# Usage: hack/tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd|coredns|helm|health-check ...]
 #        (default: all)
 set -euo pipefail
 
@@ -54,7 +54,7 @@ k8s_ldflags() {
 }
 
 tools=("$@")
-[[ ${#tools[@]} -gt 0 ]] || tools=(kube-apiserver kube-controller-manager kubectl etcd helm health-check)
+[[ ${#tools[@]} -gt 0 ]] || tools=(kube-apiserver kube-controller-manager kubectl etcd coredns helm health-check)
 for t in "${tools[@]}"; do
   case $t in
     kube-apiserver) build kube-apiserver kubernetes k8s.io/kubernetes/cmd/kube-apiserver "$(k8s_ldflags)" ;;
@@ -62,6 +62,7 @@ for t in "${tools[@]}"; do
     kube-controller-manager) build kube-controller-manager kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$(k8s_ldflags)" ;;
     etcd) build etcd etcd go.etcd.io/etcd/server/v3 ;;
     helm) build helm helm helm.sh/helm/v3/cmd/helm ;;
+    coredns) build coredns coredns github.com/coredns/coredns ;;
     # Argo CD's Lua interpreter and Flux's kstatus on WorkerGroups (tests/health.rs).
     health-check) build health-check health-check . ;;
     *) log "unknown tool: $t"; exit 2 ;;

@@ -178,6 +178,16 @@ pub fn service_name(wg: &WorkerGroup) -> String {
         .unwrap_or_else(|| wg.name_any())
 }
 
+/// The DNS label of a worker in a headless Service: `w` and its Vast id (`w1001`; a
+/// negative id, which Vast does not hand out, gives `wm7`).
+pub fn worker_hostname(id: i64) -> String {
+    if id < 0 {
+        format!("wm{}", id.unsigned_abs())
+    } else {
+        format!("w{id}")
+    }
+}
+
 /// Computes the desired Service and slices. With `stale` set every endpoint is published
 /// neither ready nor serving: kept, so that recovery is one write, but given no traffic.
 pub fn desired(wg: &WorkerGroup, workers: &[WorkerStatus], stale: bool) -> Desired {
@@ -242,6 +252,9 @@ pub fn desired(wg: &WorkerGroup, workers: &[WorkerStatus], stale: bool) -> Desir
                     .iter()
                     .map(|t| Endpoint {
                         addresses: vec![t.addr.to_string()],
+                        // A headless Service gives each endpoint a DNS name of its own:
+                        // w<id>.<service>.<namespace>.svc.<zone>, and an SRV target.
+                        hostname: d.headless.then(|| worker_hostname(t.id)),
                         conditions: Some(EndpointConditions {
                             ready: Some(!stale && t.ready && !t.terminating),
                             serving: Some(!stale && t.ready),

@@ -125,6 +125,17 @@ pub async fn cluster_fault(cmd: &'static str) {
     );
 }
 
+/// Where the test control plane's CoreDNS answers (`hack/cluster.sh` writes it beside
+/// the kubeconfig).
+pub fn cluster_dns() -> std::net::SocketAddr {
+    let file = kubeconfig().parent().expect("cluster dir").join("dns-addr");
+    std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{}: {e} (is CoreDNS part of this cluster?)", file.display()))
+        .trim()
+        .parse()
+        .expect("dns-addr")
+}
+
 /// A kube Config for the admin user.
 pub async fn admin_config() -> Config {
     vast_operator::install_crypto_provider();
