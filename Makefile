@@ -60,8 +60,8 @@ cluster: ## Start the local control plane with CoreDNS (idempotent); prints the 
 cluster-down: ## Stop the local control plane and delete its data.
 	@hack/cluster.sh down
 
-tools: ## Build the control plane, kubectl, helm and the health checker from the Go module proxy (cached).
-	hack/tools.sh kube-apiserver kube-controller-manager kubectl etcd helm health-check
+tools: ## Build the control plane, CoreDNS, kubectl, helm and the health checker from the Go module proxy (cached).
+	hack/tools.sh kube-apiserver kube-controller-manager kubectl etcd coredns helm health-check
 
 crds: build ## Regenerate crds/ (and the chart's copy) from the Rust types.
 	$(BIN) crd > crds/workergroups.vast.ai.yaml

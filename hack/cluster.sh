@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
-# A local Kubernetes control plane for tests and the demo: etcd, kube-apiserver and
-# kube-controller-manager as plain processes on free 127.0.0.1 ports. The controller
-# manager runs what a real cluster does for objects like ours: the garbage collector
-# (ownerReferences), the namespace controller (namespace deletion completes), the
-# ServiceAccount and token controllers and the kube-root-ca.crt publisher. There is no
-# scheduler, kubelet or kube-proxy.
+# A local Kubernetes control plane for tests and the demo: etcd, kube-apiserver,
+# kube-controller-manager and CoreDNS as plain processes on free 127.0.0.1 ports. The
+# controller manager runs what a real cluster does for objects like ours: the garbage
+# collector (ownerReferences), the namespace controller (namespace deletion completes),
+# the ServiceAccount and token controllers and the kube-root-ca.crt publisher. CoreDNS
+# serves cluster.local from Services and EndpointSlices. There is no scheduler, kubelet
+# or kube-proxy.
 #
-#   hack/cluster.sh up      start (idempotent); prints `export KUBECONFIG=...` and a PATH
-#                           export for the matching kubectl: `eval "$(hack/cluster.sh up)"`
+#   hack/cluster.sh up      start (idempotent); prints `export KUBECONFIG=...`,
+#                           `export VAST_CLUSTER_DNS=127.0.0.1:<port>` and a PATH export
+#                           for the matching kubectl: `eval "$(hack/cluster.sh up)"`
 #   hack/cluster.sh down    stop everything and delete its data (logs are kept)
 #   hack/cluster.sh status  exit 0 when running and ready
 #   hack/cluster.sh apiserver-stop | apiserver-start | etcd-restart
 #                           faults for tests: the same ports, certificates and data
 #
 # VAST_APISERVER_FLAGS adds kube-apiserver flags (a test's own cluster: request limits).
+# VAST_CLUSTER_NO_DNS=1 leaves CoreDNS out (the benchmark: its watches would count).
 #
-# State lives in $VAST_CLUSTER_DIR (default: .cluster/ in the repository):
-# kubeconfig, pki/, etcd-data/, logs/{etcd,kube-apiserver,kube-controller-manager}.log, *.pid.
+# State lives in $VAST_CLUSTER_DIR (default: .cluster/ in the repository): kubeconfig,
+# pki/, etcd-data/, dns-addr, Corefile,
+# logs/{etcd,kube-apiserver,kube-controller-manager,coredns}.log, *.pid.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -113,7 +117,7 @@ EOF
 
 print_env() {
   echo "export KUBECONFIG=$kubeconfig"
-  echo "export VAST_CLUSTER_DNS=$(cat "$dir/dns-addr")"
+  if [[ -f "$dir/dns-addr" ]]; then echo "export VAST_CLUSTER_DNS=$(cat "$dir/dns-addr")"; fi
   echo "export PATH=\"$root/hack/bin:\$PATH\"  # kubectl $("$root/hack/bin/kubectl" version --client -o json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])' 2>/dev/null || echo '(matching the apiserver)')"
 }
 
@@ -189,14 +193,16 @@ EOF
   local deadline=$((SECONDS + 60))
   until python3 "$root/hack/dnsq.py" "127.0.0.1:$port" kubernetes.default.svc.cluster.local A >/dev/null 2>&1; do
     if ! alive coredns || ((SECONDS > deadline)); then
-      log "coredns did not answer; last log lines:"; tail -n 20 "$logs/coredns.log" >&2; down; exit 1
+      stop_one coredns
+      return 1
     fi
     sleep 0.3
   done
 }
 
 up() {
-  if alive kube-apiserver && alive etcd && alive kube-controller-manager && alive coredns && ready; then
+  if alive kube-apiserver && alive etcd && alive kube-controller-manager && ready &&
+    { [[ -n ${VAST_CLUSTER_NO_DNS:-} ]] || alive coredns; }; then
     log "already running"
     print_env
     return 0
@@ -246,7 +252,14 @@ up() {
     fi
     sleep 0.3
   done
-  start_coredns
+  if [[ -z ${VAST_CLUSTER_NO_DNS:-} ]]; then
+    # The port is free when chosen; if something takes it first, try another.
+    local try
+    for try in 1 2 3; do
+      start_coredns && break
+      ((try < 3)) || { log "coredns did not start; last log lines:"; tail -n 20 "$logs/coredns.log" >&2; down; exit 1; }
+    done
+  fi
   log "ready in ${SECONDS}s; logs in $logs"
   print_env
 }

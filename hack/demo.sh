@@ -96,6 +96,11 @@ say "kubectl patch workergroup llama: spec.discovery.headless=true (DNS names th
 "$kubectl" patch workergroup llama --type merge -p '{"spec":{"discovery":{"headless":true}}}' >/dev/null
 deadline=$((SECONDS + 60))
 until [[ $(q "$svc" A) == *192.0.2.* ]] || ((SECONDS > deadline)); do sleep 1; done
+if [[ $(q "$svc" A) != *192.0.2.* ]]; then
+  echo "the workers did not appear in DNS within 60s"
+  tail -n 20 "$VAST_CLUSTER_DIR/logs/coredns.log" "$work/operator.log"
+  exit 1
+fi
 printf '%-48s %s\n' "$svc A" "$(q "$svc" A)"
 printf '%-48s %s\n' "_http._tcp.$svc SRV" "$(q "_http._tcp.$svc" SRV)"
 for name in $(python3 "$root/hack/dnsq.py" "$dns" "_http._tcp.$svc" SRV | awk '{print $4}'); do

@@ -47,7 +47,8 @@ def main():
     msg, _ = s.recvfrom(4096)
     rid, flags, qd, an, _, _ = struct.unpack(">HHHHHH", msg[:12])
     rcode = flags & 0xF
-    if rid != qid or rcode not in (0, 3):
+    # Not our answer, an error, or truncated (the answer would be incomplete).
+    if rid != qid or not flags & 0x8000 or flags & 0x0200 or rcode not in (0, 3):
         sys.exit(2)
     off = 12
     for _ in range(qd):
@@ -73,4 +74,10 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SystemExit:
+        raise
+    except Exception as e:  # timeout, refused, bad arguments: not an answer
+        print(f"dnsq: {e}", file=sys.stderr)
+        sys.exit(2)

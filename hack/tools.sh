@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the control-plane tools (kube-apiserver, kube-controller-manager, kubectl, etcd, helm)
-# from the Go module proxy.
+# Builds the control-plane tools (kube-apiserver, kube-controller-manager, kubectl, etcd,
+# CoreDNS, helm, and the health checker) from the Go module proxy.
 #
 # Each tool comes from a small consumer module under hack/tools/ whose go.mod/go.sum pin
 # every module by hash (GOSUMDB=off: the checksum database is not reachable here, the

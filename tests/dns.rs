@@ -38,11 +38,23 @@ fn resolver() -> TokioResolver {
     .build()
 }
 
-/// The A/AAAA answers for `name` (empty for NXDOMAIN or no records); None on other errors.
+/// The A/AAAA answers for `name` (empty when the name exists without addresses); None on
+/// NXDOMAIN or errors (see [`nxdomain`]).
 async fn addresses(r: &TokioResolver, name: String) -> Option<BTreeSet<IpAddr>> {
     match r.lookup_ip(format!("{name}.")).await {
         Ok(l) => Some(l.iter().collect()),
-        Err(e) if e.is_nx_domain() || e.is_no_records_found() => Some(BTreeSet::new()),
+        Err(e) if e.is_no_records_found() && !e.is_nx_domain() => Some(BTreeSet::new()),
+        Err(_) => None,
+    }
+}
+
+/// Whether `name` does not exist (NXDOMAIN), as opposed to existing, with records or
+/// not; None on other errors.
+async fn nxdomain(r: &TokioResolver, name: String) -> Option<bool> {
+    match r.lookup_ip(format!("{name}.")).await {
+        Ok(_) => Some(false),
+        Err(e) if e.is_nx_domain() => Some(true),
+        Err(e) if e.is_no_records_found() => Some(false),
         Err(_) => None,
     }
 }
@@ -172,11 +184,10 @@ async fn a_headless_service_gives_each_ready_worker_a_name_and_follows_changes()
         || addresses(&r, w(1002)),
     )
     .await;
-    assert_eq!(
-        addresses(&r, w(1003)).await,
-        Some(BTreeSet::new()),
-        "not ready"
-    );
+    until("w1003 (loading) has no name", true, || {
+        nxdomain(&r, w(1003))
+    })
+    .await;
     let srvs = until(
         "SRV names each worker with its port",
         BTreeSet::from([(4001, w(1001)), (4002, w(1002))]),
@@ -198,7 +209,11 @@ async fn a_headless_service_gives_each_ready_worker_a_name_and_follows_changes()
     // Each SRV target resolves to its worker's address: (address, port) per worker.
     let mut from_dns = BTreeSet::new();
     for (port, target) in &srvs {
-        for a in addresses(&r, target.clone()).await.expect("target") {
+        let a = eventually("the SRV target resolves", Duration::from_secs(20), || {
+            addresses(&r, target.clone())
+        })
+        .await;
+        for a in a {
             from_dns.insert((a, *port));
         }
     }
@@ -221,17 +236,26 @@ async fn a_headless_service_gives_each_ready_worker_a_name_and_follows_changes()
         || addresses(&r, svc.clone()),
     )
     .await;
-    assert_eq!(addresses(&r, w(1001)).await, Some(BTreeSet::new()));
+    until(
+        "w1003 (now idle) resolves",
+        BTreeSet::from([ip("198.51.100.3")]),
+        || addresses(&r, w(1003)),
+    )
+    .await;
+    until("w1001 (now error) has no name", true, || {
+        nxdomain(&r, w(1001))
+    })
+    .await;
 
-    // A deleted WorkerGroup's names stop resolving (its Service goes with it).
+    // A deleted WorkerGroup's names stop resolving: NXDOMAIN, the Service is gone.
     h.ns.api::<WorkerGroup>()
         .delete("llm", &DeleteParams::default())
         .await
         .expect("delete");
-    until("the names are gone", BTreeSet::new(), || {
-        addresses(&r, svc.clone())
+    until("the Service name is gone", true, || {
+        nxdomain(&r, svc.clone())
     })
     .await;
-    assert_eq!(addresses(&r, w(1002)).await, Some(BTreeSet::new()));
+    until("the worker names are gone", true, || nxdomain(&r, w(1002))).await;
     h.stop().await;
 }

@@ -485,7 +485,7 @@ fn requeue(
             // WorkerGroup is retried at least once per interval, so it is right again
             // within one interval of the fault clearing.
             // After a 429: the interval plus up to 10 % (not the growing backoff, so
-            // that stale data is marked at the next retry, within the interval).
+            // that stale data is marked at the next retry, at most 1.1 intervals late).
             let delay = if poll.rate_limited {
                 interval + interval.mul_f64(rand::random::<f64>() * 0.1)
             } else {
