@@ -395,14 +395,8 @@ async fn synced_and_published(ns: &TestNs) {
 async fn installed_with_helm_the_charts_own_identity_is_enough_in_both_modes() {
     let admin = TestNs::new("chart-admin").await;
     // The chart installs the CRD itself: the one `make cluster` put there goes first.
+    common::delete_workergroup_crd(&admin.client).await;
     let crds: Api<CustomResourceDefinition> = Api::all(admin.client.clone());
-    let _ = crds
-        .delete("workergroups.vast.ai", &Default::default())
-        .await;
-    eventually("the CRD is gone", Duration::from_secs(30), || async {
-        matches!(crds.get_opt("workergroups.vast.ai").await, Ok(None)).then_some(())
-    })
-    .await;
     let vast = fake_vast::FakeVast::start(0).await.expect("fake");
     vast.state.put_group(
         501,

@@ -12,16 +12,7 @@ async fn readyz_is_503_until_the_workergroups_are_listed_and_healthz_is_200() {
     let ns = TestNs::new("probes").await;
     // No CRD: `make cluster` installs it, so it is deleted first (this binary has a
     // control plane of its own). Then the WorkerGroup watch cannot list.
-    let crds: kube::Api<
-        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-    > = kube::Api::all(ns.client.clone());
-    let _ = crds
-        .delete("workergroups.vast.ai", &Default::default())
-        .await;
-    eventually("the CRD is gone", Duration::from_secs(30), || async {
-        matches!(crds.get_opt("workergroups.vast.ai").await, Ok(None)).then_some(())
-    })
-    .await;
+    common::delete_workergroup_crd(&ns.client).await;
     let p = OperatorProcess::start(
         "op",
         &ns.name,

@@ -237,6 +237,19 @@ impl TestNs {
     }
 }
 
+/// Deletes the WorkerGroup CRD (`make cluster` installs it) and waits until it is gone;
+/// for tests on a control plane of their own that need it absent.
+pub async fn delete_workergroup_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let _ = crds
+        .delete("workergroups.vast.ai", &DeleteParams::default())
+        .await;
+    eventually("the CRD is gone", Duration::from_secs(30), || async {
+        matches!(crds.get_opt("workergroups.vast.ai").await, Ok(None)).then_some(())
+    })
+    .await;
+}
+
 /// Applies `crds/workergroups.vast.ai.yaml` and waits until it is Established.
 pub async fn install_workergroup_crd(client: &Client) {
     let text = std::fs::read_to_string(repo_root().join("crds/workergroups.vast.ai.yaml"))
