@@ -45,6 +45,11 @@ impl KeyCache {
         map.insert(key, (version, value, Instant::now()));
     }
 
+    /// Whether the key of `wg` is held, read from the Secret at `version`.
+    pub fn holds(&self, wg: &WorkerGroup, version: &str) -> bool {
+        self.get(&cache_key(wg), version).is_some()
+    }
+
     /// Forgets the key of `wg` (Vast refused it: read the Secret again next time).
     pub fn forget(&self, wg: &WorkerGroup) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());

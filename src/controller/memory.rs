@@ -25,6 +25,7 @@ struct Entry {
     status_write_failing: bool,
     share: Option<crate::vast::ShareKey>,
     looked_at: bool,
+    reconciled: bool,
 }
 
 impl Entry {
@@ -150,6 +151,20 @@ impl Memory {
     /// seen).
     pub fn first_look(&self, wg: &WorkerGroup) -> bool {
         self.with(|map| !std::mem::replace(&mut Self::entry(map, wg).looked_at, true))
+    }
+
+    /// This term has reconciled the object for real (past the start-up spread): it was
+    /// polled, or found suspended or unusable.
+    pub fn reconciled(&self, wg: &WorkerGroup) {
+        self.with(|map| Self::entry(map, wg).reconciled = true);
+    }
+
+    /// Whether this term has reconciled the object for real (see [`Memory::reconciled`]).
+    pub fn was_reconciled(&self, wg: &WorkerGroup) -> bool {
+        self.with(|map| {
+            map.get(&ObjectRef::from_obj(wg))
+                .is_some_and(|e| e.belongs_to(wg) && e.reconciled)
+        })
     }
 
     /// The call this object's polls share with others.

@@ -1,11 +1,12 @@
 //! The kube-runtime `Controller` of WorkerGroups: the process-long watches
 //! ([`watches`]), one term of reconciling ([`run_term`], while leading), the reconcile
 //! steps ([`reconcile`]), the API-key source ([`api_key`]), per-object memory
-//! ([`memory`]) and the requeue policy ([`requeue`]).
+//! ([`memory`]), the requeue policy ([`requeue`]) and the overdue check ([`overdue`]).
 
 pub mod api_key;
 pub mod context;
 pub mod memory;
+pub mod overdue;
 pub mod reconcile;
 pub mod requeue;
 pub mod watches;
@@ -36,31 +37,38 @@ pub async fn run(
 
 /// Reconciles, with the warm `watches`, until `shutdown` resolves (then in-flight
 /// reconciles finish) or the future is dropped (then they are cancelled at once). Every
-/// WorkerGroup is reconciled once at the start of a term.
+/// WorkerGroup is reconciled once at the start of a term, as soon as the first list is
+/// in the store.
 pub async fn run_term(
     ctx: Arc<Context>,
     watches: &Watches,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<ObjectRef<WorkerGroup>>();
+    // Wake-ups are forwarded from here on; what the store holds now is reconciled below.
     let _term = Term::begin(&ctx, watches, tx);
+    let mut shutdown = Box::pin(shutdown);
+    // The controller starts once the store has listed, so that the reconcile of
+    // everything below reads a full store. (Not through `Store::wait_until_ready`: see
+    // `runtime::listed`. The controller's runner waits for the store as well; by now
+    // that wait ends at its first poll.)
+    tokio::select! {
+        _ = watches.listed.wait() => {}
+        _ = &mut shutdown => return,
+    }
     let store = watches.groups.clone();
-    let listed = store.clone();
     let wakeups =
         futures::stream::unfold(
             rx,
             |mut rx| async move { rx.recv().await.map(|key| (key, rx)) },
         );
-    let everything_once = futures::stream::once(async move {
-        let _ = listed.wait_until_ready().await;
-    });
     Controller::for_stream(
         futures::stream::pending::<Result<WorkerGroup, watcher::Error>>(),
         store,
     )
     .with_config(kcontroller::Config::default().concurrency(ctx.config.concurrency))
     .reconcile_on(wakeups)
-    .reconcile_all_on(everything_once)
+    .reconcile_all_on(futures::stream::once(async {}))
     .graceful_shutdown_on(shutdown)
     .run(reconcile::reconcile, error_policy, ctx)
     .for_each(|res| async move {
@@ -74,10 +82,11 @@ pub async fn run_term(
     .await;
 }
 
-/// What runs only during a term (wake-ups, pruning), undone however the term ends.
+/// What runs only during a term (wake-ups, pruning, the overdue check), undone however
+/// the term ends.
 struct Term<'a> {
     watches: &'a Watches,
-    pruner: tokio::task::JoinHandle<()>,
+    tasks: [tokio::task::JoinHandle<()>; 2],
     metrics: Arc<crate::runtime::metrics::Metrics>,
 }
 
@@ -92,9 +101,21 @@ impl<'a> Term<'a> {
         ctx.memory.clear();
         ctx.vast.clear();
         watches.forward_to(Some(tx));
+        let listed = watches.listed.clone();
+        let (store, c) = (watches.groups.clone(), ctx.clone());
+        let overdue = tokio::spawn(async move {
+            listed.wait().await;
+            overdue::watch(c, store).await;
+        });
+        let listed = watches.listed.clone();
+        let (store, c) = (watches.groups.clone(), ctx.clone());
+        let pruner = tokio::spawn(async move {
+            listed.wait().await;
+            prune(c, store).await;
+        });
         Self {
             watches,
-            pruner: tokio::spawn(prune(ctx.clone(), watches.groups.clone())),
+            tasks: [pruner, overdue],
             metrics: ctx.metrics.clone(),
         }
     }
@@ -103,18 +124,18 @@ impl<'a> Term<'a> {
 impl Drop for Term<'_> {
     fn drop(&mut self) {
         self.watches.forward_to(None);
-        self.pruner.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
         // A standby reports nothing per WorkerGroup: the leader does.
         self.metrics.retain_groups(&Default::default());
+        self.metrics.set_overdue(0);
     }
 }
 
 /// Forgets memory and metric series of WorkerGroups that are gone, also those that a
 /// reconcile still running at their deletion re-created.
 async fn prune(ctx: Arc<Context>, store: kube::runtime::reflector::Store<WorkerGroup>) {
-    if store.wait_until_ready().await.is_err() {
-        return;
-    }
     let mut tick = tokio::time::interval(ctx.config.prune_interval);
     loop {
         tick.tick().await;

@@ -60,6 +60,7 @@ async fn steps(wg: &Arc<WorkerGroup>, ctx: &Arc<Context>) -> (Result<Action, Err
         }
         return (Ok(Action::requeue(wait)), "start_up_deferred");
     }
+    ctx.memory.reconciled(wg);
     // A resync asks Vast itself, not a recent shared answer.
     let poll = poll(ctx, wg, &interval, resync.is_some()).await;
     let label = poll.outcome.metric_label();
@@ -69,7 +70,7 @@ async fn steps(wg: &Arc<WorkerGroup>, ctx: &Arc<Context>) -> (Result<Action, Err
 }
 
 /// The interval assumed when `spec.pollInterval` is unusable.
-const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+pub(super) const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// After the poll: publish, plan, write, tell.
 async fn finish(
@@ -235,7 +236,7 @@ fn as_of(age: Duration) -> Timestamp {
 }
 
 /// `spec.pollInterval`, or the terminal outcome of an unusable one.
-fn poll_interval(wg: &WorkerGroup) -> Result<Duration, PollOutcome> {
+pub(super) fn poll_interval(wg: &WorkerGroup) -> Result<Duration, PollOutcome> {
     let text = &wg.spec.poll_interval;
     let invalid = |message| PollOutcome::Terminal {
         reason: "InvalidSpec",

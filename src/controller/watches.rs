@@ -9,6 +9,17 @@
 //!   that reference it when it is created, changed or deleted.
 //! - A deleted WorkerGroup's memory and metrics are dropped at once; after every full
 //!   list, those of WorkerGroups no longer listed are dropped too.
+//!
+//! The rule that keeps every WorkerGroup reconciled, whatever the order of its creation,
+//! the watch's start and a term's start: a wake-up is sent only once the store holds what
+//! it is about. A watch event is applied to the store before this code sees it, but
+//! during a (re)list kube-runtime builds the new store aside and swaps it in at
+//! `InitDone`: wake-ups found during a list are therefore held until then (sent earlier,
+//! the controller would look the object up in the old store, not find it, and drop the
+//! request). A term starts by reconciling everything in the store once the first list
+//! is in ([`Watches::listed`]); what reaches the store after that point is woken here. A
+//! wake-up found while no term runs is dropped, which is safe because the next term
+//! starts with everything in the store.
 
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
@@ -28,6 +39,7 @@ use tracing::warn;
 use super::context::Context;
 use crate::crd::{RESYNC_ANNOTATION, WorkerGroup};
 use crate::discovery;
+use crate::runtime::listed::Listed;
 
 /// Where wake-ups go: the running controller's queue, or nowhere on a standby.
 pub type Triggers = Arc<Mutex<Option<UnboundedSender<ObjectRef<WorkerGroup>>>>>;
@@ -36,6 +48,8 @@ pub type Triggers = Arc<Mutex<Option<UnboundedSender<ObjectRef<WorkerGroup>>>>>;
 pub struct Watches {
     /// Every WorkerGroup in scope.
     pub groups: Store<WorkerGroup>,
+    /// Set once `groups` holds a first full list.
+    pub listed: Listed,
     triggers: Triggers,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -57,11 +71,12 @@ impl Watches {
         let _ = ctx.stores.set(stores);
         let (groups, writer) = reflector::store::<WorkerGroup>();
         let triggers = ctx.triggers.clone();
+        let listed = Listed::default();
         tasks.push(tokio::spawn(watch_groups(
             groups_api,
             writer,
             ctx.clone(),
-            triggers.clone(),
+            listed.clone(),
             on_listed,
         )));
         let (secrets, secrets_writer) = reflector::store::<PartialObjectMeta<Secret>>();
@@ -75,10 +90,11 @@ impl Watches {
             secrets_config,
             secrets_writer,
             groups.clone(),
-            triggers.clone(),
+            ctx.clone(),
         )));
         Self {
             groups,
+            listed,
             triggers,
             tasks,
         }
@@ -123,13 +139,21 @@ async fn watch_groups(
     api: Api<WorkerGroup>,
     writer: reflector::store::Writer<WorkerGroup>,
     ctx: Arc<Context>,
-    triggers: Triggers,
+    listed: Listed,
     on_listed: impl FnOnce() + Send + 'static,
 ) {
     let store = writer.as_reader();
+    let triggers = &ctx.triggers;
     let mut on_listed = Some(on_listed);
     let mut seen: HashMap<ObjectRef<WorkerGroup>, u64> = HashMap::new();
-    let mut events = watcher::watcher(api, watcher::Config::default().any_semantic())
+    // Wake-ups found during a (re)list, sent once it is in the store.
+    let mut held: Vec<ObjectRef<WorkerGroup>> = Vec::new();
+    // A consistent list (the default), not `any_semantic()`: a list at
+    // resourceVersion=0 may be served from a watch cache that lags behind what was
+    // written, and after a relist on another apiserver it can even go back in time. The
+    // apiserver serves consistent lists from its cache too (ConsistentListFromCache,
+    // on by default since Kubernetes 1.31), so the cheap semantics would save little.
+    let mut events = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
         .modify(|wg| {
             // Only the resync annotation is read; kubectl's last-applied copy of the
@@ -143,12 +167,17 @@ async fn watch_groups(
         .boxed();
     while let Some(event) = events.next().await {
         match event {
-            Ok(Event::Apply(wg) | Event::InitApply(wg)) => {
+            Ok(Event::Apply(wg)) => {
                 let key = ObjectRef::from_obj(&wg);
-                let wake = wake_key(&wg);
-                if seen.insert(key.clone(), wake) != Some(wake) {
+                if changed(&mut seen, &key, &wg) {
                     tracing::debug!(workergroup = %key, "woken by a change of spec, uid or resync annotation");
-                    send(&triggers, key);
+                    send(triggers, key);
+                }
+            }
+            Ok(Event::InitApply(wg)) => {
+                let key = ObjectRef::from_obj(&wg);
+                if changed(&mut seen, &key, &wg) {
+                    held.push(key);
                 }
             }
             Ok(Event::Delete(wg)) => {
@@ -161,10 +190,18 @@ async fn watch_groups(
             Ok(Event::InitDone) => {
                 let live = ctx.keep_only(&store);
                 seen.retain(|k, _| live.contains(k));
+                // The list is in the store now: what it changed can be reconciled.
+                for key in held.drain(..).filter(|k| live.contains(k)) {
+                    tracing::debug!(workergroup = %key, "woken by a (re)list");
+                    send(triggers, key);
+                }
+                listed.set();
                 if let Some(f) = on_listed.take() {
                     f();
                 }
             }
+            // Kept across an Init: a list cut off half-way has recorded its changes in
+            // `seen` already, and they are sent at the next InitDone.
             Ok(Event::Init) => {}
             Err(e) => {
                 warn!(error = %e, "watch of WorkerGroups failed (is the CRD installed, may the operator list and watch workergroups.vast.ai?); retrying")
@@ -173,25 +210,39 @@ async fn watch_groups(
     }
 }
 
+/// Records what of `wg` wakes it; true when that changed (or `wg` is new).
+fn changed(
+    seen: &mut HashMap<ObjectRef<WorkerGroup>, u64>,
+    key: &ObjectRef<WorkerGroup>,
+    wg: &WorkerGroup,
+) -> bool {
+    let wake = wake_key(wg);
+    seen.insert(key.clone(), wake) != Some(wake)
+}
+
 async fn watch_secrets(
     api: Api<PartialObjectMeta<Secret>>,
     config: watcher::Config,
     writer: reflector::store::Writer<PartialObjectMeta<Secret>>,
     groups: Store<WorkerGroup>,
-    triggers: Triggers,
+    ctx: Arc<Context>,
 ) {
     type Key = (Option<String>, String);
-    let wake = |key: &Key| {
+    let wake = |key: &Key, only_unread: Option<&str>| {
         for wg in groups.state() {
-            if wg.namespace() == key.0 && wg.spec.api_key_secret_ref.name == key.1 {
-                send(&triggers, ObjectRef::from_obj(&*wg));
+            if wg.namespace() == key.0
+                && wg.spec.api_key_secret_ref.name == key.1
+                && only_unread.is_none_or(|version| !ctx.keys.holds(&wg, version))
+            {
+                send(&ctx.triggers, ObjectRef::from_obj(&*wg));
             }
         }
     };
     let mut listed = false;
     let mut versions: HashMap<Key, Option<String>> = HashMap::new();
     // During a (re)list: what it has shown so far. Secrets deleted while the watch was
-    // down get no delete event; they are the ones the list no longer shows.
+    // down get no delete event; they are the ones the list no longer shows. Wake-ups
+    // wait for the list's end, when the store (which the key reader consults) holds it.
     let mut relist: Option<HashMap<Key, Option<String>>> = None;
     // The store keeps names and resourceVersions: annotations (kubectl's
     // last-applied copy may hold the data) and managedFields are dropped.
@@ -208,19 +259,32 @@ async fn watch_secrets(
             Ok(Event::Init) => relist = Some(HashMap::new()),
             Ok(Event::InitApply(s)) => {
                 let key = (s.namespace(), s.name_any());
-                let version = s.resource_version();
-                if listed && versions.get(&key) != Some(&version) {
-                    wake(&key);
-                }
-                relist.get_or_insert_default().insert(key, version);
+                relist
+                    .get_or_insert_default()
+                    .insert(key, s.resource_version());
             }
             Ok(Event::InitDone) => {
                 let fresh = relist.take().unwrap_or_default();
                 if listed {
+                    // Changed, created or deleted while the watch was down.
+                    fresh
+                        .iter()
+                        .filter(|(k, v)| versions.get(*k) != Some(*v))
+                        .for_each(|(k, _)| wake(k, None));
                     versions
                         .keys()
                         .filter(|k| !fresh.contains_key(*k))
-                        .for_each(&wake);
+                        .for_each(|k| wake(k, None));
+                } else {
+                    // The first list has no earlier view to compare with: wake those
+                    // WorkerGroups whose key was not read from this very version (a
+                    // reconcile that ran before the list found the Secret missing, or
+                    // read an older one).
+                    for (k, v) in &fresh {
+                        if let Some(v) = v {
+                            wake(k, Some(v));
+                        }
+                    }
                 }
                 versions = fresh;
                 listed = true;
@@ -229,13 +293,13 @@ async fn watch_secrets(
                 let key = (s.namespace(), s.name_any());
                 let version = s.resource_version();
                 if versions.insert(key.clone(), version.clone()) != Some(version) {
-                    wake(&key);
+                    wake(&key, None);
                 }
             }
             Ok(Event::Delete(s)) => {
                 let key = (s.namespace(), s.name_any());
                 if versions.remove(&key).is_some() {
-                    wake(&key);
+                    wake(&key, None);
                 }
             }
             Err(e) => {

@@ -16,6 +16,7 @@ use kube::{Client, Resource, ResourceExt};
 use super::desired::owned_by;
 use super::{APP_MANAGER, LABEL_MANAGED_BY_APP, MANAGED_BY, SLICE_MANAGED_BY_LABEL};
 use crate::crd::WorkerGroup;
+use crate::runtime::listed::Listed;
 
 /// Watches of the Services and EndpointSlices the operator manages.
 #[derive(Clone)]
@@ -24,7 +25,8 @@ pub struct Stores {
     pub(super) slices: Store<EndpointSlice>,
     service_owners: OwnerIndex<Service>,
     slice_owners: OwnerIndex<EndpointSlice>,
-    ready: tokio::sync::watch::Receiver<bool>,
+    services_listed: Listed,
+    slices_listed: Listed,
 }
 
 impl Stores {
@@ -48,7 +50,7 @@ impl Stores {
             watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY_APP}={APP_MANAGER}"));
         let slice_cfg =
             watcher::Config::default().labels(&format!("{SLICE_MANAGED_BY_LABEL}={MANAGED_BY}"));
-        let (ready_tx, ready) = tokio::sync::watch::channel(false);
+        let (services_listed, slices_listed) = (Listed::default(), Listed::default());
         let (service_owners, slice_owners) = (OwnerIndex::default(), OwnerIndex::default());
         let handles = vec![
             tokio::spawn(
@@ -60,7 +62,11 @@ impl Stores {
                         s.status = None;
                     })
                     .reflect(svc_writer)
-                    .for_each(service_owners.clone().updater("Services")),
+                    .for_each(
+                        service_owners
+                            .clone()
+                            .updater("Services", services_listed.clone()),
+                    ),
             ),
             tokio::spawn(
                 watcher(slice_api, slice_cfg)
@@ -70,18 +76,12 @@ impl Stores {
                         s.metadata.annotations = None;
                     })
                     .reflect(slice_writer)
-                    .for_each(slice_owners.clone().updater("EndpointSlices")),
+                    .for_each(
+                        slice_owners
+                            .clone()
+                            .updater("EndpointSlices", slices_listed.clone()),
+                    ),
             ),
-            tokio::spawn({
-                let (services, slices) = (services.clone(), slices.clone());
-                async move {
-                    if services.wait_until_ready().await.is_ok()
-                        && slices.wait_until_ready().await.is_ok()
-                    {
-                        let _ = ready_tx.send(true);
-                    }
-                }
-            }),
         ];
         (
             Self {
@@ -89,7 +89,8 @@ impl Stores {
                 slices,
                 service_owners,
                 slice_owners,
-                ready,
+                services_listed,
+                slices_listed,
             },
             handles,
         )
@@ -98,11 +99,11 @@ impl Stores {
     /// Waits up to `timeout` until both watches have listed, so the stores can be trusted
     /// to hold our objects; false when they have not.
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
-        let mut rx = self.ready.clone();
-        matches!(
-            tokio::time::timeout(timeout, rx.wait_for(|r| *r)).await,
-            Ok(Ok(_))
-        )
+        let both = async {
+            self.services_listed.wait().await;
+            self.slices_listed.wait().await;
+        };
+        tokio::time::timeout(timeout, both).await.is_ok()
     }
 
     /// Our Services owned by `wg`, found through the owner index (no scan).
@@ -226,14 +227,22 @@ where
             .collect()
     }
 
-    /// A `for_each` step: keeps the index and logs watch errors.
+    /// A `for_each` step: keeps the index, sets `listed` once the store holds a list
+    /// (the reflector has applied each event before this step sees it), and logs watch
+    /// errors.
     fn updater(
         self,
         what: &'static str,
+        listed: Listed,
     ) -> impl FnMut(Result<watcher::Event<K>, watcher::Error>) -> futures::future::Ready<()> {
         move |ev| {
             match &ev {
-                Ok(event) => self.apply(event),
+                Ok(event) => {
+                    self.apply(event);
+                    if matches!(event, watcher::Event::InitDone) {
+                        listed.set();
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "watch of our {what} failed (may the operator list and watch them?); retrying")
                 }

@@ -92,6 +92,7 @@ pub struct Metrics {
     vast_request_duration: Histogram,
     vast_shared: Counter,
     leader: Gauge,
+    overdue: Gauge,
     workers: Family<StateLabels, Gauge>,
     ready_workers: Family<GroupLabels, Gauge>,
     last_sync: Family<GroupLabels, FloatGauge>,
@@ -147,6 +148,12 @@ impl Metrics {
             "1 while this process holds the leader Lease (or runs without election), else 0",
             leader.clone(),
         );
+        let overdue = Gauge::default();
+        registry.register(
+            "workergroups_overdue",
+            "WorkerGroups the current term has not reconciled within their interval plus the start-up spread (0 on a standby)",
+            overdue.clone(),
+        );
         let workers = Family::<StateLabels, Gauge>::default();
         registry.register(
             "workergroup_workers",
@@ -191,6 +198,7 @@ impl Metrics {
             vast_request_duration,
             vast_shared,
             leader,
+            overdue,
             workers,
             ready_workers,
             last_sync,
@@ -240,6 +248,11 @@ impl Metrics {
     /// Whether this process leads.
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    /// How many WorkerGroups are overdue (see `controller::overdue`).
+    pub fn set_overdue(&self, n: usize) {
+        self.overdue.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Sets the series of one WorkerGroup; states and conditions that went away are

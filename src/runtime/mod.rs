@@ -1,8 +1,9 @@
 //! Process-level pieces that know nothing of WorkerGroups: logging ([`telemetry`]),
 //! Prometheus metrics ([`metrics`]), the metrics and probe endpoints ([`http`]) and
-//! leader election ([`leader`]).
+//! leader election ([`leader`]) and the listed signal of watches ([`listed`]).
 
 pub mod http;
 pub mod leader;
+pub mod listed;
 pub mod metrics;
 pub mod telemetry;
