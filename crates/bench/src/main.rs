@@ -1,9 +1,13 @@
 //! `make bench`: the operator (a child process) against a real kube-apiserver and etcd
 //! and the fake Vast server (in this process), at N WorkerGroups of 20 workers, 10 % of
 //! them sharing a workergroup with another one. Phases: first sync, steady state (no
-//! change), churn (5 % of the workers change state per interval). Then, at the same or a
-//! smaller N, the script a user would write instead (`hack/bench/baseline.sh`: curl plus
-//! `kubectl patch --subresource=status` in a loop).
+//! change), churn (5 % of the workers change state per interval). Then the start phases,
+//! in a namespace of their own with N WorkerGroups of distinct workergroups (a third with
+//! discovery): a cold start
+//! (every WorkerGroup created just before the operator, with leader election, starts) and
+//! a restart (kill -9, start again). Then, at the same or a smaller N, the script a user
+//! would write instead (`hack/bench/baseline.sh`: curl plus `kubectl patch
+//! --subresource=status` in a loop).
 //!
 //! Figures come from the same run: Vast calls (the fake's counters), apiserver requests
 //! by verb (the apiserver's `apiserver_request_total`), change-to-status latency (the
@@ -60,6 +64,10 @@ struct Args {
     /// The operator binary.
     #[arg(long, default_value = "target/release/vast-operator")]
     operator: PathBuf,
+    /// Phases to run: `main` (first sync, steady, churn, baseline) and `start` (cold
+    /// start and restart).
+    #[arg(long, value_delimiter = ',', default_value = "main,start")]
+    phases: Vec<String>,
     /// Where the JSON lines of the results go.
     #[arg(long, default_value = "target/bench/results.jsonl")]
     out: PathBuf,
@@ -133,6 +141,43 @@ impl Drop for Cluster {
 struct Operator {
     child: Child,
     metrics: String,
+    ready: String,
+}
+
+/// Starts `vast-operator run` for namespace `ns`, logging to `target/bench/<log>.log`;
+/// with leader election (a Lease in `ns`, a fixed identity) when `elect`.
+fn spawn_operator(
+    root: &Path,
+    args: &Args,
+    cluster: &Cluster,
+    ns: &str,
+    vast_url: &str,
+    log: &str,
+    elect: bool,
+) -> Result<Operator> {
+    let (mport, hport) = (free_port()?, free_port()?);
+    let file = std::fs::File::create(root.join(format!("target/bench/{log}.log")))?;
+    let mut cmd = Command::new(root.join(&args.operator));
+    cmd.args(["run", "--namespace", ns])
+        .args(["--vast-url", vast_url])
+        .args(["--metrics-addr", &format!("127.0.0.1:{mport}")])
+        .args(["--health-addr", &format!("127.0.0.1:{hport}")])
+        .args(["--vast-max-rps", &args.vast_max_rps.to_string()])
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(file);
+    if elect {
+        cmd.args(["--lease-namespace", ns])
+            .env("POD_NAME", "bench-0");
+    } else {
+        cmd.arg("--leader-elect=false");
+    }
+    Ok(Operator {
+        child: cmd.spawn()?,
+        metrics: format!("http://127.0.0.1:{mport}/metrics"),
+        ready: format!("http://127.0.0.1:{hport}/readyz"),
+    })
 }
 
 impl Drop for Operator {
@@ -143,6 +188,23 @@ impl Drop for Operator {
 }
 
 impl Operator {
+    /// Waits until `/readyz` answers 200 (the WorkerGroups are listed).
+    async fn wait_ready(&self, http: &reqwest::Client) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !http
+            .get(&self.ready)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            if Instant::now() > deadline {
+                return Err("the operator did not become ready".into());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
+    }
+
     /// CPU seconds (user + system) so far.
     fn cpu(&self) -> f64 {
         let stat =
@@ -373,39 +435,26 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
     let seen = Arc::new(Mutex::new(Seen::default()));
     let watch = watch_groups(client.clone(), ns, seen.clone());
 
-    let (mport, hport) = (free_port()?, free_port()?);
-    let log = std::fs::File::create(root.join(format!("target/bench/operator-{n}.log")))?;
-    let child = Command::new(root.join(&args.operator))
-        .args(["run", "--namespace", ns, "--leader-elect=false"])
-        .args(["--vast-url", &fake.url()])
-        .args(["--metrics-addr", &format!("127.0.0.1:{mport}")])
-        .args(["--health-addr", &format!("127.0.0.1:{hport}")])
-        .args(["--vast-max-rps", &args.vast_max_rps.to_string()])
-        .env("KUBECONFIG", cluster.kubeconfig())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()?;
-    let op = Operator {
-        child,
-        metrics: format!("http://127.0.0.1:{mport}/metrics"),
-    };
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
-    let ready_url = format!("http://127.0.0.1:{hport}/readyz");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !http
-        .get(&ready_url)
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        if Instant::now() > deadline {
-            return Err("the operator did not become ready".into());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    if !args.phases.iter().any(|p| p == "main") {
+        let row =
+            json!({"n": n, "start": start_phases(root, args, &cluster, &client, &fake, n).await?});
+        drop(fake);
+        drop(cluster);
+        return Ok(row);
     }
+    let op = spawn_operator(
+        root,
+        args,
+        &cluster,
+        ns,
+        &fake.url(),
+        &format!("operator-{n}"),
+        false,
+    )?;
+    op.wait_ready(&http).await?;
     let interval = Duration::from_secs(args.interval);
     let calls = || -> u64 {
         (0..distinct)
@@ -550,6 +599,11 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
     latencies.sort();
     drop(op);
     watch.abort();
+    let start = if args.phases.iter().any(|p| p == "start") {
+        Some(start_phases(root, args, &cluster, &client, &fake, n).await?)
+    } else {
+        None
+    };
 
     let steady_requests = delta(&req2, &req1);
     let steady_total: f64 = steady_requests.values().sum();
@@ -593,6 +647,9 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
         },
         "operator_peak_rss_mib": peak_rss,
     });
+    if let Some(start) = start {
+        row["start"] = start;
+    }
 
     if args.baseline_max > 0 {
         let nb = n.min(args.baseline_max);
@@ -624,6 +681,131 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
     drop(fake);
     drop(cluster);
     Ok(row)
+}
+
+/// The start phases in namespace `bench-start`: N WorkerGroups of distinct workergroups
+/// (a third of them with discovery) created just before the operator starts (leader election on, as a Deployment runs
+/// it), then a kill -9 and a start of the same pod again. For each: the time until every
+/// WorkerGroup has been polled (its workergroup called at the fake), the busiest second
+/// of Vast calls beside `--vast-max-rps`, and the apiserver requests.
+async fn start_phases(
+    root: &Path,
+    args: &Args,
+    cluster: &Cluster,
+    client: &Client,
+    fake: &FakeVast,
+    n: usize,
+) -> Result<serde_json::Value> {
+    let ns = "bench-start";
+    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
+    let _ = Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await;
+    let key = "bench-start-key-0123456789";
+    let secret: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "vast"}, "stringData": {"api-key": key}}),
+    )?;
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .patch(
+            "vast",
+            &PatchParams::apply("bench").force(),
+            &Patch::Apply(&secret),
+        )
+        .await?;
+    let base = 700_000i64;
+    let ids: Vec<i64> = (0..n as i64).map(|i| base + i).collect();
+    for &id in &ids {
+        let workers = (0..args.workers)
+            .map(|w| worker_json(w as i64 + 1, "idle", Some(&worker_url(id, w))))
+            .collect();
+        fake.state.put_group(id, key, Shape::Array, workers);
+    }
+    let api: Api<WorkerGroup> = Api::namespaced(client.clone(), ns);
+    let t_create = Instant::now();
+    futures::stream::iter(ids.clone())
+        .map(|id| {
+            let api = api.clone();
+            let wg: WorkerGroup = serde_json::from_value(json!({
+                "apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup",
+                "metadata": {"name": format!("wg-{id}")},
+                "spec": {"workergroupId": id, "apiKeySecretRef": {"name": "vast"},
+                         "pollInterval": format!("{}s", args.interval),
+                         "discovery": {"enabled": id % 3 == 0}}
+            }))
+            .expect("workergroup");
+            async move { api.create(&PostParams::default(), &wg).await.map(|_| ()) }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let created = t_create.elapsed();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let mut out = json!({"create_s": created.as_secs_f64()});
+    let mut op: Option<Operator> = None;
+    for phase in ["cold_start", "restart"] {
+        if let Some(mut old) = op.take() {
+            let _ = old.child.kill();
+            let _ = old.child.wait();
+        }
+        let req0 = requests_by_verb(client).await?;
+        let t0 = Instant::now();
+        let started = spawn_operator(
+            root,
+            args,
+            cluster,
+            ns,
+            &fake.url(),
+            &format!("operator-{n}-{phase}"),
+            true,
+        )?;
+        let deadline = t0 + Duration::from_secs(1800);
+        let all_s = loop {
+            let firsts: Vec<Option<Instant>> = ids
+                .iter()
+                .map(|id| fake.state.call_times(*id).into_iter().find(|t| *t >= t0))
+                .collect();
+            let polled = firsts.iter().filter(|f| f.is_some()).count();
+            if polled == n {
+                let last = firsts.into_iter().flatten().max().unwrap_or(t0);
+                break (last - t0).as_secs_f64();
+            }
+            if Instant::now() > deadline {
+                return Err(
+                    format!("{phase}: only {polled}/{n} WorkerGroups polled in 30 min").into(),
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let req1 = requests_by_verb(client).await?;
+        // Calls per whole second since the start, over every workergroup.
+        let mut per_second: BTreeMap<u64, u64> = BTreeMap::new();
+        for id in &ids {
+            for t in fake.state.call_times(*id).into_iter().filter(|t| *t >= t0) {
+                *per_second.entry((t - t0).as_secs()).or_insert(0) += 1;
+            }
+        }
+        let calls: u64 = per_second.values().sum();
+        let overdue = operator_metric(
+            &http,
+            &started.metrics,
+            "vast_operator_workergroups_overdue",
+        )
+        .await;
+        out[phase] = json!({
+            "all_polled_s": all_s,
+            "vast_calls": calls,
+            "vast_calls_peak_per_s": per_second.values().max().copied().unwrap_or(0),
+            "vast_max_rps": args.vast_max_rps,
+            "apiserver_requests": delta(&req1, &req0),
+            "overdue_at_end": overdue,
+            "operator_peak_rss_mib": started.peak_rss_mib(),
+        });
+        op = Some(started);
+    }
+    drop(op);
+    Ok(out)
 }
 
 /// Runs `hack/bench/baseline.sh` over the first `nb` WorkerGroups.
