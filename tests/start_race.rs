@@ -7,6 +7,9 @@
 //! control plane of this binary's own; the tests take turns (each would act on the
 //! others' WorkerGroups).
 
+// Id ranges, one or two per call.
+#![allow(clippy::single_range_in_vec_init)]
+
 mod common;
 
 use std::collections::BTreeSet;
