@@ -42,7 +42,9 @@ pub fn is_overdue(since: Instant, now: Instant, interval: Duration) -> bool {
 /// when it starts). The gauge goes back to 0 when the term ends.
 pub async fn watch(ctx: Arc<Context>, store: Store<WorkerGroup>) {
     let started = Instant::now();
-    let mut first_seen: HashMap<ObjectRef<WorkerGroup>, Instant> = HashMap::new();
+    // When each object (name and uid: a recreated one starts afresh) was first seen.
+    let mut first_seen: HashMap<ObjectRef<WorkerGroup>, (Option<String>, Instant)> =
+        HashMap::new();
     let mut reported: HashSet<ObjectRef<WorkerGroup>> = HashSet::new();
     let mut tick = tokio::time::interval(CHECK_EVERY);
     for check in 0u64.. {
@@ -55,7 +57,14 @@ pub async fn watch(ctx: Arc<Context>, store: Store<WorkerGroup>) {
         let mut overdue = Vec::new();
         for wg in &state {
             let key = ObjectRef::from_obj(&**wg);
-            let since = *first_seen.entry(key.clone()).or_insert(arrived);
+            let uid = &wg.meta().uid;
+            let seen = first_seen
+                .entry(key.clone())
+                .or_insert_with(|| (uid.clone(), arrived));
+            if &seen.0 != uid {
+                *seen = (uid.clone(), now);
+            }
+            let since = seen.1;
             live.insert(key.clone());
             if wg.meta().deletion_timestamp.is_some() || ctx.memory.was_reconciled(wg) {
                 continue;
