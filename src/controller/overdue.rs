@@ -43,8 +43,7 @@ pub fn is_overdue(since: Instant, now: Instant, interval: Duration) -> bool {
 pub async fn watch(ctx: Arc<Context>, store: Store<WorkerGroup>) {
     let started = Instant::now();
     // When each object (name and uid: a recreated one starts afresh) was first seen.
-    let mut first_seen: HashMap<ObjectRef<WorkerGroup>, (Option<String>, Instant)> =
-        HashMap::new();
+    let mut first_seen: HashMap<ObjectRef<WorkerGroup>, (Option<String>, Instant)> = HashMap::new();
     let mut reported: HashSet<ObjectRef<WorkerGroup>> = HashSet::new();
     let mut tick = tokio::time::interval(CHECK_EVERY);
     for check in 0u64.. {
