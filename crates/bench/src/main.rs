@@ -390,16 +390,12 @@ async fn install_crd(client: &Client) -> Result<()> {
     }
 }
 
-async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Value> {
-    let cluster = Cluster::up(root, n)?;
-    let client = client_for(&cluster.kubeconfig()).await?;
-    install_crd(&client).await?;
-    let ns = "bench";
+/// Creates namespace `ns` (if need be) with the Secret `vast` holding `key`.
+async fn namespace_with_key(client: &Client, ns: &str, key: &str) -> Result<()> {
     let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
     let _ = Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &namespace)
         .await;
-    let key = "bench-key-0123456789";
     let secret: Secret = serde_json::from_value(
         json!({"metadata": {"name": "vast"}, "stringData": {"api-key": key}}),
     )?;
@@ -410,6 +406,16 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
             &Patch::Apply(&secret),
         )
         .await?;
+    Ok(())
+}
+
+async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Value> {
+    let cluster = Cluster::up(root, n)?;
+    let client = client_for(&cluster.kubeconfig()).await?;
+    install_crd(&client).await?;
+    let ns = "bench";
+    let key = "bench-key-0123456789";
+    namespace_with_key(&client, ns, key).await?;
 
     // The fake Vast: N - N/10 distinct workergroups; the last tenth of the WorkerGroups
     // share a workergroup with the first tenth.
@@ -697,21 +703,8 @@ async fn start_phases(
     n: usize,
 ) -> Result<serde_json::Value> {
     let ns = "bench-start";
-    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
-    let _ = Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await;
     let key = "bench-start-key-0123456789";
-    let secret: Secret = serde_json::from_value(
-        json!({"metadata": {"name": "vast"}, "stringData": {"api-key": key}}),
-    )?;
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .patch(
-            "vast",
-            &PatchParams::apply("bench").force(),
-            &Patch::Apply(&secret),
-        )
-        .await?;
+    namespace_with_key(client, ns, key).await?;
     let base = 700_000i64;
     let ids: Vec<i64> = (0..n as i64).map(|i| base + i).collect();
     for &id in &ids {
