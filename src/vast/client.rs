@@ -101,6 +101,10 @@ impl VastClient {
         check_url(base_url, transport.allow_insecure)?;
         let base = base_url.trim_end_matches('/');
         let mut builder = reqwest::Client::builder()
+            // No redirect is followed: reqwest keeps `Authorization` for the same host and
+            // port, so a `Location: http://<same host>:443/...` would send the key in
+            // clear text. A 3xx is an HTTP error naming its code.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(connect_timeout(timeout))
             .user_agent(concat!("vast-operator/", env!("CARGO_PKG_VERSION")));
@@ -273,6 +277,44 @@ mod tests {
             .collect();
         assert_eq!(told, [true, false, false, true, false, false, true, false]);
         assert!(c.note_unusable(8, 1), "per workergroup");
+    }
+
+    /// A 302 to another listener is an error naming the code, and the other listener
+    /// sees no connection (a followed redirect would have reached it before the call
+    /// returned).
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let target = elsewhere.local_addr().expect("addr");
+        let first = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", first.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = first.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.1 302 Found\r\nLocation: http://{target}/get_workergroup_workers/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = conn.write_all(answer.as_bytes()).await;
+            }
+        });
+        let c = VastClient::new(&url, std::time::Duration::from_secs(5)).expect("client");
+        let err = c
+            .workergroup_workers(7, "vk1-redirect-key")
+            .await
+            .expect_err("a redirect is an error");
+        assert!(
+            matches!(err, crate::vast::VastError::Http { status: 302, .. }),
+            "{err:?}"
+        );
+        let followed =
+            tokio::time::timeout(std::time::Duration::from_millis(200), elsewhere.accept()).await;
+        assert!(followed.is_err(), "the redirect was followed");
     }
 
     #[test]
