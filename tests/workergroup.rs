@@ -643,6 +643,11 @@ async fn invalid_specs_are_rejected_by_the_apiserver() {
         ),
         (
             "bad".into(),
+            key(json!({"apiKeySecretRef": {"name": "../Vast_Key"}})),
+            "apiKeySecretRef.name",
+        ),
+        (
+            "bad".into(),
             key(json!({"pollIntervall": "30s"})),
             "unknown field",
         ),

@@ -217,13 +217,22 @@ fn record_status_metrics(
             .map(|c| (c.type_.clone(), c.status.clone()))
             .collect(),
         load: polled.map(|ws| ws.iter().filter_map(|w| w.cur_load).sum()),
-        reqs_working: polled.map(|ws| ws.iter().filter_map(|w| w.reqs_working).sum()),
+        reqs_working: polled.map(reqs_working),
     };
     ctx.metrics.set_group(
         &wg.namespace().unwrap_or_default(),
         &wg.name_any(),
         &snapshot,
     );
+}
+
+/// The requests in flight over `workers`: numbers the workers report, summed without
+/// overflow.
+fn reqs_working(workers: &[WorkerStatus]) -> i64 {
+    workers
+        .iter()
+        .filter_map(|w| w.reqs_working)
+        .fold(0i64, i64::saturating_add)
 }
 
 /// The time `age` ago, in whole seconds (what Kubernetes stores).
@@ -519,4 +528,21 @@ pub(super) fn failure_delay(ctx: &Context, wg: &WorkerGroup) -> (u32, Duration) 
     let n = ctx.memory.failed(wg);
     let delay = backoff(n, ctx.config.backoff_base, ctx.config.backoff_max);
     (n, jitter(delay, 0.2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reqs_working_saturates() {
+        let w = |n: i64| WorkerStatus {
+            reqs_working: Some(n),
+            ..serde_json::from_value(serde_json::json!({"id": 1, "status": "idle", "ready": true}))
+                .expect("worker")
+        };
+        assert_eq!(reqs_working(&[w(2), w(3)]), 5);
+        assert_eq!(reqs_working(&[w(i64::MAX), w(i64::MAX)]), i64::MAX);
+        assert_eq!(reqs_working(&[w(i64::MIN), w(-1)]), i64::MIN);
+    }
 }
