@@ -480,6 +480,52 @@ async fn secret_late_wrong_key_and_recovery() {
 }
 
 #[tokio::test]
+async fn keys_that_cannot_be_keys_are_refused_without_a_call() {
+    let h = Harness::start("badkey").await;
+    h.vast.state.put_group(
+        32,
+        KEY,
+        Shape::Array,
+        vec![worker_json(9, "idle", Some(&url(9)))],
+    );
+    // A 1 MiB value (a Secret holds at most 1 MiB in all).
+    h.secret("vast", "api-key", &format!("vk1-{}", "k".repeat(1_000_000)))
+        .await;
+    h.apply_group("g", spec(32)).await;
+    let wg = h
+        .wait_for("g", "SecretKeyInvalid", |wg| {
+            ready_is(wg, "False", "SecretKeyInvalid")
+        })
+        .await;
+    let message = cond_message(&wg, "Ready");
+    assert!(message.contains("more than 1024"), "{message}");
+    // Not visible ASCII.
+    h.secret("vast", "api-key", "vk1-bad\u{7}key-0123").await;
+    h.wait_for("g", "not ASCII", |wg| {
+        ready_is(wg, "False", "SecretKeyInvalid") && cond_message(wg, "Ready").contains("ASCII")
+    })
+    .await;
+    assert_eq!(
+        h.vast.state.calls(32),
+        0,
+        "no Vast call with an unusable key"
+    );
+    h.secret("vast", "api-key", KEY).await;
+    h.wait_for("g", "Synced", |wg| ready_is(wg, "True", "Synced"))
+        .await;
+    h.stop().await;
+}
+
+fn cond_message(wg: &WorkerGroup, type_: &str) -> String {
+    wg.status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.type_ == type_)
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
 async fn suspend_stops_calls_and_keeps_data() {
     let h = Harness::start("suspend").await;
     h.vast.state.put_group(

@@ -85,8 +85,8 @@ fn cache_key(wg: &WorkerGroup) -> CacheKey {
 }
 
 /// The API key of `wg`: from the cache when the Secret's resourceVersion in `index` is
-/// the cached one, else read. A missing Secret or key is a terminal outcome, a failed
-/// read a transient one.
+/// the cached one, else read. A missing Secret or key, or a key that cannot be one (too
+/// long, not visible ASCII), is a terminal outcome, a failed read a transient one.
 pub async fn read(
     client: &Client,
     index: Option<&SecretIndex>,
@@ -108,6 +108,21 @@ pub async fn read(
         cache.put(key, version, value.clone());
     }
     Ok(value)
+}
+
+/// The longest API key accepted, in bytes (Vast's keys are 64 hex characters).
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Whether `key` can be an API key: at most [`MAX_KEY_BYTES`], visible ASCII only. The
+/// reason names neither the key nor a piece of it.
+fn check(key: &str) -> Result<(), String> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(format!("{} bytes, more than {MAX_KEY_BYTES}", key.len()));
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("it holds characters other than visible ASCII".into());
+    }
+    Ok(())
 }
 
 /// Reads the key from the Secret; returns the Secret's resourceVersion with it.
@@ -143,7 +158,16 @@ async fn fetch(client: &Client, wg: &WorkerGroup) -> Result<(Option<String>, Str
         .and_then(|d| d.get(&r.key))
         .map(|b| String::from_utf8_lossy(&b.0).trim().to_string());
     match value {
-        Some(v) if !v.is_empty() => Ok((secret.resource_version(), v)),
+        Some(v) if !v.is_empty() => match check(&v) {
+            Ok(()) => Ok((secret.resource_version(), v)),
+            Err(why) => Err(PollOutcome::Terminal {
+                reason: "SecretKeyInvalid",
+                message: format!(
+                    "key {:?} of Secret {ns}/{} is not a usable API key: {why}",
+                    r.key, r.name
+                ),
+            }),
+        },
         Some(_) => Err(PollOutcome::Terminal {
             reason: "SecretKeyMissing",
             message: format!("key {:?} of Secret {ns}/{} is empty", r.key, r.name),
@@ -152,5 +176,25 @@ async fn fetch(client: &Client, wg: &WorkerGroup) -> Result<(Option<String>, Str
             reason: "SecretKeyMissing",
             message: format!("Secret {ns}/{} has no key {:?}", r.name, r.key),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_short_visible_ascii() {
+        assert!(check(&"0123456789abcdef".repeat(4)).is_ok());
+        assert!(check(&"k".repeat(MAX_KEY_BYTES)).is_ok());
+        let long = "k".repeat(1 << 20);
+        let why = check(&long).expect_err("a 1 MiB key");
+        assert!(
+            why.contains("1048576 bytes") && !why.contains("kkkkkkkk"),
+            "{why}"
+        );
+        for bad in ["has space", "tab\there", "bell\u{7}", "caf\u{e9}", "nul\0"] {
+            assert!(check(bad).is_err(), "{bad:?}");
+        }
     }
 }
