@@ -26,7 +26,7 @@ unit: ## Unit tests only (no control plane).
 
 BENCH_ARGS ?= --sizes 100,1000,5000
 
-bench: tools ## Benchmark at N = 100, 1000, 5000 WorkerGroups beside the baseline script (about 30 min; not in make test).
+bench: tools ## Benchmark at N = 100, 1000, 5000 WorkerGroups beside the baseline script, then cold start and restart (about 40 min; not in make test).
 	$(CARGO) build --release -p vast-operator -p vast-operator-bench
 	target/release/vast-operator-bench $(BENCH_ARGS) --out target/bench/results.jsonl | tee target/bench/results.txt
 	hack/bench/plot.sh target/bench/results.jsonl docs/performance.png

@@ -171,7 +171,12 @@ fn lease(ns: &TestNs) -> Vec<String> {
 }
 
 fn start(ns: &TestNs, identity: &str, vast: &FakeVast) -> OperatorProcess {
-    let args = lease(ns);
+    start_with(ns, identity, vast, &[])
+}
+
+fn start_with(ns: &TestNs, identity: &str, vast: &FakeVast, extra: &[&str]) -> OperatorProcess {
+    let mut args = lease(ns);
+    args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     OperatorProcess::start_all_namespaces(
         &ns.name,
@@ -306,14 +311,70 @@ async fn workergroups_created_while_the_watch_was_down_are_polled() {
     .await;
     // The apiserver goes away; the one that comes back has a new watch cache, so the
     // operator's watches cannot resume where they were and list again. WorkerGroups
-    // created before that relist come in through it, not as watch events.
+    // created before that relist come in through it, not as watch events (the watches'
+    // backoff after the outage makes that likely for many of them; how many is printed).
     common::cluster_fault("apiserver-stop").await;
     tokio::time::sleep(Duration::from_secs(5)).await; // the fault itself: an outage of 5 s
     common::cluster_fault("apiserver-start").await;
     let t = Instant::now();
     create_groups(&ns, 620_100, 500, "gap").await;
     all_polled("a relist", &[&ns], &vast, &[620_000..620_600], t).await;
+    let by_relist = op.log_text().matches("woken by a (re)list").count();
+    println!("relist test: {by_relist} WorkerGroups woken through a relist");
     none_overdue(&op).await;
+    drop(op);
+    ns.cleanup().await;
+}
+
+/// The safety net itself: with one reconcile at a time and a Vast that takes 3 s per
+/// answer, 20 WorkerGroups at 5 s need 60 s for their first polls, beyond twice the
+/// interval plus the grace (40 s): the last ones are counted overdue and named in a
+/// warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workergroups_left_waiting_are_counted_overdue_and_named() {
+    let _turn = TURN.lock().await;
+    let client = common::client().await;
+    common::install_workergroup_crd(&client).await;
+    let vast = FakeVast::start(0).await.expect("fake vast");
+    let ns = namespace("overdue", &vast, 630_000, 20).await;
+    for id in 630_000..630_020 {
+        vast.state.set_fault(
+            id,
+            Some(fake_vast::Fault {
+                delay_ms: 3000,
+                ..Default::default()
+            }),
+        );
+    }
+    let api = ns.api::<WorkerGroup>();
+    for i in 0..20 {
+        let wg: WorkerGroup = serde_json::from_value(json!({
+            "apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup",
+            "metadata": {"name": format!("slow-{i}")},
+            "spec": {"workergroupId": 630_000 + i, "apiKeySecretRef": {"name": "vast"},
+                     "pollInterval": "5s", "discovery": {"enabled": false}}
+        }))
+        .expect("workergroup");
+        api.create(&PostParams::default(), &wg)
+            .await
+            .expect("create");
+    }
+    let op = start_with(&ns, "overdue-0", &vast, &["--concurrency", "1"]);
+    let seen = eventually(
+        "WorkerGroups counted overdue",
+        Duration::from_secs(90),
+        || async {
+            let n = metric_of(&op, "vast_operator_workergroups_overdue").await?;
+            (n > 0.0).then_some(n)
+        },
+    )
+    .await;
+    assert!(seen <= 20.0, "{seen}");
+    let log = op.log_text();
+    assert!(
+        log.contains("WorkerGroups not reconciled within their interval") && log.contains("/slow-"),
+        "no warning naming them"
+    );
     drop(op);
     ns.cleanup().await;
 }

@@ -6,8 +6,11 @@
 //! `vast_operator_workergroups_overdue` and named in a warning, so that a lost wake-up
 //! (issue 15) shows on a dashboard instead of silently.
 //!
-//! Overdue also counts WorkerGroups held back by a `--vast-max-rps` or `--concurrency`
-//! too small for the fleet: they are late too.
+//! Overdue also counts WorkerGroups that are late for other reasons: a `--vast-max-rps`
+//! or `--concurrency` too small for the fleet, or an apiserver that cannot take the
+//! writes of a first sync of thousands at once. It covers the first reconcile of a term
+//! (and of an object that arrives, or is recreated, or names a new workergroup, during
+//! one), not later polls.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -42,8 +45,13 @@ pub fn is_overdue(since: Instant, now: Instant, interval: Duration) -> bool {
 /// when it starts). The gauge goes back to 0 when the term ends.
 pub async fn watch(ctx: Arc<Context>, store: Store<WorkerGroup>) {
     let started = Instant::now();
-    // When each object (name and uid: a recreated one starts afresh) was first seen.
-    let mut first_seen: HashMap<ObjectRef<WorkerGroup>, (Option<String>, Instant)> = HashMap::new();
+    // The gauge goes back to 0 however the task ends (a term's end aborts it, maybe in
+    // the middle of a check that would set it after the term's own reset).
+    let _zero = Zero(ctx.clone());
+    // When each object was first seen, with what makes it new to memory (its uid and
+    // workergroup id: a recreated one, or one with a new id, starts afresh).
+    type Identity = (Option<String>, i64);
+    let mut first_seen: HashMap<ObjectRef<WorkerGroup>, (Identity, Instant)> = HashMap::new();
     let mut reported: HashSet<ObjectRef<WorkerGroup>> = HashSet::new();
     let mut tick = tokio::time::interval(CHECK_EVERY);
     for check in 0u64.. {
@@ -56,12 +64,12 @@ pub async fn watch(ctx: Arc<Context>, store: Store<WorkerGroup>) {
         let mut overdue = Vec::new();
         for wg in &state {
             let key = ObjectRef::from_obj(&**wg);
-            let uid = &wg.meta().uid;
+            let identity = (wg.meta().uid.clone(), wg.spec.workergroup_id);
             let seen = first_seen
                 .entry(key.clone())
-                .or_insert_with(|| (uid.clone(), arrived));
-            if &seen.0 != uid {
-                *seen = (uid.clone(), now);
+                .or_insert_with(|| (identity.clone(), arrived));
+            if seen.0 != identity {
+                *seen = (identity, now);
             }
             let since = seen.1;
             live.insert(key.clone());
@@ -86,10 +94,19 @@ pub async fn watch(ctx: Arc<Context>, store: Store<WorkerGroup>) {
                 overdue = overdue.len(),
                 newly = new.len(),
                 examples = %names.join(", "),
-                "WorkerGroups not reconciled within their interval plus the start-up spread (a --vast-max-rps or --concurrency too small for the fleet, or a bug: please report it)"
+                "WorkerGroups not reconciled within their interval plus the start-up spread (a --vast-max-rps or --concurrency too small for the fleet, an apiserver slow to take a first sync of many, or a bug: please report it if it lasts)"
             );
         }
         reported = overdue.into_iter().collect();
+    }
+}
+
+/// Sets the gauge to 0 when dropped.
+struct Zero(Arc<Context>);
+
+impl Drop for Zero {
+    fn drop(&mut self) {
+        self.0.metrics.set_overdue(0);
     }
 }
 

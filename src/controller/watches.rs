@@ -228,16 +228,24 @@ async fn watch_secrets(
     ctx: Arc<Context>,
 ) {
     type Key = (Option<String>, String);
-    let wake = |key: &Key, only_unread: Option<&str>| {
+    // The WorkerGroups that reference each Secret, from one pass over the store.
+    let referencing = || {
+        let mut by_secret: HashMap<Key, Vec<Arc<WorkerGroup>>> = HashMap::new();
         for wg in groups.state() {
-            if wg.namespace() == key.0
-                && wg.spec.api_key_secret_ref.name == key.1
-                && only_unread.is_none_or(|version| !ctx.keys.holds(&wg, version))
-            {
-                send(&ctx.triggers, ObjectRef::from_obj(&*wg));
-            }
+            let key = (wg.namespace(), wg.spec.api_key_secret_ref.name.clone());
+            by_secret.entry(key).or_default().push(wg);
         }
+        by_secret
     };
+    let wake_in =
+        |by_secret: &HashMap<Key, Vec<Arc<WorkerGroup>>>, key: &Key, only_unread: Option<&str>| {
+            for wg in by_secret.get(key).into_iter().flatten() {
+                if only_unread.is_none_or(|version| !ctx.keys.holds(wg, version)) {
+                    send(&ctx.triggers, ObjectRef::from_obj(&**wg));
+                }
+            }
+        };
+    let wake = |key: &Key| wake_in(&referencing(), key, None);
     let mut listed = false;
     let mut versions: HashMap<Key, Option<String>> = HashMap::new();
     // During a (re)list: what it has shown so far. Secrets deleted while the watch was
@@ -265,16 +273,17 @@ async fn watch_secrets(
             }
             Ok(Event::InitDone) => {
                 let fresh = relist.take().unwrap_or_default();
+                let by_secret = referencing();
                 if listed {
                     // Changed, created or deleted while the watch was down.
                     fresh
                         .iter()
                         .filter(|(k, v)| versions.get(*k) != Some(*v))
-                        .for_each(|(k, _)| wake(k, None));
+                        .for_each(|(k, _)| wake_in(&by_secret, k, None));
                     versions
                         .keys()
                         .filter(|k| !fresh.contains_key(*k))
-                        .for_each(|k| wake(k, None));
+                        .for_each(|k| wake_in(&by_secret, k, None));
                 } else {
                     // The first list has no earlier view to compare with: wake those
                     // WorkerGroups whose key was not read from this very version (a
@@ -282,7 +291,7 @@ async fn watch_secrets(
                     // read an older one).
                     for (k, v) in &fresh {
                         if let Some(v) = v {
-                            wake(k, Some(v));
+                            wake_in(&by_secret, k, Some(v));
                         }
                     }
                 }
@@ -293,13 +302,13 @@ async fn watch_secrets(
                 let key = (s.namespace(), s.name_any());
                 let version = s.resource_version();
                 if versions.insert(key.clone(), version.clone()) != Some(version) {
-                    wake(&key, None);
+                    wake(&key);
                 }
             }
             Ok(Event::Delete(s)) => {
                 let key = (s.namespace(), s.name_any());
                 if versions.remove(&key).is_some() {
-                    wake(&key, None);
+                    wake(&key);
                 }
             }
             Err(e) => {

@@ -1,6 +1,6 @@
 //! Process-level pieces that know nothing of WorkerGroups: logging ([`telemetry`]),
 //! Prometheus metrics ([`metrics`]), the metrics and probe endpoints ([`http`]) and
-//! leader election ([`leader`]) and the listed signal of watches ([`listed`]).
+//! leader election ([`leader`]), and whether a watch has listed ([`listed`]).
 
 pub mod http;
 pub mod leader;
