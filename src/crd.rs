@@ -228,8 +228,15 @@ pub struct DiscoveryStatus {
     pub service_name: String,
     /// Number of endpoints published in EndpointSlices (ready or not).
     pub endpoints: i64,
-    /// Number of workers left out (no URL, a hostname URL, an address Kubernetes refuses).
+    /// Number of workers left out: no URL, a hostname URL, an unparsable URL, or beyond
+    /// `--max-endpoints`.
     pub skipped: i64,
+    /// Number of workers whose reported address the address policy refuses (private,
+    /// loopback, metadata and other ranges not globally routable, or
+    /// `--endpoint-deny-cidrs`). They stay in `workers`, never in an EndpointSlice or
+    /// `readyUrls`.
+    #[serde(default)]
+    pub refused: i64,
     /// Why workers were left out, or why publishing failed; empty when all is well.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,

@@ -126,6 +126,23 @@ struct RunArgs {
     /// Address of the probes (`/healthz`, `/readyz`).
     #[arg(long, env = "HEALTH_ADDR", default_value = "0.0.0.0:8081")]
     health_addr: SocketAddr,
+    /// Ranges opted back in to the endpoint address policy, comma-separated (a VPN, a
+    /// peered network): worker addresses in them may become endpoints although they are
+    /// not globally routable. What the apiserver refuses stays refused.
+    #[arg(long, env = "ENDPOINT_ALLOW_CIDRS", value_delimiter = ',', value_parser = parse_cidr)]
+    endpoint_allow_cidrs: Vec<ipnet::IpNet>,
+    /// Ranges refused as endpoints on top of the defaults, comma-separated (the cluster's
+    /// own node or load-balancer ranges); wins over --endpoint-allow-cidrs.
+    #[arg(long, env = "ENDPOINT_DENY_CIDRS", value_delimiter = ',', value_parser = parse_cidr)]
+    endpoint_deny_cidrs: Vec<ipnet::IpNet>,
+    /// Most endpoints published per WorkerGroup (lowest worker ids first; the rest are
+    /// counted in status.discovery.skipped).
+    #[arg(long, env = "MAX_ENDPOINTS", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_endpoints: u32,
+}
+
+fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    sync::endpoints::parse_cidr(s)
 }
 
 impl RunArgs {
@@ -219,6 +236,11 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     failure_threshold: args.failure_threshold,
                     secret_selector: args.secret_selector,
                     stale_after: args.stale_after,
+                    endpoints: sync::EndpointPolicy::new(
+                        args.endpoint_allow_cidrs,
+                        args.endpoint_deny_cidrs,
+                        args.max_endpoints as usize,
+                    ),
                     ..Config::default()
                 },
             })

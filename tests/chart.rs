@@ -171,11 +171,39 @@ fn lint_and_the_values_schema() {
         ("vast.url=ftp://x", "vast"),
         ("vast.url=http://vast.example", "vast"),
         ("leaderElection.leaseDuration=soon", "leaseDuration"),
+        ("discovery.allowCidrs={peered-net}", "allowCidrs"),
+        ("discovery.maxEndpoints=0", "maxEndpoints"),
     ] {
         let out = helm(&["template", "t", c, "--kube-version", KUBE, "--set", bad]);
         assert!(!out.status.success(), "{bad} was accepted");
         assert!(text(&out).contains(says), "{bad}: {}", text(&out));
     }
+    // The address policy's values become the flags.
+    let policy = helm(&[
+        "template",
+        "t",
+        c,
+        "--kube-version",
+        KUBE,
+        "--set",
+        "discovery.allowCidrs={10.20.0.0/16,192.0.2.0/24}",
+        "--set",
+        "discovery.denyCidrs={10.20.9.0/24}",
+        "--set",
+        "discovery.maxEndpoints=50",
+    ]);
+    assert!(policy.status.success(), "{}", text(&policy));
+    for arg in [
+        "- --endpoint-allow-cidrs=10.20.0.0/16,192.0.2.0/24",
+        "- --endpoint-deny-cidrs=10.20.9.0/24",
+        "- --max-endpoints=50",
+    ] {
+        assert!(text(&policy).contains(arg), "{arg} not rendered");
+    }
+    assert!(
+        !text(&one).contains("--endpoint-allow-cidrs"),
+        "no allow list by default"
+    );
 }
 
 /// Renders the chart with `sets` and has the apiserver validate it (server dry run).

@@ -316,3 +316,44 @@ fn common_free_port() -> u16 {
         .map(|a| a.port())
         .expect("free port")
 }
+
+#[test]
+fn a_bad_endpoint_cidr_is_an_error_at_start_up() {
+    let bin = env!("CARGO_BIN_EXE_vast-operator");
+    for (flag, value, says) in [
+        (
+            "--endpoint-allow-cidrs",
+            "10.0.0.0/8,10.1.2.3/8",
+            "did you mean 10.0.0.0/8",
+        ),
+        ("--endpoint-deny-cidrs", "203.0.113.0/33", "is not a CIDR"),
+        ("--endpoint-allow-cidrs", "peered-network", "is not a CIDR"),
+    ] {
+        let out = Command::new(bin)
+            .args(["run", "--leader-elect=false", flag, value])
+            .env("KUBECONFIG", "/nonexistent/kubeconfig")
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value} must be refused");
+        assert!(
+            err.contains(flag) && err.contains(says),
+            "{flag} {value}: {err}"
+        );
+        assert!(
+            !err.contains("kubeconfig"),
+            "refused before anything else: {err}"
+        );
+    }
+    let env = Command::new(bin)
+        .args(["run", "--leader-elect=false"])
+        .env("ENDPOINT_DENY_CIDRS", "2001:db8::1/32")
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&env.stderr);
+    assert!(
+        !env.status.success() && err.contains("did you mean 2001:db8::/32"),
+        "{err}"
+    );
+}

@@ -223,7 +223,13 @@ async fn mixed_states_ports_families_and_skips() {
 
 #[tokio::test]
 async fn thousands_of_workers_are_split() {
-    let h = Harness::start("disc-big").await;
+    // A benchmarking range (refused by default) opted back in, and room for them all.
+    let h = Harness::start_with("disc-big", |mut c| {
+        let lab = vast_operator::sync::endpoints::parse_cidr("198.18.0.0/15").expect("cidr");
+        c.endpoints = vast_operator::sync::EndpointPolicy::new(vec![lab], Vec::new(), 5000);
+        c
+    })
+    .await;
     let workers = (0..2500)
         .map(|i| {
             worker_json(
@@ -590,7 +596,7 @@ async fn an_update_never_takes_over_an_object_recreated_by_someone_else() {
     };
     // Ours, as the store last saw it (without the ownerReference: its WorkerGroup does
     // not exist here, and the garbage collector would take the Service first)...
-    let mut want = vast_operator::discovery::desired(&wg, &[], false).service;
+    let mut want = vast_operator::discovery::desired(&wg, &[], false, &Default::default()).service;
     want.metadata.owner_references = None;
     let ours = services.create(&pp, &want).await.expect("create");
     // ...deleted, and a Service of the same name created by someone else.
@@ -725,5 +731,205 @@ async fn deleting_a_namespace_with_a_workergroup_completes() {
         matches!(namespaces.get_opt(&name).await, Ok(None)).then_some(())
     })
     .await;
+    h.stop().await;
+}
+
+/// What the test's WorkerGroup status says of discovery: (endpoints, skipped, refused).
+fn discovery_counts(wg: &WorkerGroup) -> Option<(i64, i64, i64)> {
+    let d = wg.status.as_ref()?.discovery.as_ref()?;
+    Some((d.endpoints, d.skipped, d.refused))
+}
+
+#[tokio::test]
+async fn worker_reported_addresses_outside_the_policy_are_refused_and_the_rest_published() {
+    let h = Harness::start("disc-refused").await;
+    h.vast.state.put_group(
+        111,
+        KEY,
+        Shape::Array,
+        vec![
+            worker_json(1, "idle", Some("http://203.0.113.1:7000")),
+            // The cluster's own Service network, a cloud metadata address (also
+            // link-local), a shared-space metadata address, Azure's wire server.
+            worker_json(2, "idle", Some("http://10.96.0.1:443")),
+            worker_json(3, "idle", Some("http://169.254.169.254:80")),
+            worker_json(4, "idle", Some("http://100.100.100.200:80")),
+            worker_json(5, "idle", Some("http://168.63.129.16:80")),
+            // A unique-local IPv6 address, and an IPv4-mapped one, which the apiserver
+            // would refuse together with every other endpoint of the slice.
+            worker_json(6, "idle", Some("http://[fd00::6]:7000")),
+            worker_json(7, "idle", Some("http://[::ffff:203.0.113.9]:7000")),
+            worker_json(8, "idle", Some("http://[2001:db8::8]:7000")),
+        ],
+    );
+    h.secret("vast", "api-key", KEY).await;
+    h.apply_group("llm", spec(111)).await;
+    let wg = h
+        .wait_for("llm", "synced, 2 published, 6 refused", |wg| {
+            ready_is(wg, "True", "Synced") && discovery_counts(wg) == Some((2, 0, 6))
+        })
+        .await;
+    let st = wg.status.clone().expect("status");
+    assert_eq!(
+        cond(&wg, "DiscoveryReady"),
+        Some(("True".into(), "Published".into())),
+        "refusals are not a failure of discovery"
+    );
+    assert_eq!(st.workers.len(), 8, "refused workers stay listed");
+    assert_eq!(
+        st.workers[1].url.as_deref(),
+        Some("http://10.96.0.1:443"),
+        "as Vast reports them"
+    );
+    assert_eq!(
+        st.ready_urls,
+        ["http://203.0.113.1:7000", "http://[2001:db8::8]:7000"]
+    );
+    let reason = st.discovery.expect("discovery").reason;
+    assert!(
+        reason.contains("6 workers refused by the address policy"),
+        "{reason}"
+    );
+    let s = wait_slices(&h, "llm", "one slice per family, public only", |s| {
+        s.len() == 2
+    })
+    .await;
+    assert_eq!(
+        s["llm-v4-7000-0"].2,
+        [("203.0.113.1".to_string(), true, true, false)]
+    );
+    assert_eq!(
+        s["llm-v6-7000-0"].2,
+        [("2001:db8::8".to_string(), true, true, false)]
+    );
+
+    let refused: Vec<String> = common::eventually(
+        "an EndpointRefused event",
+        Duration::from_secs(20),
+        || async {
+            let notes: Vec<String> = h
+                .events("llm")
+                .await
+                .into_iter()
+                .filter(|e| e.0 == "Warning" && e.1 == "EndpointRefused")
+                .map(|e| e.2)
+                .collect();
+            (!notes.is_empty()).then_some(notes)
+        },
+    )
+    .await;
+    assert_eq!(refused.len(), 1, "one event for the change: {refused:?}");
+    let note = &refused[0];
+    for (id, rule) in [
+        (2, "10.0.0.0/8"),
+        (3, "169.254.0.0/16"),
+        (4, "100.64.0.0/10"),
+        (5, "168.63.129.16/32"),
+        (6, "fc00::/7"),
+        (7, "::ffff:0.0.0.0/96"),
+    ] {
+        let named = format!("worker {id} by {rule} (");
+        assert!(note.contains(&named), "{named:?} in {note}");
+    }
+    for addr in [
+        "10.96.0.1",
+        "169.254.169.254",
+        "100.100.100.200",
+        "fd00::6",
+        "203.0.113.9",
+    ] {
+        assert!(!note.contains(addr), "no address in the event: {note}");
+    }
+
+    // The public IPv6 worker changes: its slice still updates (the mapped address does
+    // not freeze it).
+    h.vast
+        .state
+        .upsert_worker(111, 8, json!({"status": "stopping"}));
+    wait_slices(&h, "llm", "the IPv6 endpoint terminating", |s| {
+        s.get("llm-v6-7000-0")
+            .is_some_and(|v| v.2 == [("2001:db8::8".to_string(), false, false, true)])
+    })
+    .await;
+    // A refused worker turning public is published.
+    h.vast
+        .state
+        .upsert_worker(111, 2, json!({"url": "http://198.51.100.2:7000"}));
+    h.wait_for("llm", "worker 2 published", |wg| {
+        discovery_counts(wg) == Some((3, 0, 5))
+    })
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn allowed_ranges_come_back_and_the_cap_keeps_the_lowest_ids() {
+    let mut h = Harness::start("disc-allow").await;
+    h.pause().await;
+    h.vast.state.put_group(
+        112,
+        KEY,
+        Shape::Array,
+        vec![
+            worker_json(1, "idle", Some("http://10.20.0.1:7000")),
+            worker_json(2, "idle", Some("http://10.20.9.2:7000")),
+            worker_json(3, "idle", Some("http://10.30.0.3:7000")),
+            worker_json(4, "idle", Some("http://203.0.113.4:7000")),
+            worker_json(5, "idle", Some("http://203.0.113.5:7000")),
+        ],
+    );
+    h.secret("vast", "api-key", KEY).await;
+    h.apply_group("llm", spec(112)).await;
+    let op = common::OperatorProcess::start(
+        "op",
+        &h.ns.name,
+        &h.vast.url(),
+        &[
+            "--leader-elect=false",
+            // A peered network opted back in, one subnet of it denied again.
+            "--endpoint-allow-cidrs",
+            "10.20.0.0/16,192.0.2.0/24",
+            "--endpoint-deny-cidrs",
+            "10.20.9.0/24",
+            "--max-endpoints",
+            "2",
+        ],
+    );
+    // Worker 2 is denied (deny wins), 3 is outside the allowed range; of 1, 4 and 5 the
+    // two lowest ids are published and 5 is skipped by the cap.
+    let wg = h
+        .wait_for("llm", "2 published, 1 skipped, 2 refused", |wg| {
+            discovery_counts(wg) == Some((2, 1, 2))
+        })
+        .await;
+    let reason = wg
+        .status
+        .and_then(|s| s.discovery)
+        .expect("discovery")
+        .reason;
+    assert!(
+        reason.contains("1 worker beyond --max-endpoints"),
+        "{reason}"
+    );
+    let s = wait_slices(&h, "llm", "workers 1 and 4", |s| s.len() == 1).await;
+    let published: Vec<&str> = s["llm-v4-7000-0"].2.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(published, ["10.20.0.1", "203.0.113.4"]);
+    let events = common::eventually("both warnings", Duration::from_secs(20), || async {
+        let ev = h.events("llm").await;
+        let has = |r: &str| ev.iter().any(|e| e.0 == "Warning" && e.1 == r);
+        (has("EndpointRefused") && has("TooManyEndpoints")).then_some(ev)
+    })
+    .await;
+    let refused = events
+        .iter()
+        .find(|e| e.1 == "EndpointRefused")
+        .map(|e| e.2.clone())
+        .unwrap_or_default();
+    assert!(
+        refused.contains("worker 2 by 10.20.9.0/24 (--endpoint-deny-cidrs)"),
+        "{refused}"
+    );
+    assert!(refused.contains("worker 3 by 10.0.0.0/8"), "{refused}");
+    drop(op);
     h.stop().await;
 }

@@ -43,6 +43,8 @@ pub struct Config {
     /// How long after the last successful poll endpoints stay ready (None: three poll
     /// intervals, at least two minutes).
     pub stale_after: Option<Duration>,
+    /// Which worker addresses may become endpoints, and how many per WorkerGroup.
+    pub endpoints: crate::sync::EndpointPolicy,
 }
 
 impl Default for Config {
@@ -61,6 +63,7 @@ impl Default for Config {
             failure_threshold: 3,
             secret_selector: None,
             stale_after: None,
+            endpoints: crate::sync::EndpointPolicy::default(),
         }
     }
 }

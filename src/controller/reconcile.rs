@@ -100,6 +100,7 @@ async fn finish(
         quiet_failure: matches!(poll.outcome, PollOutcome::Transient(_))
             && ctx.memory.failures(wg).saturating_add(1) < ctx.config.failure_threshold
             && freshness.stale().is_none(),
+        endpoints: &ctx.config.endpoints,
     });
     let Some(written) = write_status(ctx, wg, &plan).await? else {
         // The newer object comes through the watch; until then (a broken watch may
@@ -352,7 +353,15 @@ async fn publish(
         (_, None) => &[],
     };
     let stale = freshness.stale();
-    let d = discovery::publish(&ctx.client, stores, wg, workers, stale.is_some()).await;
+    let d = discovery::publish(
+        &ctx.client,
+        stores,
+        wg,
+        workers,
+        stale.is_some(),
+        &ctx.config.endpoints,
+    )
+    .await;
     if d.writes > 0 {
         debug!(writes = d.writes, "discovery objects written");
     }

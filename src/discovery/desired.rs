@@ -2,7 +2,6 @@
 //! exists. Pure: no I/O.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
@@ -15,98 +14,7 @@ use super::{
     SERVICE_NAME_LABEL, SLICE_MANAGED_BY_LABEL,
 };
 use crate::crd::{WorkerGroup, WorkerStatus};
-
-/// Why a worker is not published.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Skip {
-    /// Vast gave no URL.
-    NoUrl,
-    /// The URL names a host, not an IP address (FQDN slices are ignored by kube-proxy).
-    Hostname,
-    /// The URL cannot be parsed.
-    BadUrl,
-    /// Loopback, link-local, unspecified or multicast: Kubernetes refuses it.
-    ForbiddenAddress,
-}
-
-impl Skip {
-    fn describe(self) -> &'static str {
-        match self {
-            Skip::NoUrl => "without URL",
-            Skip::Hostname => "with a hostname URL (not an IP address)",
-            Skip::BadUrl => "with an unparsable URL",
-            Skip::ForbiddenAddress => {
-                "with an address Kubernetes refuses (loopback, link-local, multicast)"
-            }
-        }
-    }
-}
-
-/// One worker as an endpoint.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
-    /// Worker id.
-    pub id: i64,
-    /// Its address.
-    pub addr: IpAddr,
-    /// Its port.
-    pub port: u16,
-    /// Ready state (`idle`, `running`).
-    pub ready: bool,
-    /// Going away (`stopping`, `destroying`).
-    pub terminating: bool,
-}
-
-/// Parses a worker URL into an address and port.
-pub fn parse_endpoint(url: Option<&str>) -> Result<(IpAddr, u16), Skip> {
-    let url = url.ok_or(Skip::NoUrl)?;
-    let parsed = url::Url::parse(url).map_err(|_| Skip::BadUrl)?;
-    let addr = match parsed.host() {
-        Some(url::Host::Ipv4(a)) => IpAddr::V4(a),
-        Some(url::Host::Ipv6(a)) => IpAddr::V6(a),
-        Some(url::Host::Domain(_)) => return Err(Skip::Hostname),
-        None => return Err(Skip::BadUrl),
-    };
-    let forbidden = match addr {
-        IpAddr::V4(a) => {
-            a.is_loopback()
-                || a.is_link_local()
-                || a.is_unspecified()
-                || a.is_multicast()
-                || a.is_broadcast()
-        }
-        IpAddr::V6(a) => {
-            a.is_loopback()
-                || a.is_unspecified()
-                || a.is_multicast()
-                || (a.segments()[0] & 0xffc0) == 0xfe80
-        }
-    };
-    if forbidden {
-        return Err(Skip::ForbiddenAddress);
-    }
-    let port = parsed.port_or_known_default().ok_or(Skip::BadUrl)?;
-    Ok((addr, port))
-}
-
-/// Splits workers into endpoints and counts of the skipped.
-pub fn targets(workers: &[WorkerStatus]) -> (Vec<Target>, BTreeMap<Skip, i64>) {
-    let mut out = Vec::new();
-    let mut skipped = BTreeMap::new();
-    for w in workers {
-        match parse_endpoint(w.url.as_deref()) {
-            Ok((addr, port)) => out.push(Target {
-                id: w.id,
-                addr,
-                port,
-                ready: w.ready,
-                terminating: matches!(w.status.as_str(), "stopping" | "destroying"),
-            }),
-            Err(skip) => *skipped.entry(skip).or_insert(0) += 1,
-        }
-    }
-    (out, skipped)
-}
+use crate::sync::endpoints::{EndpointPolicy, Selection, Target, refused_summary, select};
 
 /// What the discovery objects of one WorkerGroup should be.
 #[derive(Clone, Debug)]
@@ -117,8 +25,8 @@ pub struct Desired {
     pub slices: BTreeMap<String, EndpointSlice>,
     /// Published endpoints.
     pub endpoints: i64,
-    /// Skipped workers by cause.
-    pub skipped: BTreeMap<Skip, i64>,
+    /// What was published, skipped and refused.
+    pub selection: Selection,
 }
 
 fn owner_ref(wg: &WorkerGroup) -> Option<OwnerReference> {
@@ -188,9 +96,15 @@ pub fn worker_hostname(id: i64) -> String {
     }
 }
 
-/// Computes the desired Service and slices. With `stale` set every endpoint is published
-/// neither ready nor serving: kept, so that recovery is one write, but given no traffic.
-pub fn desired(wg: &WorkerGroup, workers: &[WorkerStatus], stale: bool) -> Desired {
+/// Computes the desired Service and slices of the workers `policy` lets through. With
+/// `stale` set every endpoint is published neither ready nor serving: kept, so that
+/// recovery is one write, but given no traffic.
+pub fn desired(
+    wg: &WorkerGroup,
+    workers: &[WorkerStatus],
+    stale: bool,
+    policy: &EndpointPolicy,
+) -> Desired {
     let d = &wg.spec.discovery;
     let svc_name = service_name(wg);
     let ns = wg.namespace();
@@ -222,10 +136,10 @@ pub fn desired(wg: &WorkerGroup, workers: &[WorkerStatus], stale: bool) -> Desir
         ..Default::default()
     };
 
-    let (targets, skipped) = targets(workers);
-    let endpoints = targets.len() as i64;
+    let selection = select(workers, policy);
+    let endpoints = selection.targets.len() as i64;
     let mut groups: BTreeMap<(&'static str, u16), Vec<&Target>> = BTreeMap::new();
-    for t in &targets {
+    for t in &selection.targets {
         let family = if t.addr.is_ipv4() { "IPv4" } else { "IPv6" };
         groups.entry((family, t.port)).or_default().push(t);
     }
@@ -277,7 +191,7 @@ pub fn desired(wg: &WorkerGroup, workers: &[WorkerStatus], stale: bool) -> Desir
         service,
         slices,
         endpoints,
-        skipped,
+        selection,
     }
 }
 
@@ -345,9 +259,10 @@ pub fn needs_recreate(existing: &Service, want: &Service) -> bool {
     headless(existing) != headless(want)
 }
 
-/// Summary text for `status.discovery.reason`.
-pub fn skipped_reason(skipped: &BTreeMap<Skip, i64>) -> String {
-    skipped
+/// Summary text for `status.discovery.reason`: the skipped by cause, then the refused.
+pub fn skipped_reason(selection: &Selection) -> String {
+    selection
+        .skipped
         .iter()
         .map(|(k, n)| {
             format!(
@@ -356,6 +271,7 @@ pub fn skipped_reason(skipped: &BTreeMap<Skip, i64>) -> String {
                 k.describe()
             )
         })
+        .chain(Some(refused_summary(selection)).filter(|s| !s.is_empty()))
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -363,6 +279,7 @@ pub fn skipped_reason(skipped: &BTreeMap<Skip, i64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sync::endpoints::Skip;
 
     fn wg() -> WorkerGroup {
         let mut wg: WorkerGroup = serde_json::from_value(serde_json::json!({
@@ -389,40 +306,6 @@ mod tests {
     }
 
     #[test]
-    fn parses_urls() {
-        assert_eq!(
-            parse_endpoint(Some("http://203.0.113.5:40001")),
-            Ok(("203.0.113.5".parse().expect("ip"), 40001))
-        );
-        assert_eq!(
-            parse_endpoint(Some("https://[2001:db8::7]")),
-            Ok(("2001:db8::7".parse().expect("ip"), 443))
-        );
-        assert_eq!(
-            parse_endpoint(Some("http://203.0.113.5")),
-            Ok(("203.0.113.5".parse().expect("ip"), 80))
-        );
-        assert_eq!(
-            parse_endpoint(Some("http://worker.example.com:80")),
-            Err(Skip::Hostname)
-        );
-        assert_eq!(parse_endpoint(None), Err(Skip::NoUrl));
-        assert_eq!(parse_endpoint(Some("not a url")), Err(Skip::BadUrl));
-        assert_eq!(
-            parse_endpoint(Some("http://127.0.0.1:80")),
-            Err(Skip::ForbiddenAddress)
-        );
-        assert_eq!(
-            parse_endpoint(Some("http://169.254.1.1:80")),
-            Err(Skip::ForbiddenAddress)
-        );
-        assert_eq!(
-            parse_endpoint(Some("http://[fe80::1]:80")),
-            Err(Skip::ForbiddenAddress)
-        );
-    }
-
-    #[test]
     fn one_slice_per_family_and_port_with_conditions() {
         let workers = [
             w(1, "idle", Some("http://203.0.113.1:40001")),
@@ -432,15 +315,15 @@ mod tests {
             w(5, "idle", None),
             w(6, "idle", Some("http://host.example:1")),
         ];
-        let d = desired(&wg(), &workers, false);
+        let d = desired(&wg(), &workers, false, &EndpointPolicy::default());
         let names: Vec<&str> = d.slices.keys().map(String::as_str).collect();
         assert_eq!(
             names,
             ["llm-v4-40001-0", "llm-v4-40002-0", "llm-v6-40001-0"]
         );
         assert_eq!(d.endpoints, 4);
-        assert_eq!(d.skipped.get(&Skip::NoUrl), Some(&1));
-        assert_eq!(d.skipped.get(&Skip::Hostname), Some(&1));
+        assert_eq!(d.selection.skipped.get(&Skip::NoUrl), Some(&1));
+        assert_eq!(d.selection.skipped.get(&Skip::Hostname), Some(&1));
         let s = &d.slices["llm-v4-40001-0"];
         assert_eq!(s.address_type, "IPv4");
         let conds: Vec<(String, Option<bool>)> = s
@@ -476,7 +359,7 @@ mod tests {
         let svc = d.service.spec.as_ref().expect("spec");
         assert!(svc.selector.is_none());
         assert_eq!(svc.ports.as_ref().expect("ports")[0].port, 8080);
-        assert!(skipped_reason(&d.skipped).contains("1 worker without URL"));
+        assert!(skipped_reason(&d.selection).contains("1 worker without URL"));
     }
 
     #[test]
@@ -485,8 +368,8 @@ mod tests {
             w(1, "idle", Some("http://203.0.113.1:40001")),
             w(2, "stopping", Some("http://203.0.113.2:40001")),
         ];
-        let fresh = desired(&wg(), &workers, false);
-        let stale = desired(&wg(), &workers, true);
+        let fresh = desired(&wg(), &workers, false, &EndpointPolicy::default());
+        let stale = desired(&wg(), &workers, true, &EndpointPolicy::default());
         assert_eq!(stale.endpoints, 2, "the endpoints stay");
         let conds = |d: &Desired| -> Vec<(Option<bool>, Option<bool>, Option<bool>)> {
             d.slices["llm-v4-40001-0"]
@@ -550,7 +433,10 @@ mod tests {
                 )
             })
             .collect();
-        let d = desired(&wg(), &workers, false);
+        // A benchmarking range, refused by default: allowed back, as a lab would.
+        let lab = "198.18.0.0/15".parse().expect("net");
+        let policy = EndpointPolicy::new(vec![lab], Vec::new(), 5000);
+        let d = desired(&wg(), &workers, false, &policy);
         let sizes: Vec<usize> = d.slices.values().map(|s| s.endpoints.len()).collect();
         assert_eq!(sizes, [1000, 1000, 500]);
     }
@@ -561,6 +447,7 @@ mod tests {
             &wg(),
             &[w(1, "idle", Some("http://203.0.113.1:40001"))],
             false,
+            &EndpointPolicy::default(),
         );
         let want = &d.slices["llm-v4-40001-0"];
         let mut have = want.clone();

@@ -13,8 +13,8 @@ pub mod publish;
 pub mod stores;
 
 pub use desired::{
-    Desired, Skip, Target, desired, needs_recreate, owned_by, parse_endpoint, service_matches,
-    service_name, skipped_reason, slice_matches, targets,
+    Desired, desired, needs_recreate, owned_by, service_matches, service_name, skipped_reason,
+    slice_matches,
 };
 pub use publish::{Published, publish};
 pub use stores::Stores;

@@ -17,6 +17,7 @@ use super::desired::{
     service_name_problem, skipped_reason, slice_matches,
 };
 use crate::crd::{DiscoveryStatus, WorkerGroup, WorkerStatus};
+use crate::sync::EndpointPolicy;
 use crate::text::cut;
 
 /// What publishing did for one WorkerGroup.
@@ -30,14 +31,15 @@ pub struct Published {
     pub writes: u32,
 }
 
-/// Brings the Service and slices of `wg` to match `workers` (all not ready when
-/// `stale`), with the fewest writes.
+/// Brings the Service and slices of `wg` to match the `workers` that `policy` lets
+/// through (all not ready when `stale`), with the fewest writes.
 pub async fn publish(
     client: &Client,
     stores: &Stores,
     wg: &WorkerGroup,
     workers: &[WorkerStatus],
     stale: bool,
+    policy: &EndpointPolicy,
 ) -> Published {
     let mut w = Writer::new(client, wg);
     let services = stores.ours_services(wg);
@@ -53,13 +55,14 @@ pub async fn publish(
                 service_name: service_name(wg),
                 endpoints: 0,
                 skipped: 0,
+                refused: 0,
                 reason: cut(problem.clone(), 1024),
             }),
             problem: Some(("InvalidServiceName", problem)),
             writes: w.writes,
         };
     }
-    let want = desired(wg, workers, stale);
+    let want = desired(wg, workers, stale, policy);
     let service_ok = w.ensure_service(&services, &want).await;
     w.ensure_slices(&slices, &want, service_ok).await;
     w.finish(Some((&want, service_ok)))
@@ -196,7 +199,7 @@ impl<'a> Writer<'a> {
             (reason, self.problems.join("; "))
         });
         let status = published.map(|(want, service_ok)| {
-            let skipped = skipped_reason(&want.skipped);
+            let skipped = skipped_reason(&want.selection);
             let reason = match (&problem, skipped.is_empty()) {
                 (None, _) => skipped,
                 (Some((_, text)), true) => text.clone(),
@@ -205,7 +208,8 @@ impl<'a> Writer<'a> {
             DiscoveryStatus {
                 service_name: service_name(self.wg),
                 endpoints: if service_ok { want.endpoints } else { 0 },
-                skipped: want.skipped.values().sum(),
+                skipped: want.selection.skipped.values().sum(),
+                refused: want.selection.refused.len() as i64,
                 reason: cut(reason, 1024),
             }
         });

@@ -8,6 +8,7 @@
 
 pub mod conditions;
 pub mod diff;
+pub mod endpoints;
 pub mod events;
 pub mod freshness;
 pub mod workers;
@@ -21,6 +22,7 @@ use crate::vast::{VastError, Worker};
 
 pub use conditions::{DISCOVERY_READY, READY, RECONCILING, STALLED, Verdict};
 pub use diff::{ChangeSet, MAX_NOTE, diff};
+pub use endpoints::EndpointPolicy;
 pub use events::EventSpec;
 pub use freshness::{Freshness, Stale, stale_after};
 pub use workers::{is_ready_state, to_status_workers};
@@ -106,6 +108,9 @@ pub struct Input<'a> {
     pub resync: Option<String>,
     /// A transient failure below the failure threshold: nothing changes yet.
     pub quiet_failure: bool,
+    /// Which worker addresses may be published (also keeps refused ones out of
+    /// `readyUrls`).
+    pub endpoints: &'a EndpointPolicy,
 }
 
 /// What discovery did in this reconcile.
@@ -162,6 +167,9 @@ pub fn plan(input: Input<'_>) -> Plan {
     }
     next.conditions = kstatus_conditions(&judged, &base, &input);
     add_discovery(&mut next, &input, base.prev, &mut judged.events);
+    if let (DiscoveryUpdate::Published(_), Some(found)) = (&input.discovery, &found) {
+        endpoint_events(&base, found, &input, &mut judged.events);
+    }
     let (workers, changes, heartbeat_due) = record_workers(&mut next, base, found, &input);
 
     let prev = input.previous.unwrap_or(&empty);
@@ -457,6 +465,42 @@ fn add_discovery(
     ));
 }
 
+/// The events of workers newly refused by the address policy or newly beyond
+/// `--max-endpoints`: one per change, never one per poll.
+fn endpoint_events(
+    base: &Baseline<'_>,
+    found: &Found,
+    input: &Input<'_>,
+    events: &mut Vec<EventSpec>,
+) {
+    let policy = input.endpoints;
+    let now = endpoints::select(&found.workers, policy);
+    let before = if base.same_group {
+        endpoints::select(&base.full, policy)
+    } else {
+        endpoints::Selection::default()
+    };
+    let told = base.prev.discovery.as_ref().map_or(0, |d| d.refused);
+    // After a restart the baseline may be a truncated list: refusals beyond it are not
+    // new unless the count on record grew.
+    let refused = if base.partial {
+        None
+    } else {
+        endpoints::newly_refused(&before, &now)
+    }
+    .or_else(|| {
+        (told < now.refused.len() as i64)
+            .then(|| endpoints::newly_refused(&endpoints::Selection::default(), &now))
+            .flatten()
+    });
+    if let Some(note) = refused {
+        events.push(EventSpec::warning("EndpointRefused", "Publish", note));
+    }
+    if let Some(note) = endpoints::newly_over_limit(&before, &now, policy.max_endpoints) {
+        events.push(EventSpec::warning("TooManyEndpoints", "Publish", note));
+    }
+}
+
 /// Records the workers the status stands for; returns the full list, the changes and
 /// whether the heartbeat is due.
 fn record_workers(
@@ -481,7 +525,13 @@ fn record_workers(
         }
     };
     if matches!(input.outcome, PollOutcome::Synced(_)) || !base.same_group {
-        workers::fill(next, &workers, input.workergroup_id, input.max_workers);
+        workers::fill(
+            next,
+            &workers,
+            input.workergroup_id,
+            input.max_workers,
+            input.endpoints,
+        );
     } else if next.ready_summary.is_none() {
         next.ready_summary = Some(format!("{}/{}", next.ready_workers, next.worker_count));
     }
@@ -512,12 +562,18 @@ mod tests {
         Worker {
             id,
             status: status.into(),
-            url: Some(format!("http://10.0.0.{id}:8000")),
+            url: Some(format!("http://203.0.113.{id}:8000")),
             created_at: None,
             cur_load: Some(id as f64),
             reqs_working: None,
             perf: None,
         }
+    }
+
+    pub(super) fn default_policy() -> &'static EndpointPolicy {
+        static POLICY: std::sync::LazyLock<EndpointPolicy> =
+            std::sync::LazyLock::new(EndpointPolicy::default);
+        &POLICY
     }
 
     fn synced(workers: Vec<Worker>) -> PollOutcome {
@@ -541,6 +597,7 @@ mod tests {
             discovery: DiscoveryUpdate::Disabled,
             resync: None,
             quiet_failure: false,
+            endpoints: default_policy(),
         }
     }
 
@@ -798,6 +855,7 @@ mod tests {
                 service_name: "svc".into(),
                 endpoints: 1,
                 skipped: 0,
+                refused: 0,
                 reason: String::new(),
             },
             problem: Some(("DiscoveryConflict", "Service svc exists".into())),
@@ -827,6 +885,123 @@ mod tests {
     }
 
     #[test]
+    fn refused_addresses_warn_once_per_change_and_never_reach_ready_urls() {
+        let published = |refused: i64| {
+            DiscoveryUpdate::Published(Discovery {
+                status: DiscoveryStatus {
+                    service_name: "svc".into(),
+                    endpoints: 1,
+                    skipped: 0,
+                    refused,
+                    reason: String::new(),
+                },
+                problem: None,
+                stale: None,
+            })
+        };
+        let at = |id: i64, url: &str| Worker {
+            url: Some(url.into()),
+            ..w(id, "idle")
+        };
+        let ws = vec![
+            at(1, "http://203.0.113.1:8000"),
+            at(2, "http://10.96.0.1:443"),
+        ];
+        let mut i = input(None, synced(ws.clone()), t(0));
+        i.discovery = published(1);
+        let first = plan(i);
+        assert_eq!(first.status.ready_urls, ["http://203.0.113.1:8000"]);
+        assert_eq!(
+            first.status.workers.len(),
+            2,
+            "the refused worker is listed"
+        );
+        let refused: Vec<&EventSpec> = first
+            .events
+            .iter()
+            .filter(|e| e.reason == "EndpointRefused")
+            .collect();
+        assert_eq!(refused.len(), 1, "{:?}", first.events);
+        assert!(refused[0].warning);
+        assert!(
+            refused[0].note.contains("worker 2 by 10.0.0.0/8"),
+            "{}",
+            refused[0].note
+        );
+        assert!(!refused[0].note.contains("10.96.0.1"));
+
+        // The same refusal again: no event.
+        let mut i = input(Some(&first.status), synced(ws.clone()), t(30));
+        i.previous_full = Some(&first.workers);
+        i.discovery = published(1);
+        let again = plan(i);
+        assert!(!again.events.iter().any(|e| e.reason == "EndpointRefused"));
+
+        // A second worker refused by another rule: one event naming only it.
+        let mut more = ws.clone();
+        more.push(at(3, "http://[fd00::3]:8000"));
+        let mut i = input(Some(&again.status), synced(more), t(60));
+        i.previous_full = Some(&again.workers);
+        i.discovery = published(2);
+        let third = plan(i);
+        let notes: Vec<&str> = third
+            .events
+            .iter()
+            .filter(|e| e.reason == "EndpointRefused")
+            .map(|e| e.note.as_str())
+            .collect();
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].contains("worker 3 by fc00::/7"), "{}", notes[0]);
+        assert!(!notes[0].contains("worker 2"), "{}", notes[0]);
+
+        // Discovery off: refusals are not told, and readyUrls still leave them out.
+        let i = input(None, synced(ws), t(0));
+        let off = plan(i);
+        assert!(!off.events.iter().any(|e| e.reason == "EndpointRefused"));
+        assert_eq!(off.status.ready_urls, ["http://203.0.113.1:8000"]);
+    }
+
+    #[test]
+    fn too_many_endpoints_warns_once() {
+        static CAP: std::sync::LazyLock<EndpointPolicy> =
+            std::sync::LazyLock::new(|| EndpointPolicy::new(Vec::new(), Vec::new(), 2));
+        let published = DiscoveryUpdate::Published(Discovery::default());
+        let mut i = input(None, synced((1..=2).map(|n| w(n, "idle")).collect()), t(0));
+        i.endpoints = &CAP;
+        i.discovery = published.clone();
+        let under = plan(i);
+        assert!(!under.events.iter().any(|e| e.reason == "TooManyEndpoints"));
+        let mut i = input(
+            Some(&under.status),
+            synced((1..=4).map(|n| w(n, "idle")).collect()),
+            t(30),
+        );
+        i.previous_full = Some(&under.workers);
+        i.endpoints = &CAP;
+        i.discovery = published.clone();
+        let over = plan(i);
+        assert_eq!(
+            over.events
+                .iter()
+                .filter(|e| e.reason == "TooManyEndpoints")
+                .count(),
+            1,
+            "{:?}",
+            over.events
+        );
+        let mut i = input(
+            Some(&over.status),
+            synced((1..=5).map(|n| w(n, "idle")).collect()),
+            t(60),
+        );
+        i.previous_full = Some(&over.workers);
+        i.endpoints = &CAP;
+        i.discovery = published;
+        let still = plan(i);
+        assert!(!still.events.iter().any(|e| e.reason == "TooManyEndpoints"));
+    }
+
+    #[test]
     fn stale_endpoints_say_so_once_and_recover() {
         let published = |stale: Option<Stale>| {
             DiscoveryUpdate::Published(Discovery {
@@ -834,6 +1009,7 @@ mod tests {
                     service_name: "svc".into(),
                     endpoints: 1,
                     skipped: 0,
+                    refused: 0,
                     reason: String::new(),
                 },
                 problem: None,
@@ -987,6 +1163,7 @@ mod properties {
             discovery: DiscoveryUpdate::Disabled,
             resync: None,
             quiet_failure: false,
+            endpoints: super::tests::default_policy(),
         }
     }
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::endpoints::EndpointPolicy;
 use crate::crd::{WorkerGroupStatus, WorkerStatus};
 use crate::vast::Worker;
 
@@ -48,12 +49,14 @@ pub fn truncate(all: &[WorkerStatus], max: usize) -> Vec<WorkerStatus> {
 }
 
 /// Writes `workers` (the full list of `workergroup_id`) into `status`: the capped list,
-/// the exact counts, the summary and the ready URLs.
+/// the exact counts, the summary and the ready URLs (without those whose address
+/// `policy` refuses: `readyUrls` is read by clients as where to send traffic).
 pub fn fill(
     status: &mut WorkerGroupStatus,
     workers: &[WorkerStatus],
     workergroup_id: i64,
     max: usize,
+    policy: &EndpointPolicy,
 ) {
     let status_counts = workers.iter().fold(BTreeMap::new(), |mut m, w| {
         *m.entry(w.status.clone()).or_insert(0) += 1;
@@ -71,6 +74,7 @@ pub fn fill(
         .iter()
         .filter(|w| w.ready)
         .filter_map(|w| w.url.clone())
+        .filter(|url| !policy.refuses_url(url))
         .collect();
     urls.sort();
     urls.dedup();

@@ -169,6 +169,9 @@ fn spawn_operator(
         .args(["--metrics-addr", &format!("127.0.0.1:{mport}")])
         .args(["--health-addr", &format!("127.0.0.1:{hport}")])
         .args(["--vast-max-rps", &args.vast_max_rps.to_string()])
+        // The workers' addresses come from the benchmarking range (RFC 2544), which the
+        // endpoint address policy refuses unless opted back in, as a lab would.
+        .args(["--endpoint-allow-cidrs", "198.18.0.0/15"])
         .env("KUBECONFIG", cluster.kubeconfig())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
