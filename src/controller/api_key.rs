@@ -28,21 +28,56 @@ type CacheKey = (String, String, String);
 /// watch may be down).
 const MAX_AGE: Duration = Duration::from_secs(600);
 
+/// A cached key not used for this long is forgotten (a suspended WorkerGroup, one whose
+/// polls stopped): keys are held only while they are in use.
+pub const IDLE: Duration = Duration::from_secs(3600);
+
+/// One cached key.
+struct Held {
+    /// The Secret's resourceVersion it was read at.
+    version: String,
+    value: String,
+    read_at: Instant,
+    used_at: Instant,
+}
+
 /// Keys in use, with the resourceVersion of the Secret they were read from.
 #[derive(Default)]
-pub struct KeyCache(Mutex<HashMap<CacheKey, (String, String, Instant)>>);
+pub struct KeyCache(Mutex<HashMap<CacheKey, Held>>);
 
 impl KeyCache {
     fn get(&self, key: &CacheKey, version: &str) -> Option<String> {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(key)
-            .filter(|(v, _, at)| v == version && at.elapsed() < MAX_AGE)
-            .map(|(_, value, _)| value.clone())
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let held = map
+            .get_mut(key)
+            .filter(|h| h.version == version && h.read_at.elapsed() < MAX_AGE)?;
+        held.used_at = Instant::now();
+        Some(held.value.clone())
     }
 
     fn put(&self, key: CacheKey, version: String, value: String) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.insert(key, (version, value, Instant::now()));
+        let now = Instant::now();
+        map.insert(
+            key,
+            Held {
+                version,
+                value,
+                read_at: now,
+                used_at: now,
+            },
+        );
+    }
+
+    /// Forgets every key (a leadership term ended: a standby holds no tenant's key).
+    pub fn clear(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Forgets keys last used before `cutoff`.
+    pub fn forget_unused_since(&self, cutoff: Instant) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, h| h.used_at >= cutoff);
     }
 
     /// Whether the key of `wg` is held, read from the Secret at `version`.
@@ -56,22 +91,19 @@ impl KeyCache {
         map.remove(&cache_key(wg));
     }
 
-    /// Forgets keys no WorkerGroup in `groups` references.
+    /// Forgets keys no WorkerGroup in `groups` references, and those not used for
+    /// [`IDLE`].
     pub fn retain(&self, groups: &Store<WorkerGroup>) {
         let used: std::collections::HashSet<CacheKey> =
             groups.state().iter().map(|wg| cache_key(wg)).collect();
+        let cutoff = Instant::now().checked_sub(IDLE);
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|k, _| used.contains(k));
+        map.retain(|k, h| used.contains(k) && cutoff.is_none_or(|c| h.used_at >= c));
     }
 
     /// Number of keys held.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    /// Whether no key is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -196,5 +228,23 @@ mod tests {
         for bad in ["has space", "tab\there", "bell\u{7}", "caf\u{e9}", "nul\0"] {
             assert!(check(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn keys_go_when_unused_and_when_a_term_ends() {
+        let cache = KeyCache::default();
+        let k = |n: &str| ("ns".to_string(), n.to_string(), "api-key".to_string());
+        cache.put(k("a"), "1".into(), "vk1-a".into());
+        cache.put(k("b"), "1".into(), "vk1-b".into());
+        let before = Instant::now();
+        assert_eq!(cache.get(&k("a"), "1").as_deref(), Some("vk1-a"));
+        assert_eq!(cache.get(&k("a"), "2"), None, "another resourceVersion");
+        // Only `a` was used since `before`.
+        cache.forget_unused_since(before);
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.get(&k("a"), "1").as_deref(), Some("vk1-a"));
+        assert_eq!(cache.get(&k("b"), "1"), None);
+        cache.clear();
+        assert_eq!(cache.len(), 0);
     }
 }

@@ -87,7 +87,7 @@ pub async fn run_term(
 struct Term<'a> {
     watches: &'a Watches,
     tasks: [tokio::task::JoinHandle<()>; 2],
-    metrics: Arc<crate::runtime::metrics::Metrics>,
+    ctx: Arc<Context>,
 }
 
 impl<'a> Term<'a> {
@@ -116,7 +116,7 @@ impl<'a> Term<'a> {
         Self {
             watches,
             tasks: [pruner, overdue],
-            metrics: ctx.metrics.clone(),
+            ctx: ctx.clone(),
         }
     }
 }
@@ -128,8 +128,12 @@ impl Drop for Term<'_> {
             t.abort();
         }
         // A standby reports nothing per WorkerGroup: the leader does.
-        self.metrics.retain_groups(&Default::default());
-        self.metrics.set_overdue(0);
+        self.ctx.metrics.retain_groups(&Default::default());
+        self.ctx.metrics.set_overdue(0);
+        // Nor holds any tenant's key: cached keys go, and so do the coalesced calls
+        // (cut off calls still hold theirs until the last sharer lets go).
+        self.ctx.keys.clear();
+        self.ctx.vast.clear();
     }
 }
 

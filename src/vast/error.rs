@@ -91,43 +91,98 @@ pub const MIN_KEY_PIECE: usize = 8;
 
 const REDACTED: &str = "<redacted>";
 
-/// `text` with the key, its URL-encoded form and every echoed piece of it of at least
-/// [`MIN_KEY_PIECE`] characters replaced.
+/// The key as a URL encoder writes it (what a server echoing a query or form shows).
+fn url_encoded(key: &[u8]) -> Vec<u8> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = Vec::with_capacity(key.len());
+    for &b in key {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(b),
+            _ => out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]),
+        }
+    }
+    out
+}
+
+/// A window of [`MIN_KEY_PIECE`] bytes as one number.
+fn window(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0, |w, &b| (w << 8) | u64::from(b))
+}
+
+/// A 16-bit hash of a window, for the prefilter.
+fn bucket(w: u64) -> usize {
+    (w.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 48) as usize
+}
+
+/// `text` with the key, its URL-encoded form and every echoed piece of either of at
+/// least [`MIN_KEY_PIECE`] bytes replaced. Linear in the text and the key: every window
+/// of [`MIN_KEY_PIECE`] bytes of the text is indexed, each window of the key is looked
+/// up once (a bitmap filters nearly all of them before the exact search), and each
+/// distinct text window is marked at most once. Where two matching windows overlap they
+/// are redacted as one run, even when they come from different places in the key.
 fn redact_text(text: String, key: &str) -> String {
     if key.is_empty() {
         return text;
     }
     // Only the start can survive the final cut: look no further than that, plus room.
-    let text = cut(text, MAX_ERROR_TEXT * 4);
-    let encoded: String = key
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
+    let mut text = cut(text, MAX_ERROR_TEXT * 4);
+    let encoded = url_encoded(key.as_bytes());
+    for whole in [key.as_bytes(), &encoded] {
+        if whole.len() <= text.len()
+            && let Ok(whole) = std::str::from_utf8(whole)
+        {
+            text = text.replace(whole, REDACTED);
+        }
+    }
+    let t = text.as_bytes();
+    if key.len() < MIN_KEY_PIECE || t.len() < MIN_KEY_PIECE {
+        // A shorter key is redacted whole, above; a shorter text holds no piece.
+        return text;
+    }
+    // The text's windows, grouped by value: (window, start).
+    let mut windows: Vec<(u64, usize)> = t
+        .windows(MIN_KEY_PIECE)
+        .enumerate()
+        .map(|(i, w)| (window(w), i))
         .collect();
-    let text = text.replace(key, REDACTED).replace(&encoded, REDACTED);
-    let min = MIN_KEY_PIECE.min(key.len());
-    let (t, k) = (text.as_bytes(), key.as_bytes());
+    windows.sort_unstable();
+    let mut filter = vec![0u64; 1 << 10];
+    for (w, _) in &windows {
+        let b = bucket(*w);
+        filter[b >> 6] |= 1 << (b & 63);
+    }
+    let mut covered = vec![false; t.len()];
+    let mut marked = vec![false; windows.len()];
+    for source in [key.as_bytes(), &encoded] {
+        let mut w = 0u64;
+        for (n, &byte) in source.iter().enumerate() {
+            w = (w << 8) | u64::from(byte);
+            if n + 1 < MIN_KEY_PIECE {
+                continue;
+            }
+            let b = bucket(w);
+            if filter[b >> 6] & (1 << (b & 63)) == 0 {
+                continue;
+            }
+            let first = windows.partition_point(|(x, _)| *x < w);
+            if first == windows.len() || windows[first].0 != w || marked[first] {
+                continue;
+            }
+            marked[first] = true;
+            for &(x, start) in windows[first..].iter().take_while(|(x, _)| *x == w) {
+                debug_assert_eq!(x, w);
+                covered[start..start + MIN_KEY_PIECE].fill(true);
+            }
+        }
+    }
     let mut out = Vec::with_capacity(t.len());
     let mut i = 0;
     while i < t.len() {
-        // The longest piece of the key that starts here.
-        let longest = (0..k.len())
-            .map(|j| {
-                t[i..]
-                    .iter()
-                    .zip(&k[j..])
-                    .take_while(|(a, b)| a == b)
-                    .count()
-            })
-            .max()
-            .unwrap_or(0);
-        if longest >= min {
+        if covered[i] {
             out.extend_from_slice(REDACTED.as_bytes());
-            i += longest;
+            while i < t.len() && covered[i] {
+                i += 1;
+            }
         } else {
             out.push(t[i]);
             i += 1;
@@ -165,6 +220,44 @@ mod tests {
             .redact(key)
             .to_string();
         assert!(e.contains("HTTP 500 at sk_ node"), "{e}");
+    }
+
+    #[test]
+    fn a_two_kib_text_with_a_one_mib_key_is_redacted_at_once() {
+        // A key of a MiB (a Secret may hold that much) of visible ASCII, no piece of it
+        // repeating: the text echoes 300 bytes from its middle, and straddles the cut.
+        let key: String = (0u32..1 << 20)
+            .map(|i| {
+                let x = i.wrapping_mul(2_654_435_761) ^ (i >> 7);
+                char::from(b'!' + (x % 94) as u8)
+            })
+            .collect();
+        let piece = &key[500_000..500_300];
+        let text = format!(
+            "{}{piece}{}",
+            "e".repeat(MAX_ERROR_TEXT - 100),
+            " trailing".repeat(150)
+        );
+        assert!(text.len() >= 2048);
+        let start = std::time::Instant::now();
+        let e = VastError::Authentication(text).redact(&key).to_string();
+        let took = start.elapsed();
+        for w in piece.as_bytes().windows(MIN_KEY_PIECE) {
+            let w = std::str::from_utf8(w).expect("ascii");
+            assert!(!e.contains(w), "{w} survived");
+        }
+        assert!(e.contains(REDACTED), "{e}");
+        // The quadratic scan this replaced took seconds here; the bound is loose for a
+        // debug build on a busy machine.
+        assert!(took < std::time::Duration::from_millis(50), "{took:?}");
+    }
+
+    #[test]
+    fn pathological_repetition_stays_linear_and_redacts() {
+        let key = "a".repeat(4096);
+        let text = "a".repeat(2048);
+        let e = VastError::Remote(text).redact(&key).to_string();
+        assert_eq!(e, format!("Vast reported an error: {REDACTED}"));
     }
 
     #[test]
