@@ -516,6 +516,85 @@ async fn keys_that_cannot_be_keys_are_refused_without_a_call() {
     h.stop().await;
 }
 
+#[tokio::test]
+async fn a_secret_outside_the_selector_is_never_read() {
+    let h = Harness::start_with("notselected", |mut c| {
+        c.secret_selector = Some("vast.ai/api-key=true".into());
+        c
+    })
+    .await;
+    h.vast.state.put_group(
+        33,
+        KEY,
+        Shape::Array,
+        vec![worker_json(9, "idle", Some(&url(9)))],
+    );
+    // A Secret holding the right key, but not labelled for the operator.
+    h.secret("vast", "api-key", KEY).await;
+    h.apply_group("g", spec(33)).await;
+    let wg = h
+        .wait_for("g", "SecretNotSelected", |wg| {
+            ready_is(wg, "False", "SecretNotSelected")
+        })
+        .await;
+    assert_eq!(
+        cond(&wg, "Stalled"),
+        Some(("True".into(), "SecretNotSelected".into()))
+    );
+    let message = cond_message(&wg, "Ready");
+    assert!(message.contains("vast.ai/api-key=true"), "{message}");
+    // A Secret that does not exist reads the same: the reason tells nothing of it.
+    let mut other = spec(33);
+    other["apiKeySecretRef"]["name"] = json!("absent");
+    h.apply_group("g2", other).await;
+    let g2 = h
+        .wait_for("g2", "SecretNotSelected too", |wg| {
+            ready_is(wg, "False", "SecretNotSelected")
+        })
+        .await;
+    assert_eq!(
+        cond_message(&g2, "Ready").replace("absent", "vast"),
+        message,
+        "a missing Secret and an unselected one give the same message"
+    );
+    // A spec change polls again: still no read.
+    let mut s = spec(33);
+    s["pollInterval"] = json!("7s");
+    h.apply_group("g", s).await;
+    h.wait_for("g", "generation 2 seen", |wg| {
+        wg.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
+            && ready_is(wg, "False", "SecretNotSelected")
+    })
+    .await;
+    let gets = h
+        .requests
+        .snapshot()
+        .iter()
+        .filter(|((verb, res), _)| verb == "GET" && res == "secrets")
+        .map(|(_, n)| *n)
+        .sum::<u64>();
+    assert_eq!(gets, 0, "no Secret was read");
+    assert_eq!(h.vast.state.calls(33), 0, "no Vast call");
+    // Labelled, it is read (the watch wakes the WorkerGroup).
+    let labelled: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "vast", "labels": {"vast.ai/api-key": "true"}}
+    }))
+    .expect("secret");
+    h.ns.api::<k8s_openapi::api::core::v1::Secret>()
+        .patch(
+            "vast",
+            &kube::api::PatchParams::apply("labels"),
+            &kube::api::Patch::Apply(&labelled),
+        )
+        .await
+        .expect("label");
+    h.wait_for("g", "Synced once labelled", |wg| {
+        ready_is(wg, "True", "Synced")
+    })
+    .await;
+    h.stop().await;
+}
+
 fn cond_message(wg: &WorkerGroup, type_: &str) -> String {
     wg.status
         .iter()

@@ -4,8 +4,9 @@
 //! resourceVersion. The Secret watch holds metadata only (no data), so an unchanged
 //! Secret is recognised without a request: a poll with an unchanged Secret makes no
 //! GET. A changed Secret (new resourceVersion) is read again, and so is a key Vast
-//! refused or one held for 10 minutes (in case the watch is down). Secrets outside the
-//! watch (see `--secret-selector`) are read on every poll.
+//! refused or one held for 10 minutes (in case the watch is down). With
+//! `--secret-selector` only Secrets the selected watch holds are read: the selector is
+//! the boundary of what the operator reads, not only of what it watches.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,6 +17,7 @@ use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
+use super::Context;
 use crate::crd::WorkerGroup;
 use crate::sync::PollOutcome;
 
@@ -102,6 +104,7 @@ impl KeyCache {
     }
 
     /// Number of keys held.
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
@@ -116,26 +119,55 @@ fn cache_key(wg: &WorkerGroup) -> CacheKey {
     )
 }
 
-/// The API key of `wg`: from the cache when the Secret's resourceVersion in `index` is
-/// the cached one, else read. A missing Secret or key, or a key that cannot be one (too
-/// long, not visible ASCII), is a terminal outcome, a failed read a transient one.
-pub async fn read(
-    client: &Client,
-    index: Option<&SecretIndex>,
-    cache: &KeyCache,
-    wg: &WorkerGroup,
-) -> Result<String, PollOutcome> {
+/// How long a read waits for the Secret watch's first list when `--secret-selector` is
+/// set (only then does the index decide whether a Secret may be read).
+const LIST_WAIT: Duration = Duration::from_secs(10);
+
+/// The API key of `wg`: from the cache when the Secret's resourceVersion in the index is
+/// the cached one, else read. With `--secret-selector` only a Secret the (selected)
+/// watch has seen is read at all: any other is `SecretNotSelected`, with no request, and
+/// the message does not tell whether it exists. A missing Secret or key, or a key that
+/// cannot be one (too long, not visible ASCII), is a terminal outcome, a failed read a
+/// transient one.
+pub async fn read(ctx: &Context, wg: &WorkerGroup) -> Result<String, PollOutcome> {
     let key = cache_key(wg);
     let (ns, name, _) = &key;
-    let known = index
-        .and_then(|i| i.get(&ObjectRef::new(name).within(ns)))
-        .and_then(|s| s.resource_version());
-    if let Some(version) = &known
-        && let Some(value) = cache.get(&key, version)
+    let index = ctx.secrets.get();
+    let known = || {
+        index
+            .and_then(|i| i.get(&ObjectRef::new(name).within(ns)))
+            .and_then(|s| s.resource_version())
+    };
+    let mut version = known();
+    if let Some(selector) = &ctx.config.secret_selector
+        && version.is_none()
+    {
+        if !ctx.secrets_listed.is_set() {
+            let _ = tokio::time::timeout(LIST_WAIT, ctx.secrets_listed.wait()).await;
+            if !ctx.secrets_listed.is_set() {
+                return Err(PollOutcome::Transient(
+                    "the watch of Secrets has not listed yet (needed with --secret-selector)"
+                        .into(),
+                ));
+            }
+            version = known();
+        }
+        if version.is_none() {
+            return Err(PollOutcome::Terminal {
+                reason: "SecretNotSelected",
+                message: format!(
+                    "the operator reads only Secrets selected by --secret-selector {selector:?}, and Secret {ns}/{name} is not one of them (or does not exist): label it to match"
+                ),
+            });
+        }
+    }
+    if let Some(version) = &version
+        && let Some(value) = ctx.keys.get(&key, version)
     {
         return Ok(value);
     }
-    let (version, value) = fetch(client, wg).await?;
+    let (version, value) = fetch(&ctx.client, wg).await?;
+    let cache = &ctx.keys;
     if let Some(version) = version {
         cache.put(key, version, value.clone());
     }

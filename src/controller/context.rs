@@ -78,6 +78,8 @@ pub struct Context {
     pub(super) stores: tokio::sync::OnceCell<discovery::Stores>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) secrets: tokio::sync::OnceCell<super::api_key::SecretIndex>,
+    /// Set when the Secret watch has listed (the index holds every selected Secret).
+    pub(super) secrets_listed: crate::runtime::listed::Listed,
     pub(super) keys: super::api_key::KeyCache,
     pub(super) triggers: super::watches::Triggers,
 }
@@ -108,6 +110,7 @@ impl Context {
             stores: tokio::sync::OnceCell::new(),
             metrics,
             secrets: tokio::sync::OnceCell::new(),
+            secrets_listed: Default::default(),
             keys: super::api_key::KeyCache::default(),
             triggers: Default::default(),
         })

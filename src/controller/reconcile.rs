@@ -277,7 +277,7 @@ async fn poll(
     let outcome = match interval {
         Err(invalid) => invalid.clone(),
         Ok(_) if wg.spec.suspend => PollOutcome::Suspended,
-        Ok(interval) => match api_key::read(&ctx.client, ctx.secrets.get(), &ctx.keys, wg).await {
+        Ok(interval) => match api_key::read(ctx, wg).await {
             Err(outcome) => outcome,
             Ok(key) => {
                 ctx.memory.polled(wg);

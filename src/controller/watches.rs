@@ -297,6 +297,7 @@ async fn watch_secrets(
                 }
                 versions = fresh;
                 listed = true;
+                ctx.secrets_listed.set();
             }
             Ok(Event::Apply(s)) => {
                 let key = (s.namespace(), s.name_any());

@@ -349,13 +349,15 @@ impl Requests {
         let path = req.uri().path();
         // /api/v1/namespaces/ns/secrets/x, /apis/g/v/namespaces/ns/workergroups/x/status
         let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-        let resource = parts
+        let at = parts
             .iter()
             .position(|p| *p == "namespaces")
-            .and_then(|i| parts.get(i + 2))
-            .or_else(|| parts.get(if parts.first() == Some(&"api") { 2 } else { 3 }))
-            .map_or("?", |r| r)
-            .to_string();
+            .map(|i| i + 2)
+            .filter(|i| *i < parts.len())
+            .unwrap_or(if parts.first() == Some(&"api") { 2 } else { 3 });
+        let resource = parts.get(at).map_or("?", |r| r).to_string();
+        // A GET without an object name is a LIST.
+        let named = parts.len() > at + 1;
         let sub = if parts.last() == Some(&"status") {
             "/status"
         } else {
@@ -372,6 +374,7 @@ impl Requests {
             {
                 "APPLY".to_string()
             }
+            ("GET", _) if !named => "LIST".to_string(),
             (m, _) => m.to_string(),
         };
         *self
