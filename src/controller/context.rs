@@ -81,6 +81,12 @@ pub struct Context {
     /// Set when the Secret watch has listed (the index holds every selected Secret).
     pub(super) secrets_listed: crate::runtime::listed::Listed,
     pub(super) keys: super::api_key::KeyCache,
+    /// `--concurrency` reconcile slots, shared out fairly by namespace (made on first
+    /// use, inside the runtime).
+    slots: std::sync::OnceLock<crate::runtime::fair::FairSlots>,
+    /// Set when the current term is shutting down: reconciles still waiting for a slot
+    /// give up instead of polling (a new one per term).
+    pub(super) stopping: std::sync::Mutex<crate::runtime::listed::Listed>,
     pub(super) triggers: super::watches::Triggers,
 }
 
@@ -112,6 +118,8 @@ impl Context {
             secrets: tokio::sync::OnceCell::new(),
             secrets_listed: Default::default(),
             keys: super::api_key::KeyCache::default(),
+            slots: std::sync::OnceLock::new(),
+            stopping: Default::default(),
             triggers: Default::default(),
         })
     }
@@ -120,6 +128,32 @@ impl Context {
 impl Context {
     /// Forgets memory and metric series of every WorkerGroup not in `groups` (which has
     /// listed); returns the keys of those that are.
+    /// Waits for a reconcile slot in the turn of `namespace`; the slot is held until the
+    /// permit drops. `Err` when the term is shutting down first.
+    pub(super) async fn slot(
+        &self,
+        namespace: &str,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ()> {
+        let slots = self.slots.get_or_init(|| {
+            crate::runtime::fair::FairSlots::new(usize::from(self.config.concurrency.max(1)))
+        });
+        let stopping = self
+            .stopping
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let got = tokio::select! {
+            got = slots.acquire(namespace) => got,
+            _ = stopping.wait() => return Err(()),
+        };
+        let Some((permit, waited)) = got else {
+            return Ok(None);
+        };
+        self.metrics
+            .queue_waited("reconcile", namespace, waited.as_secs_f64());
+        Ok(Some(permit))
+    }
+
     pub(super) fn keep_only(
         &self,
         groups: &kube::runtime::reflector::Store<crate::crd::WorkerGroup>,

@@ -47,7 +47,13 @@ pub async fn run_term(
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<ObjectRef<WorkerGroup>>();
     // Wake-ups are forwarded from here on; what the store holds now is reconciled below.
     let _term = Term::begin(&ctx, watches, tx);
-    let mut shutdown = Box::pin(shutdown);
+    let stopping = crate::runtime::listed::Listed::default();
+    *ctx.stopping.lock().unwrap_or_else(|p| p.into_inner()) = stopping.clone();
+    let mut shutdown = Box::pin(async move {
+        shutdown.await;
+        // Reconciles still waiting for a slot end now; those running finish.
+        stopping.set();
+    });
     // The controller starts once the store has listed, so that the reconcile of
     // everything below reads a full store. (Not through `Store::wait_until_ready`: see
     // `runtime::listed`. The controller's runner waits for the store as well; by now
@@ -66,7 +72,10 @@ pub async fn run_term(
         futures::stream::pending::<Result<WorkerGroup, watcher::Error>>(),
         store,
     )
-    .with_config(kcontroller::Config::default().concurrency(ctx.config.concurrency))
+    // No limit here: `--concurrency` is a fair gate inside the reconcile (see
+    // `runtime::fair`), shared out by namespace. The controller's own limit would pick
+    // the next of many ready objects in no fair order, and starve some.
+    .with_config(kcontroller::Config::default().concurrency(0))
     .reconcile_on(wakeups)
     .reconcile_all_on(futures::stream::once(async {}))
     .graceful_shutdown_on(shutdown)

@@ -29,6 +29,15 @@ const INTERVAL_RANGE: (Duration, Duration) = (Duration::from_secs(5), Duration::
 pub async fn reconcile(wg: Arc<WorkerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(&*wg);
     let span = info_span!("reconcile", workergroup = %key, id = wg.spec.workergroup_id);
+    // One of `--concurrency` slots, in the namespace's turn; none once the term is
+    // shutting down (the next term reconciles everything anyway).
+    let Ok(_slot) = ctx
+        .slot(key.namespace.as_deref().unwrap_or_default())
+        .instrument(span.clone())
+        .await
+    else {
+        return Ok(Action::await_change());
+    };
     let started = Instant::now();
     let (result, label) = steps(&wg, &ctx).instrument(span).await;
     ctx.metrics
@@ -284,7 +293,8 @@ async fn poll(
                 let id = wg.spec.workergroup_id;
                 let share = ctx.vast.share_key(id, &key);
                 ctx.memory.set_share(wg, share);
-                let fetched = ctx.vast.workers(id, &key, *interval, fresh).await;
+                let tenant = wg.namespace().unwrap_or_default();
+                let fetched = ctx.vast.workers(id, &key, *interval, fresh, &tenant).await;
                 // Sharers take a fresh list of workers now; an error they find out
                 // themselves, on their own backoff (errors are not reused, so waking
                 // them would make them call again and wake this one in turn).

@@ -57,7 +57,19 @@ struct ConditionKey {
     status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    queue: String,
+    namespace: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
+
+type QueueWait = Family<QueueLabels, Histogram, fn() -> Histogram>;
+
+fn queue_wait_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 4.0, 10))
+}
 
 /// What status says of one WorkerGroup, as metrics.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -99,6 +111,8 @@ pub struct Metrics {
     condition: Family<ConditionLabels, Gauge>,
     load: Family<GroupLabels, FloatGauge>,
     reqs_working: Family<GroupLabels, Gauge>,
+    queue_wait: QueueWait,
+    queues: Mutex<HashSet<QueueLabels>>,
     groups: Mutex<HashMap<(String, String), GroupSeries>>,
 }
 
@@ -190,6 +204,12 @@ impl Metrics {
             "Sum of the workers' requests in flight at the last successful poll",
             reqs_working.clone(),
         );
+        let queue_wait: QueueWait = Family::new_with_constructor(queue_wait_histogram);
+        registry.register(
+            "queue_wait_seconds",
+            "Time a namespace's reconciles waited for a slot (queue=reconcile, --concurrency) and its Vast calls for their turn (queue=vast, --vast-max-rps); namespaces share both fairly",
+            queue_wait.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -205,6 +225,8 @@ impl Metrics {
             condition,
             load,
             reqs_working,
+            queue_wait,
+            queues: Mutex::new(HashSet::new()),
             groups: Mutex::new(HashMap::new()),
         }
     }
@@ -243,6 +265,20 @@ impl Metrics {
     /// One poll shared another's Vast call.
     pub fn vast_shared(&self) {
         self.vast_shared.inc();
+    }
+
+    /// A reconcile of `namespace` waited `seconds` for a slot (`queue` = `reconcile`), or
+    /// a Vast call for its turn (`vast`).
+    pub fn queue_waited(&self, queue: &str, namespace: &str, seconds: f64) {
+        let labels = QueueLabels {
+            queue: queue.into(),
+            namespace: namespace.into(),
+        };
+        self.queue_wait.get_or_create(&labels).observe(seconds);
+        self.queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(labels);
     }
 
     /// Whether this process leads.
@@ -340,6 +376,16 @@ impl Metrics {
                 self.remove_series(&key.0, &key.1, &series);
             }
         }
+        drop(groups);
+        let namespaces: HashSet<&str> = live.iter().map(|(ns, _)| ns.as_str()).collect();
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        queues.retain(|q| {
+            let keep = namespaces.contains(q.namespace.as_str());
+            if !keep {
+                self.queue_wait.remove(q);
+            }
+            keep
+        });
     }
 
     fn remove_series(&self, namespace: &str, name: &str, series: &GroupSeries) {
@@ -371,6 +417,28 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queue_waits_are_per_namespace_and_go_with_it() {
+        let m = Metrics::new();
+        m.queue_waited("vast", "team-a", 0.5);
+        m.queue_waited("reconcile", "team-b", 0.002);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                r#"vast_operator_queue_wait_seconds_count{queue="vast",namespace="team-a"} 1"#
+            ),
+            "{text}"
+        );
+        let live = HashSet::from([("team-b".to_string(), "g".to_string())]);
+        m.retain_groups(&live);
+        let text = m.encode();
+        assert!(!text.contains(r#"namespace="team-a""#), "{text}");
+        assert!(
+            text.contains(r#"queue="reconcile",namespace="team-b""#),
+            "{text}"
+        );
+    }
 
     fn snap() -> GroupSnapshot {
         GroupSnapshot {

@@ -1,7 +1,9 @@
 //! Process-level pieces that know nothing of WorkerGroups: logging ([`telemetry`]),
 //! Prometheus metrics ([`metrics`]), the metrics and probe endpoints ([`http`]) and
-//! leader election ([`leader`]), and whether a watch has listed ([`listed`]).
+//! leader election ([`leader`]), whether a watch has listed ([`listed`]), and fair
+//! sharing of slots and rates between namespaces ([`fair`]).
 
+pub mod fair;
 pub mod http;
 pub mod leader;
 pub mod listed;

@@ -5,10 +5,11 @@ use std::time::{Duration, Instant};
 
 use super::parse::classify_response_counted;
 use super::{VastError, Worker};
+use crate::runtime::fair::FairRate;
 use crate::runtime::metrics::Metrics;
 
 /// The process-wide limit on calls to Vast.
-type Limiter = governor::DefaultDirectRateLimiter;
+type Limiter = FairRate;
 
 /// Largest response body read before giving up.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -125,10 +126,10 @@ impl VastClient {
     }
 
     /// Allows at most `per_second` calls per second (bursts of as many), queueing the
-    /// others in order; none is dropped.
+    /// others fairly by tenant (see [`crate::runtime::fair`]); none is dropped. Needs a
+    /// Tokio runtime.
     pub fn with_rate_limit(mut self, per_second: std::num::NonZeroU32) -> Self {
-        let quota = governor::Quota::per_second(per_second);
-        self.limiter = Some(Arc::new(governor::RateLimiter::direct(quota)));
+        self.limiter = Some(Arc::new(FairRate::new(per_second)));
         self
     }
 
@@ -145,12 +146,23 @@ impl VastClient {
         workergroup_id: i64,
         api_key: &str,
     ) -> Result<Vec<Worker>, VastError> {
+        self.workergroup_workers_for(workergroup_id, api_key, "")
+            .await
+    }
+
+    /// Fetches the workers of one workergroup for `tenant` (a namespace), which waits its
+    /// turn under the rate limit.
+    pub async fn workergroup_workers_for(
+        &self,
+        workergroup_id: i64,
+        api_key: &str,
+        tenant: &str,
+    ) -> Result<Vec<Worker>, VastError> {
         if let Some(limiter) = &self.limiter {
-            // A little jitter: many reconciles released together do not all call at the
-            // same instant.
-            limiter
-                .until_ready_with_jitter(governor::Jitter::up_to(Duration::from_millis(20)))
-                .await;
+            let waited = limiter.acquire(tenant).await;
+            if let Some(m) = &self.metrics {
+                m.queue_waited("vast", tenant, waited.as_secs_f64());
+            }
         }
         let started = Instant::now();
         let mut code = None;

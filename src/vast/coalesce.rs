@@ -72,13 +72,15 @@ impl Coalescer {
 
     /// The workers of `workergroup_id`: a fresh call, the call in flight, or an answer
     /// younger than half of `interval`. `fresh` asks for a call of its own (neither a
-    /// reused answer nor one already under way, which may predate the request).
+    /// reused answer nor one already under way, which may predate the request). A call
+    /// made waits under the rate limit in the turn of `tenant`, the caller's namespace.
     pub async fn workers(
         &self,
         workergroup_id: i64,
         api_key: &str,
         interval: Duration,
         fresh: bool,
+        tenant: &str,
     ) -> Fetched {
         let key = self.share_key(workergroup_id, api_key);
         let max_age = interval / 2;
@@ -101,10 +103,14 @@ impl Coalescer {
                 _ => {
                     let client = self.client.clone();
                     let api_key = api_key.to_string();
-                    let call =
-                        async move { client.workergroup_workers(workergroup_id, &api_key).await }
-                            .boxed()
-                            .shared();
+                    let tenant = tenant.to_string();
+                    let call = async move {
+                        client
+                            .workergroup_workers_for(workergroup_id, &api_key, &tenant)
+                            .await
+                    }
+                    .boxed()
+                    .shared();
                     entry.in_flight = Some(call.clone());
                     (call, true)
                 }
