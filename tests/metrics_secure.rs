@@ -246,17 +246,28 @@ async fn metrics_need_a_token_allowed_to_get_them_and_probes_stay_plain_http() {
 async fn secure_metrics_refuse_the_probe_address_and_a_cert_dir_needs_them() {
     let port = common::free_port();
     let addr = format!("127.0.0.1:{port}");
+    let other_metrics = format!("127.0.0.1:{}", common::free_port());
+    let other_health = format!("127.0.0.1:{}", common::free_port());
     let kubeconfig = common::kubeconfig().to_path_buf();
+    // Each must exit at once; one still running after 20 s is killed (and fails below).
     let run = move |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_vast-operator"))
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vast-operator"))
             .arg("run")
             .args(["--vast-url", "http://127.0.0.1:9", "--leader-elect=false"])
             .args(args)
             .env("KUBECONFIG", &kubeconfig)
             .env_remove("METRICS_SECURE")
             .env_remove("METRICS_CERT_DIR")
-            .output()
-            .expect("run vast-operator")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run vast-operator");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        child.wait_with_output().expect("vast-operator output")
     };
     let (same, dir_alone) = tokio::task::spawn_blocking(move || {
         (
@@ -267,7 +278,14 @@ async fn secure_metrics_refuse_the_probe_address_and_a_cert_dir_needs_them() {
                 "--health-addr",
                 &addr,
             ]),
-            run(&["--metrics-cert-dir", "/nonexistent"]),
+            run(&[
+                "--metrics-cert-dir",
+                "/nonexistent",
+                "--metrics-addr",
+                &other_metrics,
+                "--health-addr",
+                &other_health,
+            ]),
         )
     })
     .await
