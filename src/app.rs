@@ -18,7 +18,7 @@ use crate::controller::{self, Config, Context, Watches};
 use crate::runtime::http::{self, Health, Route};
 use crate::runtime::leader;
 use crate::runtime::metrics::Metrics;
-use crate::runtime::metrics_auth::Guard;
+use crate::runtime::metrics_auth::{self, Guard};
 use crate::vast::VastClient;
 
 /// What `vast-operator run` was asked to do.
@@ -77,31 +77,40 @@ pub async fn run(settings: Settings) -> Result<(), crate::Error> {
         (settings.health_addr, Route::Probes),
     ])
     .await?;
-    let client = kube::Client::try_default().await?;
     // The certificate (made, or read from --metrics-cert-dir) before anything is served.
-    let guard = if settings.metrics_secure {
-        Some(Arc::new(Guard::new(
-            client.clone(),
+    let tls = if settings.metrics_secure {
+        Some(metrics_auth::server_config(
             settings.metrics_cert_dir.as_deref(),
-        )?))
+        )?)
     } else {
         None
     };
     let mut background = vec![tokio::spawn(health.clone().beat())];
-    for (listener, routes) in listeners {
+    let serve = |listener: tokio::net::TcpListener, routes: Vec<Route>, guard| {
         if let Ok(addr) = listener.local_addr() {
             info!(%addr, ?routes, "serving");
         }
-        let guard = guard
-            .clone()
-            .filter(|_| routes.contains(&Route::SecureMetrics));
-        background.push(tokio::spawn(http::serve(
+        tokio::spawn(http::serve(
             listener,
             routes,
             metrics.clone(),
             health.clone(),
             guard,
-        )));
+        ))
+    };
+    // The probes (and plain metrics) are served at once; secure metrics need the client.
+    let (secure, plain): (Vec<_>, Vec<_>) = listeners
+        .into_iter()
+        .partition(|(_, routes)| routes.contains(&Route::SecureMetrics));
+    for (listener, routes) in plain {
+        background.push(serve(listener, routes, None));
+    }
+    let client = kube::Client::try_default().await?;
+    if let Some(tls) = tls {
+        let guard = Arc::new(Guard::new(tls, client.clone()));
+        for (listener, routes) in secure {
+            background.push(serve(listener, routes, Some(guard.clone())));
+        }
     }
 
     info!(vast_url = %settings.vast_url, "starting vast-operator");

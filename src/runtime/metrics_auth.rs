@@ -250,13 +250,13 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// TLS with the certificate of `cert_dir` (else a self-signed one) and an
-    /// authorizer calling the apiserver with `client`.
-    pub fn new(client: kube::Client, cert_dir: Option<&Path>) -> Result<Self, crate::Error> {
-        Ok(Self {
-            tls: TlsAcceptor::from(server_config(cert_dir)?),
+    /// TLS with `config` (see [`server_config`]) and an authorizer calling the apiserver
+    /// with `client`.
+    pub fn new(config: Arc<rustls::ServerConfig>, client: kube::Client) -> Self {
+        Self {
+            tls: TlsAcceptor::from(config),
             authorizer: Authorizer::new(client),
-        })
+        }
     }
 }
 
