@@ -18,6 +18,7 @@ use crate::controller::{self, Config, Context, Watches};
 use crate::runtime::http::{self, Health, Route};
 use crate::runtime::leader;
 use crate::runtime::metrics::Metrics;
+use crate::runtime::metrics_auth::{self, Guard};
 use crate::vast::VastClient;
 
 /// What `vast-operator run` was asked to do.
@@ -35,6 +36,10 @@ pub struct Settings {
     pub leader: Option<leader::Settings>,
     /// Where `/metrics` is served.
     pub metrics_addr: SocketAddr,
+    /// Serve `/metrics` over HTTPS to authorized callers only.
+    pub metrics_secure: bool,
+    /// `tls.crt` and `tls.key` for `/metrics` (else a self-signed certificate).
+    pub metrics_cert_dir: Option<std::path::PathBuf>,
     /// Where `/healthz` and `/readyz` are served.
     pub health_addr: SocketAddr,
     /// Longest time from SIGTERM to exit.
@@ -62,25 +67,52 @@ pub async fn run(settings: Settings) -> Result<(), crate::Error> {
     .with_rate_limit(settings.vast_max_rps);
     let health = Arc::new(Health::default());
     // Bind first: a port in use is a clear error before anything else starts.
+    let metrics_route = if settings.metrics_secure {
+        Route::SecureMetrics
+    } else {
+        Route::Metrics
+    };
     let listeners = http::bind(&[
-        (settings.metrics_addr, Route::Metrics),
+        (settings.metrics_addr, metrics_route),
         (settings.health_addr, Route::Probes),
     ])
     .await?;
+    // The certificate (made, or read from --metrics-cert-dir) before anything is served.
+    let tls = if settings.metrics_secure {
+        Some(metrics_auth::server_config(
+            settings.metrics_cert_dir.as_deref(),
+        )?)
+    } else {
+        None
+    };
     let mut background = vec![tokio::spawn(health.clone().beat())];
-    for (listener, routes) in listeners {
+    let serve = |listener: tokio::net::TcpListener, routes: Vec<Route>, guard| {
         if let Ok(addr) = listener.local_addr() {
             info!(%addr, ?routes, "serving");
         }
-        background.push(tokio::spawn(http::serve(
+        tokio::spawn(http::serve(
             listener,
             routes,
             metrics.clone(),
             health.clone(),
-        )));
+            guard,
+        ))
+    };
+    // The probes (and plain metrics) are served at once; secure metrics need the client.
+    let (secure, plain): (Vec<_>, Vec<_>) = listeners
+        .into_iter()
+        .partition(|(_, routes)| routes.contains(&Route::SecureMetrics));
+    for (listener, routes) in plain {
+        background.push(serve(listener, routes, None));
+    }
+    let client = kube::Client::try_default().await?;
+    if let Some(tls) = tls {
+        let guard = Arc::new(Guard::new(tls, client.clone()));
+        for (listener, routes) in secure {
+            background.push(serve(listener, routes, Some(guard.clone())));
+        }
     }
 
-    let client = kube::Client::try_default().await?;
     info!(vast_url = %settings.vast_url, "starting vast-operator");
     let ctx = Context::with_metrics(client.clone(), vast, settings.controller, metrics.clone());
     let watches = Watches::start(&ctx, {

@@ -106,6 +106,17 @@ struct RunArgs {
     /// Address of the Prometheus endpoint (`/metrics`).
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
+    /// Serve `/metrics` over HTTPS, to callers whose bearer token may `get` the
+    /// non-resource URL /metrics (checked with a TokenReview and a SubjectAccessReview):
+    /// 401 without a valid token, 403 without the permission. Needs --metrics-addr and
+    /// --health-addr to differ (the probes stay plain HTTP).
+    #[arg(long, env = "METRICS_SECURE", default_value_t = false, num_args = 0..=1,
+        default_missing_value = "true", action = clap::ArgAction::Set)]
+    metrics_secure: bool,
+    /// Directory holding `tls.crt` and `tls.key` for --metrics-secure (read again when
+    /// they change); without it a self-signed certificate is made at start-up.
+    #[arg(long, env = "METRICS_CERT_DIR")]
+    metrics_cert_dir: Option<std::path::PathBuf>,
     /// Most reconciles at once.
     #[arg(long, env = "CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
@@ -216,9 +227,14 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Run(args) => {
             runtime::telemetry::init(args.log_json);
             let leader = args.leader()?;
+            if args.metrics_cert_dir.is_some() && !args.metrics_secure {
+                return Err("--metrics-cert-dir needs --metrics-secure".into());
+            }
             app::run(app::Settings {
                 leader,
                 metrics_addr: args.metrics_addr,
+                metrics_secure: args.metrics_secure,
+                metrics_cert_dir: args.metrics_cert_dir,
                 health_addr: args.health_addr,
                 shutdown_timeout: args.shutdown_timeout,
                 vast_max_rps: args.vast_max_rps,

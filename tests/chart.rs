@@ -245,6 +245,171 @@ async fn dry_run(release_ns: &str, sets: &[&str]) -> String {
     rendered
 }
 
+/// Renders the chart with `sets` (helm template only: for kinds the test cluster lacks).
+fn render(sets: &[&str]) -> Output {
+    let c = chart();
+    let mut args = vec![
+        "template",
+        "vo",
+        c.to_str().expect("path"),
+        "--kube-version",
+        KUBE,
+    ];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    helm(&args)
+}
+
+/// The objects of a rendered chart.
+fn objects(rendered: &str) -> Vec<serde_json::Value> {
+    rendered
+        .split("\n---")
+        .filter_map(|doc| serde_norway::from_str::<serde_json::Value>(doc).ok())
+        .filter(|v| v.is_object())
+        .collect()
+}
+
+/// The rendered objects of `kind`.
+fn of_kind<'a>(objects: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+/// The rules of the ClusterRole or Role `name`, as (apiGroup, resource, verbs) triples.
+fn grants(objects: &[serde_json::Value], kind: &str, name: &str) -> Vec<(String, String, String)> {
+    let role = of_kind(objects, kind)
+        .into_iter()
+        .find(|o| o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"));
+    let mut out = Vec::new();
+    for rule in role["rules"].as_array().into_iter().flatten() {
+        let strs = |k: &str| -> Vec<String> {
+            rule[k]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        };
+        for g in strs("apiGroups") {
+            for r in strs("resources") {
+                out.push((g.clone(), r, strs("verbs").join(",")));
+            }
+        }
+    }
+    out
+}
+
+fn may_review_tokens(grants: &[(String, String, String)]) {
+    for (group, resource) in [
+        ("authentication.k8s.io", "tokenreviews"),
+        ("authorization.k8s.io", "subjectaccessreviews"),
+    ] {
+        assert!(
+            grants.iter().any(|(g, r, v)| g == group
+                && r == resource
+                && v.split(',').any(|v| v == "create")),
+            "no create on {resource}: {grants:?}"
+        );
+    }
+}
+
+fn has_metrics_reader(objects: &[serde_json::Value]) {
+    let reader = of_kind(objects, "ClusterRole")
+        .into_iter()
+        .find(|o| o["metadata"]["name"] == "vo-vast-operator-metrics-reader")
+        .expect("the metrics-reader ClusterRole");
+    assert_eq!(
+        reader["rules"],
+        json!([{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}])
+    );
+}
+
+#[test]
+fn metrics_are_https_behind_a_token_by_default() {
+    let out = render(&["metrics.serviceMonitor.enabled=true"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rendered = String::from_utf8_lossy(&out.stdout).to_string();
+    let objs = objects(&rendered);
+    assert!(rendered.contains("- --metrics-secure\n"), "{rendered}");
+    may_review_tokens(&grants(&objs, "ClusterRole", "vo-vast-operator"));
+    has_metrics_reader(&objs);
+    // No binding unless asked for.
+    assert!(
+        !of_kind(&objs, "ClusterRoleBinding")
+            .iter()
+            .any(|o| o["metadata"]["name"] == "vo-vast-operator-metrics-reader")
+    );
+    // Prometheus scrapes over HTTPS with its own token; the certificate is self-signed.
+    let sm = of_kind(&objs, "ServiceMonitor");
+    let endpoint = &sm.first().expect("a ServiceMonitor")["spec"]["endpoints"][0];
+    assert_eq!(endpoint["scheme"], "https", "{endpoint}");
+    assert_eq!(
+        endpoint["bearerTokenFile"],
+        "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    );
+    assert_eq!(endpoint["tlsConfig"], json!({"insecureSkipVerify": true}));
+
+    // A certificate Secret: mounted as --metrics-cert-dir, and Prometheus checks it.
+    let out = render(&[
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.certSecret=vo-metrics-cert",
+        "metrics.readerSubjects[0].kind=ServiceAccount",
+        "metrics.readerSubjects[0].name=prometheus-k8s",
+        "metrics.readerSubjects[0].namespace=monitoring",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rendered = String::from_utf8_lossy(&out.stdout).to_string();
+    let objs = objects(&rendered);
+    assert!(rendered.contains("--metrics-cert-dir=/etc/metrics-cert"));
+    let deployment = of_kind(&objs, "Deployment")[0];
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["volumes"],
+        json!([{"name": "metrics-cert", "secret": {"secretName": "vo-metrics-cert"}}])
+    );
+    let endpoint = &of_kind(&objs, "ServiceMonitor")[0]["spec"]["endpoints"][0];
+    assert_eq!(endpoint["tlsConfig"]["insecureSkipVerify"], false);
+    assert_eq!(
+        endpoint["tlsConfig"]["ca"],
+        json!({"secret": {"name": "vo-metrics-cert", "key": "ca.crt"}})
+    );
+    let binding = of_kind(&objs, "ClusterRoleBinding")
+        .into_iter()
+        .find(|o| o["metadata"]["name"] == "vo-vast-operator-metrics-reader")
+        .expect("the reader binding");
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "prometheus-k8s", "namespace": "monitoring"}])
+    );
+
+    // Plain metrics when asked for: no flag, no reviews, plain ServiceMonitor.
+    let out = render(&[
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.secure=false",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rendered = String::from_utf8_lossy(&out.stdout).to_string();
+    let objs = objects(&rendered);
+    assert!(!rendered.contains("--metrics-secure"));
+    assert!(!rendered.contains("tokenreviews"));
+    assert!(!rendered.contains("metrics-reader"));
+    assert!(of_kind(&objs, "ServiceMonitor")[0]["spec"]["endpoints"][0]["scheme"].is_null());
+
+    // HTTPS metrics and plain probes cannot share a port.
+    let out = render(&["metrics.port=8081"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("metrics.port and health.port to differ"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        render(&["metrics.port=8081", "metrics.secure=false"])
+            .status
+            .success()
+    );
+}
+
 #[tokio::test]
 async fn both_modes_render_and_the_apiserver_accepts_them() {
     let ns = TestNs::new("chart-dry").await;
@@ -268,13 +433,48 @@ async fn both_modes_render_and_the_apiserver_accepts_them() {
     ] {
         assert!(cluster.contains(must), "missing {must}");
     }
+    let objs = objects(&cluster);
+    may_review_tokens(&grants(&objs, "ClusterRole", "vo-vast-operator"));
+    has_metrics_reader(&objs);
     let single = dry_run(&ns.name, &["watchNamespace=default", "crds.install=false"]).await;
-    assert!(
-        !single.contains("kind: ClusterRole"),
+    // Cluster-wide: only the right to review tokens (cluster-scoped), and the reader role.
+    let objs = objects(&single);
+    let cluster_roles: Vec<&serde_json::Value> = of_kind(&objs, "ClusterRole")
+        .into_iter()
+        .map(|o| &o["metadata"]["name"])
+        .collect();
+    assert_eq!(
+        cluster_roles,
+        [
+            &json!("vo-vast-operator-metrics-auth"),
+            &json!("vo-vast-operator-metrics-reader")
+        ],
         "namespace mode is cluster-wide"
     );
+    assert_eq!(
+        grants(&objs, "ClusterRole", "vo-vast-operator-metrics-auth").len(),
+        2
+    );
+    may_review_tokens(&grants(
+        &objs,
+        "ClusterRole",
+        "vo-vast-operator-metrics-auth",
+    ));
     assert!(single.contains("--namespace=default"));
     assert!(!single.contains("kind: CustomResourceDefinition"));
+    let plain = dry_run(
+        &ns.name,
+        &[
+            "watchNamespace=default",
+            "crds.install=false",
+            "metrics.secure=false",
+        ],
+    )
+    .await;
+    assert!(
+        !plain.contains("kind: ClusterRole"),
+        "namespace mode with plain metrics is cluster-wide"
+    );
     let extras = dry_run(
         &ns.name,
         &[
@@ -286,6 +486,47 @@ async fn both_modes_render_and_the_apiserver_accepts_them() {
     .await;
     assert!(extras.contains("kind: NetworkPolicy"));
     assert!(extras.contains("grafana_dashboard"));
+    // The metrics port admits the monitoring namespace only; the probes stay open.
+    let objs = objects(&extras);
+    let policy = of_kind(&objs, "NetworkPolicy")[0];
+    let ingress = policy["spec"]["ingress"].as_array().expect("ingress");
+    let on_port = |port: i64| {
+        ingress
+            .iter()
+            .find(|r| {
+                r["ports"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|p| p["port"] == port))
+            })
+            .unwrap_or_else(|| panic!("no ingress rule on {port}: {policy}"))
+    };
+    assert_eq!(
+        on_port(8080)["from"],
+        json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]),
+        "{policy}"
+    );
+    assert!(on_port(8081)["from"].is_null(), "{policy}");
+    let scoped = dry_run(
+        &ns.name,
+        &[
+            "networkPolicy.enabled=true",
+            "crds.install=false",
+            "networkPolicy.metricsFrom.namespaceSelector.matchLabels.team=obs",
+            "networkPolicy.metricsFrom.podSelector.matchLabels.app=prometheus",
+        ],
+    )
+    .await;
+    let objs = objects(&scoped);
+    let from = &of_kind(&objs, "NetworkPolicy")[0]["spec"]["ingress"][0]["from"];
+    assert_eq!(
+        from[0]["namespaceSelector"]["matchLabels"]["team"], "obs",
+        "{from}"
+    );
+    assert_eq!(
+        from[0]["podSelector"],
+        json!({"matchLabels": {"app": "prometheus"}}),
+        "{from}"
+    );
     ns.cleanup().await;
 }
 
@@ -324,18 +565,23 @@ async fn deployment_args(release: &str, ns: &str) -> Vec<String> {
     args
 }
 
-/// A client and a kubeconfig file acting as the chart's ServiceAccount.
-async fn as_service_account(admin: &kube::Client, ns: &str, sa: &str) -> (kube::Client, PathBuf) {
+/// A token of the ServiceAccount `sa` in `ns`.
+async fn service_account_token(admin: &kube::Client, ns: &str, sa: &str) -> String {
     let tr: TokenRequest =
         serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}}))
             .expect("token request");
-    let token = Api::<ServiceAccount>::namespaced(admin.clone(), ns)
+    Api::<ServiceAccount>::namespaced(admin.clone(), ns)
         .create_token_request(sa, &PostParams::default(), &tr)
         .await
         .expect("token")
         .status
         .expect("status")
-        .token;
+        .token
+}
+
+/// A client and a kubeconfig file acting as the chart's ServiceAccount.
+async fn as_service_account(admin: &kube::Client, ns: &str, sa: &str) -> (kube::Client, PathBuf) {
+    let token = service_account_token(admin, ns, sa).await;
     let admin_kc = std::fs::read_to_string(common::kubeconfig()).expect("kubeconfig");
     let server = admin_kc
         .lines()
@@ -448,6 +694,13 @@ async fn installed_with_helm_the_charts_own_identity_is_enough_in_both_modes() {
             &chart().to_string_lossy(),
             "--namespace",
             &sys.name,
+            // A scraper of our own, bound to the chart's metrics-reader ClusterRole.
+            "--set",
+            "metrics.readerSubjects[0].kind=ServiceAccount",
+            "--set",
+            "metrics.readerSubjects[0].name=scraper",
+            "--set",
+            &format!("metrics.readerSubjects[0].namespace={}", admin.name),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -492,14 +745,33 @@ async fn installed_with_helm_the_charts_own_identity_is_enough_in_both_modes() {
     queried.sort_unstable();
     queried.dedup();
     assert!(queried.len() >= 8, "{queried:?}");
-    let exported = eventually("the load series", Duration::from_secs(20), || async {
-        let text = common::http_get(&format!("{}/metrics", op.metrics))
+    // /metrics is HTTPS behind a token: the scraper's, checked with the chart's RBAC.
+    assert!(args.contains(&"--metrics-secure"), "{args:?}");
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "scraper"}})).expect("sa");
+    admin
+        .api::<ServiceAccount>()
+        .create(&PostParams::default(), &sa)
+        .await
+        .expect("scraper");
+    let scraper = service_account_token(&admin.client, &admin.name, "scraper").await;
+    let https = op.metrics.replace("http://", "https://");
+    let exported = eventually("the load series", Duration::from_secs(30), || async {
+        let text = common::https_get_insecure(&format!("{https}/metrics"), &scraper)
             .await?
             .1;
         text.contains("vast_operator_workergroup_load{")
             .then_some(text)
     })
     .await;
+    // The operator's own token may review tokens but not read /metrics.
+    let own = service_account_token(&admin.client, &sys.name, "vo-vast-operator").await;
+    assert_eq!(
+        common::https_get_insecure(&format!("{https}/metrics"), &own)
+            .await
+            .map(|r| r.0),
+        Some(403)
+    );
     for name in &queried {
         assert!(
             exported
@@ -541,6 +813,19 @@ async fn installed_with_helm_the_charts_own_identity_is_enough_in_both_modes() {
     let args2: Vec<&str> = args2.iter().map(String::as_str).collect();
     let op2 = OperatorProcess::start_all_namespaces(&sys2.name, "vo2", &vast.url(), &args2, &kc2);
     synced_and_published(&watched).await;
+    // Namespace mode reviews tokens too (its one cluster-wide grant).
+    let https2 = op2.metrics.replace("http://", "https://");
+    let code = eventually(
+        "namespace mode serves /metrics",
+        Duration::from_secs(30),
+        || async {
+            common::https_get_insecure(&format!("{https2}/metrics"), &scraper)
+                .await
+                .map(|r| r.0)
+        },
+    )
+    .await;
+    assert_eq!(code, 200);
     assert!(!op2.log_text().contains("forbidden"), "{}", op2.log_text());
     // And it may not read another namespace's Secrets or WorkerGroups.
     let other_secret = Api::<Secret>::namespaced(client2.clone(), &team.name)

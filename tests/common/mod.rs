@@ -771,3 +771,20 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
+
+/// GET `url` over HTTPS with a bearer token, accepting any certificate (the operator's
+/// self-signed one): (status code, body); None when nothing answers.
+pub async fn https_get_insecure(url: &str, token: &str) -> Option<(u16, String)> {
+    static C: OnceLock<reqwest::Client> = OnceLock::new();
+    let client = C.get_or_init(|| {
+        vast_operator::install_crypto_provider();
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .danger_accept_invalid_certs(true)
+            .build()
+            .expect("https client")
+    });
+    let resp = client.get(url).bearer_auth(token).send().await.ok()?;
+    let code = resp.status().as_u16();
+    Some((code, resp.text().await.ok()?))
+}

@@ -48,3 +48,14 @@ the operator does, in every namespace it watches. */}}
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end -}}
+
+{{/* --metrics-secure: the operator asks who a scraper's token is (TokenReview) and
+whether it may get /metrics (SubjectAccessReview). */}}
+{{- define "vast-operator.metricsAuthRules" -}}
+- apiGroups: ["authentication.k8s.io"]
+  resources: ["tokenreviews"]
+  verbs: ["create"]
+- apiGroups: ["authorization.k8s.io"]
+  resources: ["subjectaccessreviews"]
+  verbs: ["create"]
+{{- end -}}
