@@ -317,7 +317,7 @@ fn may_review_tokens(grants: &[(String, String, String)]) {
 fn has_metrics_reader(objects: &[serde_json::Value]) {
     let reader = of_kind(objects, "ClusterRole")
         .into_iter()
-        .find(|o| o["metadata"]["name"] == "vo-vast-operator-metrics-reader")
+        .find(|o| o["metadata"]["name"] == "vo-metrics-reader")
         .expect("the metrics-reader ClusterRole");
     assert_eq!(
         reader["rules"],
@@ -338,7 +338,7 @@ fn metrics_are_https_behind_a_token_by_default() {
     assert!(
         !of_kind(&objs, "ClusterRoleBinding")
             .iter()
-            .any(|o| o["metadata"]["name"] == "vo-vast-operator-metrics-reader")
+            .any(|o| o["metadata"]["name"] == "vo-metrics-reader")
     );
     // Prometheus scrapes over HTTPS with its own token; the certificate is self-signed.
     let sm = of_kind(&objs, "ServiceMonitor");
@@ -375,7 +375,7 @@ fn metrics_are_https_behind_a_token_by_default() {
     );
     let binding = of_kind(&objs, "ClusterRoleBinding")
         .into_iter()
-        .find(|o| o["metadata"]["name"] == "vo-vast-operator-metrics-reader")
+        .find(|o| o["metadata"]["name"] == "vo-metrics-reader")
         .expect("the reader binding");
     assert_eq!(
         binding["subjects"],
@@ -447,7 +447,7 @@ async fn both_modes_render_and_the_apiserver_accepts_them() {
         cluster_roles,
         [
             &json!("vo-vast-operator-metrics-auth"),
-            &json!("vo-vast-operator-metrics-reader")
+            &json!("vo-metrics-reader")
         ],
         "namespace mode is cluster-wide"
     );
