@@ -181,8 +181,8 @@ async fn mixed_states_ports_families_and_skips() {
             "http://198.51.100.1:40001",
             "http://198.51.100.3:40002",
             "http://[2001:db8::5]:40001",
-            "http://worker6.example.com:40001",
-        ]
+        ],
+        "a hostname URL is no more listed than published"
     );
     assert_eq!(
         cond(&wg, "DiscoveryReady"),
@@ -851,6 +851,16 @@ async fn worker_reported_addresses_outside_the_policy_are_refused_and_the_rest_p
             .is_some_and(|v| v.2 == [("2001:db8::8".to_string(), false, false, true)])
     })
     .await;
+    // Several polls later: still the one event, never repeated (the Recorder would
+    // count repeats in its series).
+    let refused_events: Vec<i32> = h
+        .events("llm")
+        .await
+        .into_iter()
+        .filter(|e| e.1 == "EndpointRefused")
+        .map(|e| e.3)
+        .collect();
+    assert_eq!(refused_events, [1], "one EndpointRefused, told once");
     // A refused worker turning public is published.
     h.vast
         .state

@@ -517,6 +517,47 @@ async fn keys_that_cannot_be_keys_are_refused_without_a_call() {
 }
 
 #[tokio::test]
+async fn a_one_mib_key_is_refused_while_the_process_stays_healthy() {
+    let mut h = Harness::start("bigkey").await;
+    h.pause().await;
+    h.vast.state.put_group(
+        34,
+        KEY,
+        Shape::Array,
+        vec![worker_json(9, "idle", Some(&url(9)))],
+    );
+    h.secret("vast", "api-key", &format!("vk1-{}", "k".repeat(1_000_000)))
+        .await;
+    h.apply_group("g", spec(34)).await;
+    let op =
+        common::OperatorProcess::start("op", &h.ns.name, &h.vast.url(), &["--leader-elect=false"]);
+    h.wait_for("g", "SecretKeyInvalid", |wg| {
+        ready_is(wg, "False", "SecretKeyInvalid")
+    })
+    .await;
+    // Over two poll intervals of the refused key, /healthz answers every time within a
+    // second (a runtime stalled by the key would miss its heartbeat and fail it).
+    let healthz = format!("{}/healthz", op.health);
+    let start = std::time::Instant::now();
+    let mut answered = 0;
+    while start.elapsed() < Duration::from_secs(10) {
+        let got = tokio::time::timeout(Duration::from_secs(1), common::http_get(&healthz)).await;
+        assert_eq!(
+            got.ok().flatten().map(|r| r.0),
+            Some(200),
+            "/healthz after {:?}",
+            start.elapsed()
+        );
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(answered >= 10);
+    assert_eq!(h.vast.state.calls(34), 0, "no Vast call with that key");
+    drop(op);
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn a_secret_outside_the_selector_is_never_read() {
     let h = Harness::start_with("notselected", |mut c| {
         c.secret_selector = Some("vast.ai/api-key=true".into());
@@ -557,6 +598,16 @@ async fn a_secret_outside_the_selector_is_never_read() {
         message,
         "a missing Secret and an unselected one give the same message"
     );
+    // Reads of Secrets by verb (a LIST is also the watch's own list).
+    let secret_requests = |verb: &str| {
+        h.requests
+            .snapshot()
+            .iter()
+            .filter(|((v, res), _)| v == verb && res == "secrets")
+            .map(|(_, n)| *n)
+            .sum::<u64>()
+    };
+    let lists = secret_requests("LIST");
     // A spec change polls again: still no read.
     let mut s = spec(33);
     s["pollInterval"] = json!("7s");
@@ -566,14 +617,12 @@ async fn a_secret_outside_the_selector_is_never_read() {
             && ready_is(wg, "False", "SecretNotSelected")
     })
     .await;
-    let gets = h
-        .requests
-        .snapshot()
-        .iter()
-        .filter(|((verb, res), _)| verb == "GET" && res == "secrets")
-        .map(|(_, n)| *n)
-        .sum::<u64>();
-    assert_eq!(gets, 0, "no Secret was read");
+    assert_eq!(secret_requests("GET"), 0, "no Secret was read");
+    assert_eq!(
+        secret_requests("LIST"),
+        lists,
+        "no Secret was listed for a poll"
+    );
     assert_eq!(h.vast.state.calls(33), 0, "no Vast call");
     // Labelled, it is read (the watch wakes the WorkerGroup).
     let labelled: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({

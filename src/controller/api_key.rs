@@ -76,10 +76,10 @@ impl KeyCache {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
-    /// Forgets keys last used before `cutoff`.
-    pub fn forget_unused_since(&self, cutoff: Instant) {
+    /// Keeps the keys in `used` that were used at or after `cutoff` (None: any time).
+    fn keep(&self, used: &std::collections::HashSet<CacheKey>, cutoff: Option<Instant>) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, h| h.used_at >= cutoff);
+        map.retain(|k, h| used.contains(k) && cutoff.is_none_or(|c| h.used_at >= c));
     }
 
     /// Whether the key of `wg` is held, read from the Secret at `version`.
@@ -98,9 +98,7 @@ impl KeyCache {
     pub fn retain(&self, groups: &Store<WorkerGroup>) {
         let used: std::collections::HashSet<CacheKey> =
             groups.state().iter().map(|wg| cache_key(wg)).collect();
-        let cutoff = Instant::now().checked_sub(IDLE);
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|k, h| used.contains(k) && cutoff.is_none_or(|c| h.used_at >= c));
+        self.keep(&used, Instant::now().checked_sub(IDLE));
     }
 
     /// Number of keys held.
@@ -155,9 +153,7 @@ pub async fn read(ctx: &Context, wg: &WorkerGroup) -> Result<String, PollOutcome
         if version.is_none() {
             return Err(PollOutcome::Terminal {
                 reason: "SecretNotSelected",
-                message: format!(
-                    "the operator reads only Secrets selected by --secret-selector {selector:?}, and Secret {ns}/{name} is not one of them (or does not exist): label it to match"
-                ),
+                message: not_selected(selector, ns, name),
             });
         }
     }
@@ -166,12 +162,20 @@ pub async fn read(ctx: &Context, wg: &WorkerGroup) -> Result<String, PollOutcome
     {
         return Ok(value);
     }
-    let (version, value) = fetch(&ctx.client, wg).await?;
+    let selector = ctx.config.secret_selector.as_deref();
+    let (version, value) = fetch(&ctx.client, wg, selector).await?;
     let cache = &ctx.keys;
     if let Some(version) = version {
         cache.put(key, version, value.clone());
     }
     Ok(value)
+}
+
+/// The message of `SecretNotSelected`: the same whether the Secret exists or not.
+fn not_selected(selector: &str, ns: &str, name: &str) -> String {
+    format!(
+        "the operator reads only Secrets selected by --secret-selector {selector:?}, and Secret {ns}/{name} is not one of them (or does not exist): label it to match"
+    )
 }
 
 /// The longest API key accepted, in bytes (Vast's keys are 64 hex characters).
@@ -190,11 +194,38 @@ fn check(key: &str) -> Result<(), String> {
 }
 
 /// Reads the key from the Secret; returns the Secret's resourceVersion with it.
-async fn fetch(client: &Client, wg: &WorkerGroup) -> Result<(Option<String>, String), PollOutcome> {
+/// With a `selector`, the Secret is read by a list of that name under the selector, so
+/// that the apiserver applies the selector to the Secret as it is now (the watch's view
+/// may lag a label just removed).
+async fn fetch(
+    client: &Client,
+    wg: &WorkerGroup,
+    selector: Option<&str>,
+) -> Result<(Option<String>, String), PollOutcome> {
     let ns = wg.namespace().unwrap_or_default();
     let r = &wg.spec.api_key_secret_ref;
     let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
-    let secret = match secrets.get_opt(&r.name).await {
+    let found = match selector {
+        None => secrets.get_opt(&r.name).await,
+        Some(selector) => {
+            let lp = kube::api::ListParams::default()
+                .labels(selector)
+                .fields(&format!("metadata.name={}", r.name));
+            match secrets.list(&lp).await {
+                Ok(list) => match list.items.into_iter().next() {
+                    Some(s) => Ok(Some(s)),
+                    None => {
+                        return Err(PollOutcome::Terminal {
+                            reason: "SecretNotSelected",
+                            message: not_selected(selector, &ns, &r.name),
+                        });
+                    }
+                },
+                Err(e) => Err(e),
+            }
+        }
+    };
+    let secret = match found {
         Ok(Some(s)) => s,
         Ok(None) => {
             return Err(PollOutcome::Terminal {
@@ -268,11 +299,14 @@ mod tests {
         let k = |n: &str| ("ns".to_string(), n.to_string(), "api-key".to_string());
         cache.put(k("a"), "1".into(), "vk1-a".into());
         cache.put(k("b"), "1".into(), "vk1-b".into());
+        cache.put(k("c"), "1".into(), "vk1-c".into());
         let before = Instant::now();
         assert_eq!(cache.get(&k("a"), "1").as_deref(), Some("vk1-a"));
+        assert_eq!(cache.get(&k("c"), "1").as_deref(), Some("vk1-c"));
         assert_eq!(cache.get(&k("a"), "2"), None, "another resourceVersion");
-        // Only `a` was used since `before`.
-        cache.forget_unused_since(before);
+        // Only `a` and `c` were used since `before`, and `c` is no longer referenced.
+        let used = std::collections::HashSet::from([k("a"), k("b")]);
+        cache.keep(&used, Some(before));
         assert_eq!(cache.len(), 1);
         assert_eq!(cache.get(&k("a"), "1").as_deref(), Some("vk1-a"));
         assert_eq!(cache.get(&k("b"), "1"), None);

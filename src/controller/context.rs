@@ -78,6 +78,10 @@ pub struct Context {
     pub(super) stores: tokio::sync::OnceCell<discovery::Stores>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) secrets: tokio::sync::OnceCell<super::api_key::SecretIndex>,
+    /// The WorkerGroup store (a reconcile re-reads its object from it once it holds a
+    /// slot: the copy it was handed may be older by the wait).
+    pub(super) groups:
+        tokio::sync::OnceCell<kube::runtime::reflector::Store<crate::crd::WorkerGroup>>,
     /// Set when the Secret watch has listed (the index holds every selected Secret).
     pub(super) secrets_listed: crate::runtime::listed::Listed,
     pub(super) keys: super::api_key::KeyCache,
@@ -116,6 +120,7 @@ impl Context {
             stores: tokio::sync::OnceCell::new(),
             metrics,
             secrets: tokio::sync::OnceCell::new(),
+            groups: tokio::sync::OnceCell::new(),
             secrets_listed: Default::default(),
             keys: super::api_key::KeyCache::default(),
             slots: std::sync::OnceLock::new(),
@@ -126,8 +131,18 @@ impl Context {
 }
 
 impl Context {
-    /// Forgets memory and metric series of every WorkerGroup not in `groups` (which has
-    /// listed); returns the keys of those that are.
+    /// Waits (up to 10 s each) for the watches a reconcile reads to have listed, before
+    /// it takes a slot: a wait inside would hold one of `--concurrency` slots idle.
+    pub(super) async fn watches_listed(&self) {
+        const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+        if self.config.secret_selector.is_some() && !self.secrets_listed.is_set() {
+            let _ = tokio::time::timeout(WAIT, self.secrets_listed.wait()).await;
+        }
+        if let Some(stores) = self.stores.get() {
+            stores.wait_ready(WAIT).await;
+        }
+    }
+
     /// Waits for a reconcile slot in the turn of `namespace`; the slot is held until the
     /// permit drops. `Err` when the term is shutting down first.
     pub(super) async fn slot(
@@ -143,8 +158,10 @@ impl Context {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let got = tokio::select! {
-            got = slots.acquire(namespace) => got,
+            // Shutting down wins over a slot that is free at the same time.
+            biased;
             _ = stopping.wait() => return Err(()),
+            got = slots.acquire(namespace) => got,
         };
         let Some((permit, waited)) = got else {
             return Ok(None);
@@ -154,6 +171,8 @@ impl Context {
         Ok(Some(permit))
     }
 
+    /// Forgets memory and metric series of every WorkerGroup not in `groups` (which has
+    /// listed); returns the keys of those that are.
     pub(super) fn keep_only(
         &self,
         groups: &kube::runtime::reflector::Store<crate::crd::WorkerGroup>,

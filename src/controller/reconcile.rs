@@ -29,6 +29,7 @@ const INTERVAL_RANGE: (Duration, Duration) = (Duration::from_secs(5), Duration::
 pub async fn reconcile(wg: Arc<WorkerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(&*wg);
     let span = info_span!("reconcile", workergroup = %key, id = wg.spec.workergroup_id);
+    ctx.watches_listed().instrument(span.clone()).await;
     // One of `--concurrency` slots, in the namespace's turn; none once the term is
     // shutting down (the next term reconciles everything anyway).
     let Ok(_slot) = ctx
@@ -37,6 +38,15 @@ pub async fn reconcile(wg: Arc<WorkerGroup>, ctx: Arc<Context>) -> Result<Action
         .await
     else {
         return Ok(Action::await_change());
+    };
+    // The copy handed over may be older by the wait: act on the store's, and on nothing
+    // if the object is gone.
+    let wg = match ctx.groups.get() {
+        Some(store) => match store.get(&key) {
+            Some(fresh) => fresh,
+            None => return Ok(Action::await_change()),
+        },
+        None => wg,
     };
     let started = Instant::now();
     let (result, label) = steps(&wg, &ctx).instrument(span).await;

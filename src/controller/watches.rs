@@ -70,6 +70,7 @@ impl Watches {
         let (stores, mut tasks) = discovery::Stores::start(client, ns);
         let _ = ctx.stores.set(stores);
         let (groups, writer) = reflector::store::<WorkerGroup>();
+        let _ = ctx.groups.set(groups.clone());
         let triggers = ctx.triggers.clone();
         let listed = Listed::default();
         tasks.push(tokio::spawn(watch_groups(

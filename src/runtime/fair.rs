@@ -273,8 +273,14 @@ mod tests {
             let s = slots.clone();
             tokio::spawn(async move { s.acquire("z").await.map(|_| ()) })
         };
-        tokio::task::yield_now().await;
-        assert!(!third.is_finished(), "a third waits");
+        // Nothing happens for a while: the third waits for a slot.
+        let quiet = tokio::time::timeout(Duration::from_millis(300), async {
+            while !third.is_finished() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert!(quiet.is_err(), "a third ran with two slots taken");
         drop(a);
         assert_eq!(third.await.expect("join"), Some(()));
     }

@@ -62,6 +62,7 @@ pub const DEFAULT_REFUSED: &[(&str, &str)] = &[
     ),
     ("100::/64", "discard-only, RFC 6666"),
     ("fc00::/7", "unique local, RFC 4193"),
+    ("2001::/32", "Teredo tunnelling, RFC 4380"),
     ("ff00::/8", "multicast"),
 ];
 
@@ -113,6 +114,22 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
         ));
     }
     Ok(net)
+}
+
+/// The IPv4 address inside a NAT64 (`64:ff9b::/96`, RFC 6052) or 6to4 (`2002::/16`,
+/// RFC 3056) address, with its prefix.
+fn embedded_ipv4(a: std::net::Ipv6Addr) -> Option<(IpNet, std::net::Ipv4Addr)> {
+    let s = a.segments();
+    let v4 = |hi: u16, lo: u16| std::net::Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        let net = "64:ff9b::/96".parse().ok()?;
+        return Some((net, v4(s[6], s[7])));
+    }
+    if s[0] == 0x2002 {
+        let net = "2002::/16".parse().ok()?;
+        return Some((net, v4(s[1], s[2])));
+    }
+    None
 }
 
 fn table(rows: &[(&str, &'static str)], source: fn(&'static str) -> Source) -> Vec<Rule> {
@@ -177,12 +194,34 @@ impl EndpointPolicy {
         if self.allow.iter().any(|n| n.contains(&addr)) {
             return None;
         }
+        if let IpAddr::V6(v6) = addr
+            && let Some((net, v4)) = embedded_ipv4(v6)
+            && self.refuses(IpAddr::V4(v4)).is_some()
+        {
+            // A translator or relay would take it to that IPv4 address.
+            return Some(Rule {
+                net,
+                source: Source::Default("embeds an IPv4 address the policy refuses"),
+            });
+        }
         most_specific(&mut self.defaults.iter().copied())
     }
 
-    /// Whether the host of `url` is an IP literal this policy refuses.
-    pub fn refuses_url(&self, url: &str) -> bool {
-        matches!(parse_endpoint(Some(url)), Ok((addr, _)) if self.refuses(addr).is_some())
+    /// `url` as `status.readyUrls` lists it: `<scheme>://<address>:<port>` as parsed, when
+    /// it is an http(s) URL with an IP address this policy lets through; None otherwise
+    /// (a hostname could name anything in the cluster, and a client of `readyUrls` must
+    /// not be sent where an endpoint could not be). Rebuilt from what was parsed, so
+    /// that a client with another URL parser reads the same host.
+    pub fn ready_url(&self, url: &str) -> Option<String> {
+        let (addr, port) = parse_endpoint(Some(url)).ok()?;
+        if self.refuses(addr).is_some() {
+            return None;
+        }
+        let scheme = url::Url::parse(url).ok()?.scheme().to_string();
+        Some(match addr {
+            IpAddr::V4(a) => format!("{scheme}://{a}:{port}"),
+            IpAddr::V6(a) => format!("{scheme}://[{a}]:{port}"),
+        })
     }
 }
 
@@ -193,7 +232,7 @@ pub enum Skip {
     NoUrl,
     /// The URL names a host, not an IP address (FQDN slices are ignored by kube-proxy).
     Hostname,
-    /// The URL cannot be parsed.
+    /// The URL cannot be parsed, or is not http(s).
     BadUrl,
     /// Beyond `--max-endpoints`.
     TooMany,
@@ -205,16 +244,20 @@ impl Skip {
         match self {
             Skip::NoUrl => "without URL",
             Skip::Hostname => "with a hostname URL (not an IP address)",
-            Skip::BadUrl => "with an unparsable URL",
+            Skip::BadUrl => "with an unparsable or non-HTTP URL",
             Skip::TooMany => "beyond --max-endpoints",
         }
     }
 }
 
-/// Parses a worker URL into an address and port (no policy applied).
+/// Parses a worker URL into an address and port (no policy applied). Only http and https
+/// URLs: the `url` crate reads the host of other schemes as an opaque name.
 pub fn parse_endpoint(url: Option<&str>) -> Result<(IpAddr, u16), Skip> {
     let url = url.ok_or(Skip::NoUrl)?;
     let parsed = url::Url::parse(url).map_err(|_| Skip::BadUrl)?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(Skip::BadUrl);
+    }
     let addr = match parsed.host() {
         Some(url::Host::Ipv4(a)) => IpAddr::V4(a),
         Some(url::Host::Ipv6(a)) => IpAddr::V6(a),
@@ -330,16 +373,19 @@ pub fn newly_refused(before: &Selection, now: &Selection) -> Option<String> {
     ))
 }
 
+/// The note of a `TooManyEndpoints` event.
+pub fn over_limit_note(now: &Selection, max: usize) -> String {
+    format!(
+        "{} workers could be published, at most {max} are (--max-endpoints): the {} with the highest ids are left out",
+        now.publishable,
+        now.over_limit()
+    )
+}
+
 /// The note of a `TooManyEndpoints` event when `now` goes over the cap and `before` did
 /// not.
 pub fn newly_over_limit(before: &Selection, now: &Selection, max: usize) -> Option<String> {
-    (now.over_limit() > 0 && before.over_limit() == 0).then(|| {
-        format!(
-            "{} workers could be published, at most {max} are (--max-endpoints): the {} with the highest ids are left out",
-            now.publishable,
-            now.over_limit()
-        )
-    })
+    (now.over_limit() > 0 && before.over_limit() == 0).then(|| over_limit_note(now, max))
 }
 
 /// The distinct rules of a selection's refusals (for the status reason).
@@ -418,6 +464,13 @@ mod tests {
             "febf::1",
             "ff02::1",
             "ff05::2",
+            // Translated or relayed to a refused IPv4 address: 10.0.0.5, 127.0.0.1,
+            // 169.254.169.254, 192.168.1.1; and Teredo.
+            "64:ff9b::a00:5",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:c0a8:101::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
         ] {
             assert!(p.refuses(ip(addr)).is_some(), "{addr} must be refused");
         }
@@ -434,6 +487,8 @@ mod tests {
             "168.63.129.17",
             "2606:4700::1111",
             "64:ff9b::808:808",
+            "64:ff9b::cb00:7109",
+            "2002:cb00:7109::1",
         ] {
             assert_eq!(refused_by(&p, addr), None, "{addr} must be allowed");
         }
@@ -584,11 +639,38 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_url_is_told_apart_from_a_hostname() {
+    fn ready_urls_are_only_what_could_be_published_rebuilt_from_the_parse() {
         let p = EndpointPolicy::default();
-        assert!(p.refuses_url("http://10.0.0.1:80"));
-        assert!(!p.refuses_url("http://203.0.113.1:80"));
-        assert!(!p.refuses_url("http://worker.example.com"));
-        assert!(!p.refuses_url("not a url"));
+        let r = |u: &str| p.ready_url(u);
+        assert_eq!(
+            r("http://203.0.113.1:80").as_deref(),
+            Some("http://203.0.113.1:80")
+        );
+        assert_eq!(
+            r("https://203.0.113.1").as_deref(),
+            Some("https://203.0.113.1:443")
+        );
+        assert_eq!(
+            r("http://[2001:db8::8]:7000/").as_deref(),
+            Some("http://[2001:db8::8]:7000")
+        );
+        // Refused, a hostname, not a URL, not http: none is listed.
+        for bad in [
+            "http://10.0.0.1:80",
+            "http://worker.example.com",
+            "http://kubernetes.default.svc:443",
+            "not a url",
+            "tcp://10.96.0.1:443",
+            "grpc://169.254.169.254:80",
+            "tcp://203.0.113.1:443",
+        ] {
+            assert_eq!(r(bad), None, "{bad}");
+        }
+        // A backslash is a path separator to the url crate but not to every client's
+        // parser: the listed URL is rebuilt from the address the policy checked.
+        assert_eq!(
+            r("http://203.0.113.1\\@10.0.0.1:80/").as_deref(),
+            Some("http://203.0.113.1:80")
+        );
     }
 }

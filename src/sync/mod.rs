@@ -167,7 +167,12 @@ pub fn plan(input: Input<'_>) -> Plan {
     }
     next.conditions = kstatus_conditions(&judged, &base, &input);
     add_discovery(&mut next, &input, base.prev, &mut judged.events);
-    if let (DiscoveryUpdate::Published(_), Some(found)) = (&input.discovery, &found) {
+    // Only when the endpoints were published (not, say, under an unusable Service name).
+    if let (DiscoveryUpdate::Published(d), Some(found)) = (&input.discovery, &found)
+        && d.problem
+            .as_ref()
+            .is_none_or(|(reason, _)| *reason != "InvalidServiceName")
+    {
         endpoint_events(&base, found, &input, &mut judged.events);
     }
     let (workers, changes, heartbeat_due) = record_workers(&mut next, base, found, &input);
@@ -480,23 +485,29 @@ fn endpoint_events(
     } else {
         endpoints::Selection::default()
     };
-    let told = base.prev.discovery.as_ref().map_or(0, |d| d.refused);
-    // After a restart the baseline may be a truncated list: refusals beyond it are not
-    // new unless the count on record grew.
-    let refused = if base.partial {
-        None
-    } else {
-        endpoints::newly_refused(&before, &now)
-    }
-    .or_else(|| {
-        (told < now.refused.len() as i64)
+    let recorded = base.prev.discovery.as_ref();
+    let (refused, over_before) = if base.partial {
+        // After a restart the baseline may be a truncated list: what status recorded
+        // says what was already told. Refusals are new only if their count grew, and
+        // the cap was already exceeded if workers were skipped with the cap filled.
+        let told = recorded.map_or(0, |d| d.refused);
+        let refused = (told < now.refused.len() as i64)
             .then(|| endpoints::newly_refused(&endpoints::Selection::default(), &now))
-            .flatten()
-    });
+            .flatten();
+        let over =
+            recorded.is_some_and(|d| d.skipped > 0 && d.endpoints >= policy.max_endpoints as i64);
+        (refused, over)
+    } else {
+        (
+            endpoints::newly_refused(&before, &now),
+            before.over_limit() > 0,
+        )
+    };
     if let Some(note) = refused {
         events.push(EventSpec::warning("EndpointRefused", "Publish", note));
     }
-    if let Some(note) = endpoints::newly_over_limit(&before, &now, policy.max_endpoints) {
+    if now.over_limit() > 0 && !over_before {
+        let note = endpoints::over_limit_note(&now, policy.max_endpoints);
         events.push(EventSpec::warning("TooManyEndpoints", "Publish", note));
     }
 }

@@ -49,8 +49,9 @@ pub fn truncate(all: &[WorkerStatus], max: usize) -> Vec<WorkerStatus> {
 }
 
 /// Writes `workers` (the full list of `workergroup_id`) into `status`: the capped list,
-/// the exact counts, the summary and the ready URLs (without those whose address
-/// `policy` refuses: `readyUrls` is read by clients as where to send traffic).
+/// the exact counts, the summary and the ready URLs: only those that could be endpoints
+/// (http(s) with an IP address `policy` lets through), as parsed (`readyUrls` is read by
+/// clients as where to send traffic).
 pub fn fill(
     status: &mut WorkerGroupStatus,
     workers: &[WorkerStatus],
@@ -73,8 +74,7 @@ pub fn fill(
     let mut urls: Vec<String> = workers
         .iter()
         .filter(|w| w.ready)
-        .filter_map(|w| w.url.clone())
-        .filter(|url| !policy.refuses_url(url))
+        .filter_map(|w| policy.ready_url(w.url.as_deref()?))
         .collect();
     urls.sort();
     urls.dedup();

@@ -114,24 +114,49 @@ fn bucket(w: u64) -> usize {
     (w.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 48) as usize
 }
 
+/// `text` percent-decoded, with the span of `text` each decoded byte came from.
+fn percent_decoded(t: &[u8]) -> (Vec<u8>, Vec<(usize, usize)>) {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let (mut out, mut spans) = (Vec::with_capacity(t.len()), Vec::with_capacity(t.len()));
+    let mut i = 0;
+    while i < t.len() {
+        if t[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                t.get(i + 1).copied().and_then(hex),
+                t.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((hi * 16 + lo) as u8);
+            spans.push((i, i + 3));
+            i += 3;
+        } else {
+            out.push(t[i]);
+            spans.push((i, i + 1));
+            i += 1;
+        }
+    }
+    (out, spans)
+}
+
 /// `text` with the key, its URL-encoded form and every echoed piece of either of at
 /// least [`MIN_KEY_PIECE`] bytes replaced. Linear in the text and the key: every window
-/// of [`MIN_KEY_PIECE`] bytes of the text is indexed, each window of the key is looked
-/// up once (a bitmap filters nearly all of them before the exact search), and each
-/// distinct text window is marked at most once. Where two matching windows overlap they
-/// are redacted as one run, even when they come from different places in the key.
+/// of [`MIN_KEY_PIECE`] bytes of the text, and of the text percent-decoded, is indexed;
+/// the key is scanned once, each of its windows looked up (a bitmap filters nearly all
+/// of them before the exact search), and each distinct text window is marked at most
+/// once. Where two matching windows overlap they are redacted as one run, even when
+/// they come from different places in the key.
 fn redact_text(text: String, key: &str) -> String {
     if key.is_empty() {
         return text;
     }
     // Only the start can survive the final cut: look no further than that, plus room.
     let mut text = cut(text, MAX_ERROR_TEXT * 4);
-    let encoded = url_encoded(key.as_bytes());
-    for whole in [key.as_bytes(), &encoded] {
-        if whole.len() <= text.len()
-            && let Ok(whole) = std::str::from_utf8(whole)
-        {
-            text = text.replace(whole, REDACTED);
+    if key.len() <= text.len() {
+        let encoded = url_encoded(key.as_bytes());
+        for whole in [key.as_bytes(), &encoded] {
+            if let Ok(whole) = std::str::from_utf8(whole) {
+                text = text.replace(whole, REDACTED);
+            }
         }
     }
     let t = text.as_bytes();
@@ -139,40 +164,47 @@ fn redact_text(text: String, key: &str) -> String {
         // A shorter key is redacted whole, above; a shorter text holds no piece.
         return text;
     }
-    // The text's windows, grouped by value: (window, start).
-    let mut windows: Vec<(u64, usize)> = t
-        .windows(MIN_KEY_PIECE)
-        .enumerate()
-        .map(|(i, w)| (window(w), i))
-        .collect();
+    let (decoded, spans) = percent_decoded(t);
+    // The windows of both forms of the text, grouped by value: (window, form, start).
+    let mut windows: Vec<(u64, bool, usize)> = Vec::with_capacity(t.len() + decoded.len());
+    for (form, bytes) in [(false, t), (true, decoded.as_slice())] {
+        if form && decoded.len() == t.len() {
+            break; // nothing was encoded
+        }
+        for (i, w) in bytes.windows(MIN_KEY_PIECE).enumerate() {
+            windows.push((window(w), form, i));
+        }
+    }
     windows.sort_unstable();
     let mut filter = vec![0u64; 1 << 10];
-    for (w, _) in &windows {
+    for (w, _, _) in &windows {
         let b = bucket(*w);
         filter[b >> 6] |= 1 << (b & 63);
     }
     let mut covered = vec![false; t.len()];
     let mut marked = vec![false; windows.len()];
-    for source in [key.as_bytes(), &encoded] {
-        let mut w = 0u64;
-        for (n, &byte) in source.iter().enumerate() {
-            w = (w << 8) | u64::from(byte);
-            if n + 1 < MIN_KEY_PIECE {
-                continue;
-            }
-            let b = bucket(w);
-            if filter[b >> 6] & (1 << (b & 63)) == 0 {
-                continue;
-            }
-            let first = windows.partition_point(|(x, _)| *x < w);
-            if first == windows.len() || windows[first].0 != w || marked[first] {
-                continue;
-            }
-            marked[first] = true;
-            for &(x, start) in windows[first..].iter().take_while(|(x, _)| *x == w) {
-                debug_assert_eq!(x, w);
-                covered[start..start + MIN_KEY_PIECE].fill(true);
-            }
+    let k = key.as_bytes();
+    let mut w = window(&k[..MIN_KEY_PIECE - 1]);
+    let mut n = MIN_KEY_PIECE - 1;
+    while n < k.len() {
+        w = (w << 8) | u64::from(k[n]);
+        n += 1;
+        let b = bucket(w);
+        if filter[b >> 6] & (1 << (b & 63)) == 0 {
+            continue;
+        }
+        let first = windows.partition_point(|(x, _, _)| *x < w);
+        if first == windows.len() || windows[first].0 != w || marked[first] {
+            continue;
+        }
+        marked[first] = true;
+        for &(_, form, start) in windows[first..].iter().take_while(|(x, _, _)| *x == w) {
+            let (from, to) = if form {
+                (spans[start].0, spans[start + MIN_KEY_PIECE - 1].1)
+            } else {
+                (start, start + MIN_KEY_PIECE)
+            };
+            covered[from..to].fill(true);
         }
     }
     let mut out = Vec::with_capacity(t.len());
