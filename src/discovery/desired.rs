@@ -402,7 +402,16 @@ mod tests {
         let long = format!("{}.example.team", "a".repeat(240));
         let label = workergroup_label(&long);
         assert!(label.len() <= 63, "{label}");
-        assert_eq!(label, workergroup_label(&long), "stable");
+        // Stable across builds and versions: objects already labelled keep matching.
+        assert_eq!(
+            label,
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-c477967920"
+        );
+        let dotted = format!("inference-{}.team-b.example", "x".repeat(50));
+        assert_eq!(
+            workergroup_label(&dotted),
+            "inference-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx-86083a9811"
+        );
         assert_ne!(label, workergroup_label(&format!("{long}x")));
         assert!(
             label

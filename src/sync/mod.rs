@@ -1211,10 +1211,21 @@ mod properties {
             let removed: BTreeSet<i64> = cs.removed.iter().copied().collect();
             prop_assert_eq!(&added, &(&new_ids - &old_ids));
             prop_assert_eq!(&removed, &(&old_ids - &new_ids));
-            for (id, a, b) in &cs.changed {
-                prop_assert!(old_ids.contains(id) && new_ids.contains(id));
-                prop_assert_ne!(a, b);
-            }
+            // Every state change of the input, and nothing else, from a model of the input.
+            let state = |ws: &[WorkerStatus]| -> std::collections::BTreeMap<i64, String> {
+                ws.iter().map(|w| (w.id, w.status.clone())).collect()
+            };
+            let (before, after) = (state(&old), state(&new));
+            let expected: BTreeSet<(i64, String, String)> = before
+                .iter()
+                .filter_map(|(id, a)| {
+                    let b = after.get(id)?;
+                    (a != b).then(|| (*id, a.clone(), b.clone()))
+                })
+                .collect();
+            let reported: BTreeSet<(i64, String, String)> = cs.changed.iter().cloned().collect();
+            prop_assert_eq!(reported, expected);
+            prop_assert_eq!(cs.changed.len(), cs.changed.iter().map(|c| c.0).collect::<BTreeSet<_>>().len());
             prop_assert_eq!(cs.is_empty(), old_ids == new_ids && cs.changed.is_empty());
             prop_assert!(cs.note().len() <= MAX_NOTE + 4);
         }

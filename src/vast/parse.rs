@@ -401,9 +401,33 @@ mod properties {
 
     proptest! {
         #[test]
-        fn any_bytes_any_status(status in 100u16..600, body in prop::collection::vec(any::<u8>(), 0..512)) {
-            if let Ok(ws) = classify_response(status, &body) {
-                prop_assert!(sorted_unique(&ws));
+        fn any_bytes_any_status(
+            // Every code with a rule of its own, often, and any other.
+            status in prop_oneof![
+                prop::sample::select(vec![200u16, 201, 302, 401, 403, 404, 429, 500, 503]),
+                100u16..600,
+            ],
+            body in prop::collection::vec(any::<u8>(), 0..512),
+        ) {
+            match classify_response(status, &body) {
+                Ok(ws) => {
+                    prop_assert!((200..300).contains(&status), "{status} gave workers");
+                    prop_assert!(sorted_unique(&ws));
+                }
+                // Every status outside 2xx is classified by its code alone.
+                Err(e) => match status {
+                    200..=299 => prop_assert!(
+                        matches!(e, VastError::Malformed(_) | VastError::Remote(_) | VastError::Authentication(_) | VastError::NotFound(_)),
+                        "{status}: {e:?}"
+                    ),
+                    401 | 403 => prop_assert!(matches!(e, VastError::Authentication(_)), "{e:?}"),
+                    404 => prop_assert!(matches!(e, VastError::NotFound(_)), "{e:?}"),
+                    429 => prop_assert!(matches!(e, VastError::RateLimited(_)), "{e:?}"),
+                    _ => prop_assert!(
+                        matches!(e, VastError::Http { status: s, .. } if s == status),
+                        "{status}: {e:?}"
+                    ),
+                },
             }
         }
 
@@ -417,7 +441,16 @@ mod properties {
                         prop_assert!(p.workers.len() + p.unusable <= items.len());
                     }
                 }
-                Err(e) => prop_assert!(!e.to_string().is_empty()),
+                // A valid JSON body that is not a worker list: an object (an error text,
+                // or a `workers` that is not a list), or a scalar; its text is bounded.
+                Err(e) => {
+                    prop_assert!(!matches!(v, Value::Array(_)), "a list is always workers: {e:?}");
+                    prop_assert!(
+                        matches!(e, VastError::Malformed(_) | VastError::Remote(_) | VastError::Authentication(_) | VastError::NotFound(_)),
+                        "{e:?}"
+                    );
+                    prop_assert!(e.to_string().len() <= 4 * crate::vast::error::MAX_ERROR_TEXT, "{}", e.to_string().len());
+                }
             }
         }
     }
