@@ -2,14 +2,76 @@
 # The whole test suite with every log at trace level: the in-process operators'
 # (VAST_TEST_LOG), the child operators' (VAST_OPERATOR_LOG), the test output, and each
 # test namespace's events, WorkerGroups (status included), Services and EndpointSlices
-# (VAST_LEAK_DUMP). Fails if any API key the tests use occurs anywhere in them: every
-# test key starts with "vk1-" for that reason.
+# (VAST_LEAK_DUMP). Fails if any API key the tests use occurs anywhere in them (every
+# test key starts with "vk1-" for that reason), also in base64 or by its tail, and if
+# the search cannot be shown to work. LEAK_SEARCH_ONLY=1 searches the last run's output
+# again without running the suite.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out="$root/target/leak"
-rm -rf "$out" "$root/target/test-logs"
+if [[ -z ${LEAK_SEARCH_ONLY:-} ]]; then rm -rf "$out" "$root/target/test-logs"; fi
 mkdir -p "$out"
 cd "$root"
+
+# The keys the tests use, their base64 forms (a Secret's data) and their tails (an echo
+# cut at the front), searched in every file under $1. A planted key, written to a file
+# of its own beside the others, must be found: a search that finds nothing because it
+# read nothing fails. So do fewer files, lines or namespace dumps than a full run makes.
+search() {
+  local dir=$1
+  local keys="$dir/../leak-keys.txt" patterns="$dir/../leak-patterns.txt"
+  local planted="vk1-leak-canary-5a4b3c2d1e"
+  printf 'a log line holding the planted key %s\n' "$planted" >"$dir/planted.log"
+  grep -rhoE 'vk1-[A-Za-z0-9_-]+' "$root/tests" "$root/src" "$root/crates" | grep -vE -- '-$' | sort -u >"$keys"
+  echo "$planted" >>"$keys"
+  : >"$patterns"
+  while read -r key; do
+    echo "$key" >>"$patterns"
+    # base64 of the key alone, without the padding and the last, partial character.
+    local b64
+    b64=$(printf %s "$key" | base64 -w0 | tr -d =)
+    echo "${b64:0:$(( ${#b64} - 1 ))}" >>"$patterns"
+    # The last 12 characters, for keys long enough that those are not a common word.
+    if (( ${#key} >= 20 )); then echo "${key: -12}" >>"$patterns"; fi
+  done <"$keys"
+  local lines files dumps
+  lines=$(cat "$dir"/* | wc -l)
+  files=$(find "$dir" -type f | wc -l)
+  dumps=$(find "$dir" -name '*-objects.json' | wc -l)
+  echo "leak-check: searched $lines lines in $files files ($dumps namespace dumps) for $(wc -l <"$keys") keys as they are, in base64 and by their tails ($(wc -l <"$patterns") patterns)"
+  if (( lines < ${LEAK_MIN_LINES:-100000} || files < ${LEAK_MIN_FILES:-60} || dumps < ${LEAK_MIN_DUMPS:-50} )); then
+    echo "leak-check: too little was searched (at least ${LEAK_MIN_LINES:-100000} lines, ${LEAK_MIN_FILES:-60} files, ${LEAK_MIN_DUMPS:-50} dumps expected): the logs did not reach $dir" >&2
+    exit 1
+  fi
+  local rc=0
+  # The fixed patterns, and any vk1- key at all (also those the tests make at run time).
+  { grep -rnoF -f "$patterns" "$dir" || rc=$?; } >"$dir/../leak-hits.txt"
+  if ((rc > 1)); then
+    echo "leak-check: the search failed (grep exit $rc)" >&2
+    exit 1
+  fi
+  rc=0
+  { grep -rnoE 'vk1-[a-z0-9-]+' "$dir" || rc=$?; } >>"$dir/../leak-hits.txt"
+  if ((rc > 1)); then
+    echo "leak-check: the search failed (grep exit $rc)" >&2
+    exit 1
+  fi
+  if ! grep -q "^$dir/planted.log:1:$planted" "$dir/../leak-hits.txt"; then
+    echo "leak-check: the planted key was not found: the search does not work" >&2
+    exit 1
+  fi
+  if grep -v "^$dir/planted.log:" "$dir/../leak-hits.txt" >"$dir/../leak-found.txt"; then
+    echo "leak-check: API keys found:" >&2
+    head -20 "$dir/../leak-found.txt" >&2
+    exit 1
+  fi
+  echo "leak-check: no key found (the planted one was)"
+}
+
+if [[ ${LEAK_SEARCH_ONLY:-} ]]; then
+  search "$out"
+  exit 0
+fi
 export VAST_TEST_LOG=trace VAST_OPERATOR_LOG=trace VAST_LEAK_DUMP="$out"
 echo "leak-check: running the suite at trace level (output in $out)"
 if ! cargo test --workspace --all-targets -- --nocapture >"$out/tests.log" 2>&1; then
@@ -21,18 +83,4 @@ if ! cargo test --workspace --all-targets -- --nocapture >"$out/tests.log" 2>&1;
 fi
 grep -E "^test result:" "$out/tests.log" | awk '{p+=$4; f+=$6} END {print "leak-check: " p " tests passed, " f " failed"}'
 cp target/test-logs/*.log "$out/" 2>/dev/null || true
-lines=$(cat "$out"/* | wc -l)
-files=$(find "$out" -type f | wc -l)
-dumps=$(find "$out" -name '*-objects.json' | wc -l)
-echo "leak-check: searched $lines lines in $files files ($dumps namespace dumps)"
-rc=0
-grep -rnoE 'vk1-[a-z0-9-]+' "$out" >"$out/../leak-hits.txt" || rc=$?
-if ((rc == 0)); then
-  echo "leak-check: API keys found:" >&2
-  head -20 "$out/../leak-hits.txt" >&2
-  exit 1
-elif ((rc != 1)); then
-  echo "leak-check: the search failed (grep exit $rc)" >&2
-  exit 1
-fi
-echo "leak-check: no key found"
+search "$out"

@@ -299,7 +299,11 @@ async fn foreign_service_is_a_conflict_and_left_alone() {
         "never overwritten"
     );
     assert!(slices(&h, "taken").await.is_empty());
-    let events = h.events("g").await;
+    let events = h
+        .wait_events("g", "a DiscoveryConflict Warning", |ev| {
+            ev.iter().any(|e| e.1 == "DiscoveryConflict")
+        })
+        .await;
     assert_eq!(
         events
             .iter()
@@ -484,7 +488,11 @@ async fn endpoints_go_not_ready_when_the_data_is_stale_and_come_back() {
         .unwrap_or_else(|| panic!("no time in {:?}", c.message));
     assert!(said >= last, "{said} before {last}");
     assert_eq!(status.ready_workers, 2, "the last-known workers stay");
-    let events = h.events("g").await;
+    let events = h
+        .wait_events("g", "a Stale Warning", |ev| {
+            ev.iter().any(|e| e.1 == "Stale")
+        })
+        .await;
     assert_eq!(
         events.iter().filter(|e| e.1 == "Stale").count(),
         1,

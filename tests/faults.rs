@@ -121,7 +121,9 @@ async fn failing_row(test: &str, id: i64, inject: Inject, detail: &str) {
         })
         .await;
     }
-    let events = h.events("g").await;
+    let events = h
+        .wait_events("g", "a Warning", |ev| ev.iter().any(|e| e.0 == "Warning"))
+        .await;
     let warnings: Vec<_> = events.iter().filter(|e| e.0 == "Warning").collect();
     assert_eq!(warnings.len(), 1, "{events:?}");
     assert_eq!(warnings[0].1, "SyncFailed");
@@ -250,6 +252,50 @@ async fn a_bare_string_error() {
 async fn an_error_msg_object() {
     let e = body(FaultBody::ErrorMsg("backend unavailable".into()));
     failing_row("f-errmsg", 213, e, "backend unavailable").await;
+}
+
+#[tokio::test]
+async fn an_error_object() {
+    let e = body(FaultBody::Error("backend overloaded".into()));
+    failing_row("f-error", 214, e, "backend overloaded").await;
+}
+
+#[tokio::test]
+async fn a_proxy_html_502_page() {
+    let page = answer(Fault {
+        status: Some(502),
+        body: FaultBody::HtmlPage,
+        ..Default::default()
+    });
+    failing_row("f-html502", 215, page, "502 bad gateway").await;
+}
+
+/// The fake checks the key first, as Vast does: a wrong key is refused even while the
+/// workergroup's answers fail.
+#[tokio::test]
+async fn a_wrong_key_is_refused_before_any_fault() {
+    let h = Harness::start("f-keyfirst").await;
+    h.vast
+        .state
+        .put_group(216, "vk1-faults-the-real-key", Shape::Array, Vec::new());
+    h.vast.state.set_fault(
+        216,
+        Some(Fault {
+            status: Some(503),
+            ..Default::default()
+        }),
+    );
+    h.secret("vast", "api-key", KEY).await;
+    h.apply_group(
+        "g",
+        json!({"workergroupId": 216, "apiKeySecretRef": {"name": "vast"}, "pollInterval": "5s"}),
+    )
+    .await;
+    h.wait_for("g", "AuthenticationFailed, not PollFailed", |wg| {
+        ready_is(wg, "False", "AuthenticationFailed")
+    })
+    .await;
+    h.stop().await;
 }
 
 /// A usable answer that looks odd: the status shows it as it is, with no Warning.

@@ -586,6 +586,24 @@ impl Harness {
     }
 
     /// Events about `name`, oldest first: (type, reason, note, series count).
+    /// Waits (30 s at most) until the WorkerGroup's events satisfy `pred`, and returns
+    /// them. Events are emitted after the status write a test usually waits for, so a
+    /// check of events right after it races the operator.
+    pub async fn wait_events(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&[(String, String, String, i32)]) -> bool,
+    ) -> Vec<(String, String, String, i32)> {
+        let pred = &pred;
+        eventually(what, Duration::from_secs(30), || async move {
+            let events = self.events(name).await;
+            pred(&events).then_some(events)
+        })
+        .await
+    }
+
+    /// The WorkerGroup's events, oldest first: (type, reason, note, series count).
     pub async fn events(&self, name: &str) -> Vec<(String, String, String, i32)> {
         let api: Api<k8s_openapi::api::events::v1::Event> = self.ns.api();
         let mut list: Vec<_> = api
@@ -614,6 +632,13 @@ impl Harness {
             })
             .collect()
     }
+}
+
+/// Lets `d` of wall time pass in which nothing is expected to happen; the caller then
+/// checks that nothing did. Not a synchronisation: a wait for something uses
+/// [`eventually`] with a deadline.
+pub async fn quiet_for(d: Duration) {
+    tokio::time::sleep(d).await;
 }
 
 /// The condition of `type_` on a WorkerGroup: (status, reason).

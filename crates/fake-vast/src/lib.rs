@@ -66,6 +66,10 @@ pub enum FaultBody {
     StringError(String),
     /// `{"error_msg": ...}` with HTTP 200.
     ErrorMsg(String),
+    /// `{"error": ...}` with HTTP 200 (the alias some of Vast's endpoints use).
+    Error(String),
+    /// With a 5xx `status`: the HTML error page of a proxy in front of Vast.
+    HtmlPage,
 }
 
 /// A fault injected into the answers for one workergroup.
@@ -472,10 +476,23 @@ async fn get_workers(State(state): State<FakeState>, headers: HeaderMap, body: B
     if fault.delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
     }
+    // Vast checks the key before anything else can go wrong: a wrong key is refused
+    // whatever fault is set.
+    if !authorised {
+        return (StatusCode::OK, Json(json!(auth_error))).into_response();
+    }
     if let Some(code) = fault.status {
         let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if code == StatusCode::TOO_MANY_REQUESTS {
             return (code, "API requests too frequent endpoint threshold=2.0").into_response();
+        }
+        if code != StatusCode::OK && fault.body == FaultBody::HtmlPage {
+            let page = format!(
+                "<html>\r\n<head><title>{c} {r}</title></head>\r\n<body>\r\n<center><h1>{c} {r}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
+                c = code.as_u16(),
+                r = code.canonical_reason().unwrap_or("Error")
+            );
+            return (code, [(header::CONTENT_TYPE, "text/html")], page).into_response();
         }
         if code != StatusCode::OK {
             return (code, format!("{} error", code.as_u16())).into_response();
@@ -564,9 +581,11 @@ async fn get_workers(State(state): State<FakeState>, headers: HeaderMap, body: B
         FaultBody::ErrorMsg(s) => {
             return (StatusCode::OK, Json(json!({"error_msg": s}))).into_response();
         }
-    }
-    if !authorised {
-        return (StatusCode::OK, Json(json!(auth_error))).into_response();
+        FaultBody::Error(s) => {
+            return (StatusCode::OK, Json(json!({"error": s}))).into_response();
+        }
+        // Only with a 5xx status (above); alone it is the normal answer.
+        FaultBody::HtmlPage => {}
     }
     let body = match shape {
         Shape::Array => Value::Array(workers),
