@@ -167,3 +167,130 @@ impl Coalescer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use fake_vast::{FakeVast, Fault, Shape, worker_json};
+
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    async fn fake() -> (FakeVast, Coalescer) {
+        let vast = FakeVast::start(0).await.expect("fake vast");
+        let client = VastClient::new(&vast.url(), Duration::from_secs(5)).expect("client");
+        (vast, Coalescer::new(client))
+    }
+
+    fn ids(f: &Fetched) -> Vec<i64> {
+        f.answer
+            .as_ref()
+            .map(|ws| ws.iter().map(|w| w.id).collect())
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn different_keys_never_share_an_answer() {
+        let (vast, c) = fake().await;
+        vast.state.put_group(
+            5,
+            "vk1-coalesce-right-1",
+            Shape::Array,
+            vec![worker_json(1, "idle", None)],
+        );
+        let right = c.workers(5, "vk1-coalesce-right-1", HOUR, false, "a").await;
+        assert!(right.called && ids(&right) == [1]);
+        // Same workergroup, another key: its own call, and Vast's refusal, not the
+        // answer the right key got.
+        let wrong = c.workers(5, "vk1-coalesce-wrong-2", HOUR, false, "b").await;
+        assert!(wrong.called, "a call of its own");
+        assert!(
+            matches!(wrong.answer, Err(VastError::Authentication(_))),
+            "{:?}",
+            wrong.answer
+        );
+        // The right key again: reused (half of an hour has not passed).
+        let again = c.workers(5, "vk1-coalesce-right-1", HOUR, false, "a").await;
+        assert!(!again.called && ids(&again) == [1]);
+        assert_eq!(vast.state.calls(5), 2);
+    }
+
+    #[tokio::test]
+    async fn a_call_in_flight_is_joined_and_fresh_bypasses_it() {
+        let (vast, c) = fake().await;
+        vast.state.put_group(
+            6,
+            "vk1-coalesce-6",
+            Shape::Array,
+            vec![worker_json(2, "idle", None)],
+        );
+        vast.state.set_fault(
+            6,
+            Some(Fault {
+                delay_ms: 600,
+                times: Some(1),
+                ..Default::default()
+            }),
+        );
+        let c = std::sync::Arc::new(c);
+        let first = {
+            let c = c.clone();
+            tokio::spawn(async move { c.workers(6, "vk1-coalesce-6", HOUR, false, "a").await })
+        };
+        // Joined once the first call is at the fake (in flight).
+        common_wait(|| vast.state.calls(6) == 1).await;
+        let joined = c.workers(6, "vk1-coalesce-6", HOUR, false, "b").await;
+        let first = first.await.expect("join");
+        assert!(first.called && !joined.called, "one call for both");
+        assert_eq!((ids(&first), ids(&joined)), (vec![2], vec![2]));
+        assert_eq!(vast.state.calls(6), 1);
+        // A resync (fresh) makes a call of its own although an answer is there.
+        let fresh = c.workers(6, "vk1-coalesce-6", HOUR, true, "b").await;
+        assert!(fresh.called);
+        assert_eq!(vast.state.calls(6), 2);
+    }
+
+    #[tokio::test]
+    async fn a_429_is_reused_other_errors_are_not_and_clear_forgets() {
+        let (vast, c) = fake().await;
+        vast.state
+            .put_group(7, "vk1-coalesce-7", Shape::Array, Vec::new());
+        vast.state.set_fault(
+            7,
+            Some(Fault {
+                status: Some(429),
+                ..Default::default()
+            }),
+        );
+        let limited = c.workers(7, "vk1-coalesce-7", HOUR, false, "a").await;
+        assert!(matches!(limited.answer, Err(VastError::RateLimited(_))));
+        let reused = c.workers(7, "vk1-coalesce-7", HOUR, false, "b").await;
+        assert!(!reused.called, "the 429 is shared: no second call");
+        assert!(matches!(reused.answer, Err(VastError::RateLimited(_))));
+        assert_eq!(vast.state.calls(7), 1);
+        // A 500 is not reused: a retry after backoff asks again.
+        c.clear();
+        vast.state.set_fault(
+            7,
+            Some(Fault {
+                status: Some(500),
+                ..Default::default()
+            }),
+        );
+        let failed = c.workers(7, "vk1-coalesce-7", HOUR, false, "a").await;
+        let retried = c.workers(7, "vk1-coalesce-7", HOUR, false, "a").await;
+        assert!(failed.called && retried.called);
+        assert_eq!(vast.state.calls(7), 3);
+    }
+
+    /// Polls `done` every 10 ms for at most 5 s.
+    async fn common_wait(done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "timed out");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
