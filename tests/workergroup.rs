@@ -533,6 +533,51 @@ async fn keys_that_cannot_be_keys_are_refused_without_a_call() {
 }
 
 #[tokio::test]
+async fn a_refused_key_is_read_again_from_its_secret() {
+    let h = Harness::start("keyagain").await;
+    h.vast.state.put_group(
+        35,
+        KEY,
+        Shape::Array,
+        vec![worker_json(9, "idle", Some(&url(9)))],
+    );
+    h.secret("vast", "api-key", KEY).await;
+    h.apply_group("g", spec(35)).await;
+    h.wait_for("g", "Synced", |wg| ready_is(wg, "True", "Synced"))
+        .await;
+    let gets = || {
+        h.requests
+            .snapshot()
+            .get(&("GET".to_string(), "secrets".to_string()))
+            .copied()
+            .unwrap_or(0)
+    };
+    // Vast stops taking the key; the Secret stays as it is (same resourceVersion).
+    h.vast
+        .state
+        .set_api_key(35, "vk1-workergroup-rotated-98765");
+    h.wait_for("g", "AuthenticationFailed", |wg| {
+        ready_is(wg, "False", "AuthenticationFailed")
+    })
+    .await;
+    let after_refusal = gets();
+    // The next poll (a spec change) reads the Secret again instead of the cached key.
+    let mut s = spec(35);
+    s["pollInterval"] = json!("6s");
+    h.apply_group("g", s).await;
+    h.wait_for("g", "generation 2 polled", |wg| {
+        wg.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
+    })
+    .await;
+    assert!(
+        gets() > after_refusal,
+        "the refused key was taken from the cache: {} GETs of Secrets before and after",
+        after_refusal
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn a_one_mib_key_is_refused_while_the_process_stays_healthy() {
     let mut h = Harness::start("bigkey").await;
     h.pause().await;
