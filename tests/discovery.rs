@@ -951,3 +951,123 @@ async fn allowed_ranges_come_back_and_the_cap_keeps_the_lowest_ids() {
     drop(op);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_foreign_slice_of_our_name_is_a_conflict_and_left_alone() {
+    let h = Harness::start("disc-sliceconflict").await;
+    // Someone else's slice under the name ours would take, labelled for another Service.
+    let foreign: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": "llm-v4-7000-0", "labels": {"kubernetes.io/service-name": "other"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["203.0.113.250"]}],
+        "ports": [{"name": "http", "port": 7000, "protocol": "TCP"}]
+    }))
+    .expect("slice");
+    let created =
+        h.ns.api::<EndpointSlice>()
+            .create(&PostParams::default(), &foreign)
+            .await
+            .expect("create");
+    h.vast.state.put_group(
+        113,
+        KEY,
+        Shape::Array,
+        vec![worker_json(1, "idle", Some("http://203.0.113.1:7000"))],
+    );
+    h.secret("vast", "api-key", KEY).await;
+    h.apply_group("llm", spec(113)).await;
+    let wg = h
+        .wait_for("llm", "DiscoveryConflict", |wg| {
+            cond(wg, "DiscoveryReady") == Some(("False".into(), "DiscoveryConflict".into()))
+        })
+        .await;
+    assert!(ready_is(&wg, "True", "Synced"), "the sync itself continues");
+    let reason = wg
+        .status
+        .and_then(|s| s.discovery)
+        .expect("discovery")
+        .reason;
+    assert!(reason.contains("EndpointSlice llm-v4-7000-0"), "{reason}");
+    let now =
+        h.ns.api::<EndpointSlice>()
+            .get("llm-v4-7000-0")
+            .await
+            .expect("get");
+    assert_eq!(
+        now.metadata.resource_version, created.metadata.resource_version,
+        "never overwritten"
+    );
+    h.wait_events("llm", "a DiscoveryConflict Warning", |ev| {
+        ev.iter()
+            .any(|e| e.0 == "Warning" && e.1 == "DiscoveryConflict")
+    })
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_name_that_cannot_be_a_service_publishes_nothing_and_says_so() {
+    let h = Harness::start("disc-badname").await;
+    h.vast.state.put_group(
+        114,
+        KEY,
+        Shape::Array,
+        vec![
+            worker_json(1, "idle", Some("http://203.0.113.1:7000")),
+            worker_json(2, "idle", Some("http://10.0.0.2:7000")),
+        ],
+    );
+    h.secret("vast", "api-key", KEY).await;
+    // Accepted with discovery off (the name need not be a Service name then) ...
+    let name = format!("{}.team", "a".repeat(60));
+    let mut s = spec(114);
+    s["discovery"] = json!({"enabled": false});
+    h.apply_group(&name, s).await;
+    h.wait_for(&name, "Synced", |wg| ready_is(wg, "True", "Synced"))
+        .await;
+    // ... then turned on, which an update may do.
+    let mut s = spec(114);
+    s["discovery"] = json!({"enabled": true});
+    h.apply_group(&name, s).await;
+    let wg = h
+        .wait_for(&name, "InvalidServiceName", |wg| {
+            cond(wg, "DiscoveryReady") == Some(("False".into(), "InvalidServiceName".into()))
+        })
+        .await;
+    let reason = wg
+        .status
+        .and_then(|s| s.discovery)
+        .expect("discovery")
+        .reason;
+    assert!(reason.contains("spec.discovery.serviceName"), "{reason}");
+    let services =
+        h.ns.api::<Service>()
+            .list(&ListParams::default())
+            .await
+            .expect("list");
+    assert!(services.items.is_empty(), "nothing published");
+    // Several polls later: one Warning, and no EndpointRefused for what was never
+    // published.
+    let events = h
+        .wait_events(&name, "the InvalidServiceName Warning", |ev| {
+            ev.iter().any(|e| e.1 == "InvalidServiceName")
+        })
+        .await;
+    common::quiet_for(Duration::from_secs(11)).await;
+    let events_later = h.events(&name).await;
+    let count = |ev: &[(String, String, String, i32)], r: &str| -> i32 {
+        ev.iter().filter(|e| e.1 == r).map(|e| e.3).sum()
+    };
+    assert_eq!(
+        count(&events_later, "InvalidServiceName"),
+        1,
+        "{events_later:?}"
+    );
+    assert_eq!(
+        count(&events_later, "EndpointRefused"),
+        0,
+        "{events_later:?}"
+    );
+    assert!(count(&events, "InvalidServiceName") == 1);
+    h.stop().await;
+}
