@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use common::{OperatorProcess, TestNs, eventually, ready_is};
 use fake_vast::{Shape, worker_json};
-use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -565,49 +564,6 @@ async fn deployment_args(release: &str, ns: &str) -> Vec<String> {
     args
 }
 
-/// A token of the ServiceAccount `sa` in `ns`.
-async fn service_account_token(admin: &kube::Client, ns: &str, sa: &str) -> String {
-    let tr: TokenRequest =
-        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}}))
-            .expect("token request");
-    Api::<ServiceAccount>::namespaced(admin.clone(), ns)
-        .create_token_request(sa, &PostParams::default(), &tr)
-        .await
-        .expect("token")
-        .status
-        .expect("status")
-        .token
-}
-
-/// A client and a kubeconfig file acting as the chart's ServiceAccount.
-async fn as_service_account(admin: &kube::Client, ns: &str, sa: &str) -> (kube::Client, PathBuf) {
-    let token = service_account_token(admin, ns, sa).await;
-    let admin_kc = std::fs::read_to_string(common::kubeconfig()).expect("kubeconfig");
-    let server = admin_kc
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .expect("server");
-    let ca = admin_kc
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("certificate-authority-data: "))
-        .expect("ca");
-    let kc = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: sa\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: sa\n    namespace: {ns}\ncurrent-context: c\n"
-    );
-    let file = common::repo_root()
-        .join("target/test-logs")
-        .join(format!("{ns}-{sa}.kubeconfig"));
-    std::fs::create_dir_all(file.parent().expect("dir")).expect("dir");
-    std::fs::write(&file, kc).expect("write");
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&file).expect("read"),
-        &Default::default(),
-    )
-    .await
-    .expect("config");
-    (kube::Client::try_from(config).expect("client"), file)
-}
-
 async fn secret_and_group(ns: &TestNs, id: i64) {
     let s: Secret = serde_json::from_value(json!({
         "metadata": {"name": "vast"}, "stringData": {"api-key": KEY}
@@ -726,7 +682,7 @@ async fn installed_with_helm_the_charts_own_identity_is_enough_in_both_modes() {
         },
     )
     .await;
-    let (_, kc) = as_service_account(&admin.client, &sys.name, "vo-vast-operator").await;
+    let (_, kc) = common::as_service_account(&admin.client, &sys.name, "vo-vast-operator").await;
     let team = TestNs::new("chart-team").await;
     secret_and_group(&team, 501).await;
     // Exactly the Deployment's arguments (but Vast's URL and the local ports).
@@ -754,7 +710,7 @@ async fn installed_with_helm_the_charts_own_identity_is_enough_in_both_modes() {
         .create(&PostParams::default(), &sa)
         .await
         .expect("scraper");
-    let scraper = service_account_token(&admin.client, &admin.name, "scraper").await;
+    let scraper = common::service_account_token(&admin.client, &admin.name, "scraper").await;
     let https = op.metrics.replace("http://", "https://");
     let exported = eventually("the load series", Duration::from_secs(30), || async {
         let text = common::https_get_insecure(&format!("{https}/metrics"), &scraper)
@@ -765,7 +721,7 @@ async fn installed_with_helm_the_charts_own_identity_is_enough_in_both_modes() {
     })
     .await;
     // The operator's own token may review tokens but not read /metrics.
-    let own = service_account_token(&admin.client, &sys.name, "vo-vast-operator").await;
+    let own = common::service_account_token(&admin.client, &sys.name, "vo-vast-operator").await;
     assert_eq!(
         common::https_get_insecure(&format!("{https}/metrics"), &own)
             .await
@@ -803,7 +759,8 @@ async fn installed_with_helm_the_charts_own_identity_is_enough_in_both_modes() {
     )
     .await;
     assert!(out.status.success(), "{}", text(&out));
-    let (client2, kc2) = as_service_account(&admin.client, &sys2.name, "vo2-vast-operator").await;
+    let (client2, kc2) =
+        common::as_service_account(&admin.client, &sys2.name, "vo2-vast-operator").await;
     secret_and_group(&watched, 502).await;
     let args2 = deployment_args("vo2", &sys2.name).await;
     assert!(

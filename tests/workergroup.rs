@@ -533,6 +533,71 @@ async fn keys_that_cannot_be_keys_are_refused_without_a_call() {
 }
 
 #[tokio::test]
+async fn a_secret_the_operator_may_not_read_is_secret_forbidden() {
+    let mut h = Harness::start("forbidden").await;
+    h.pause().await;
+    // An identity that may do everything the operator does here except read Secrets
+    // (it may list and watch their metadata).
+    let ns = h.ns.name.clone();
+    let objects = json!([
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "op"}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "op"},
+         "rules": [
+            {"apiGroups": ["vast.ai"], "resources": ["workergroups"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["vast.ai"], "resources": ["workergroups/status"], "verbs": ["get", "patch", "update"]},
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]},
+            {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "create", "update", "delete"]},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch", "create", "update", "delete"]},
+            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}
+         ]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "op"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "op"},
+         "subjects": [{"kind": "ServiceAccount", "name": "op", "namespace": ns}]}
+    ]);
+    for obj in objects.as_array().into_iter().flatten() {
+        let obj: kube::api::DynamicObject = serde_json::from_value(obj.clone()).expect("object");
+        let gvk =
+            kube::api::GroupVersionKind::try_from(obj.types.clone().expect("types")).expect("gvk");
+        let (ar, _) = kube::discovery::pinned_kind(&h.ns.client, &gvk)
+            .await
+            .expect("kind");
+        kube::Api::<kube::api::DynamicObject>::namespaced_with(h.ns.client.clone(), &ns, &ar)
+            .create(&kube::api::PostParams::default(), &obj)
+            .await
+            .expect("create");
+    }
+    h.vast.state.put_group(
+        36,
+        KEY,
+        Shape::Array,
+        vec![worker_json(9, "idle", Some(&url(9)))],
+    );
+    h.secret("vast", "api-key", KEY).await;
+    h.apply_group("g", spec(36)).await;
+    let (_, kubeconfig) = common::as_service_account(&h.ns.client, &ns, "op").await;
+    let op = common::OperatorProcess::start_with(
+        "op",
+        &ns,
+        &h.vast.url(),
+        &["--leader-elect=false"],
+        &kubeconfig,
+    );
+    let wg = h
+        .wait_for("g", "SecretForbidden", |wg| {
+            ready_is(wg, "False", "SecretForbidden")
+        })
+        .await;
+    assert_eq!(
+        cond(&wg, "Stalled"),
+        Some(("True".into(), "SecretForbidden".into()))
+    );
+    assert!(cond_message(&wg, "Ready").contains(&format!("Secret {ns}/vast")));
+    assert_eq!(h.vast.state.calls(36), 0, "no Vast call without a key");
+    drop(op);
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn a_refused_key_is_read_again_from_its_secret() {
     let h = Harness::start("keyagain").await;
     h.vast.state.put_group(

@@ -813,3 +813,51 @@ pub async fn https_get_insecure(url: &str, token: &str) -> Option<(u16, String)>
     let code = resp.status().as_u16();
     Some((code, resp.text().await.ok()?))
 }
+
+/// A token of the ServiceAccount `sa` in `ns`.
+pub async fn service_account_token(admin: &kube::Client, ns: &str, sa: &str) -> String {
+    let tr: k8s_openapi::api::authentication::v1::TokenRequest = serde_json::from_value(
+        serde_json::json!({"spec": {"audiences": [], "expirationSeconds": 3600}}),
+    )
+    .expect("token request");
+    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin.clone(), ns)
+        .create_token_request(sa, &PostParams::default(), &tr)
+        .await
+        .expect("token")
+        .status
+        .expect("status")
+        .token
+}
+
+/// A client and a kubeconfig file acting as the chart's ServiceAccount.
+pub async fn as_service_account(
+    admin: &kube::Client,
+    ns: &str,
+    sa: &str,
+) -> (kube::Client, PathBuf) {
+    let token = service_account_token(admin, ns, sa).await;
+    let admin_kc = std::fs::read_to_string(kubeconfig()).expect("kubeconfig");
+    let server = admin_kc
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .expect("server");
+    let ca = admin_kc
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("certificate-authority-data: "))
+        .expect("ca");
+    let kc = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: sa\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: sa\n    namespace: {ns}\ncurrent-context: c\n"
+    );
+    let file = repo_root()
+        .join("target/test-logs")
+        .join(format!("{ns}-{sa}.kubeconfig"));
+    std::fs::create_dir_all(file.parent().expect("dir")).expect("dir");
+    std::fs::write(&file, kc).expect("write");
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&file).expect("read"),
+        &Default::default(),
+    )
+    .await
+    .expect("config");
+    (kube::Client::try_from(config).expect("client"), file)
+}
