@@ -7,7 +7,6 @@ mod common;
 use std::time::Duration;
 
 use common::{OperatorProcess, TestNs, eventually, http_get};
-use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, PostParams};
@@ -56,19 +55,6 @@ async fn get(c: &reqwest::Client, url: &str, token: Option<&str>) -> Option<(u16
     Some((code, resp.text().await.ok()?))
 }
 
-async fn token(client: &kube::Client, ns: &str, sa: &str) -> String {
-    let tr: TokenRequest =
-        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}}))
-            .expect("token request");
-    Api::<ServiceAccount>::namespaced(client.clone(), ns)
-        .create_token_request(sa, &PostParams::default(), &tr)
-        .await
-        .expect("token")
-        .status
-        .expect("status")
-        .token
-}
-
 /// Two ServiceAccounts in `ns`, `reader` bound to a ClusterRole that may get /metrics and
 /// `stranger` bound to nothing; their tokens. The cluster-scoped objects are named after
 /// `ns` and returned for cleanup.
@@ -103,8 +89,8 @@ async fn reader_and_stranger(ns: &TestNs) -> (String, String, String) {
         .await
         .expect("create binding");
     (
-        token(&ns.client, &ns.name, "reader").await,
-        token(&ns.client, &ns.name, "stranger").await,
+        common::service_account_token(&ns.client, &ns.name, "reader").await,
+        common::service_account_token(&ns.client, &ns.name, "stranger").await,
         role_name,
     )
 }
