@@ -466,3 +466,43 @@ async fn a_200_mib_body_is_refused_while_streaming_not_buffered() {
     let _ = op.child.kill();
     ns.cleanup().await;
 }
+
+/// A failing WorkerGroup is retried at least once per interval however high the backoff
+/// maximum: measured from the fake's own call times.
+#[tokio::test]
+async fn retries_never_wait_longer_than_the_interval() {
+    let h = Harness::start_with("f-retrycap", |mut c| {
+        c.backoff_base = Duration::from_secs(2);
+        c.backoff_max = Duration::from_secs(300);
+        c
+    })
+    .await;
+    h.vast.state.put_group(217, KEY, Shape::Array, Vec::new());
+    h.vast.state.set_fault(
+        217,
+        Some(Fault {
+            status: Some(500),
+            ..Default::default()
+        }),
+    );
+    h.secret("vast", "api-key", KEY).await;
+    h.apply_group(
+        "g",
+        json!({"workergroupId": 217, "apiKeySecretRef": {"name": "vast"}, "pollInterval": "5s"}),
+    )
+    .await;
+    // Unbounded, the backoff would reach 2, 4, 8, 16 and 32 s by the sixth try.
+    eventually("seven tries", Duration::from_secs(60), || async {
+        (h.vast.state.calls(217) >= 7).then_some(())
+    })
+    .await;
+    let times = h.vast.state.call_times(217);
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    let worst = gaps.iter().max().copied().unwrap_or_default();
+    // The interval, its 20 % jitter, and slack for a busy machine.
+    assert!(
+        worst <= Duration::from_millis(7500),
+        "a retry waited {worst:?} with a 5 s interval: {gaps:?}"
+    );
+    h.stop().await;
+}
