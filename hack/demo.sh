@@ -41,7 +41,7 @@ op="$root/target/debug/vast-operator"
 fake="$root/target/debug/fake-vast"
 
 say "starting the fake Vast server"
-"$fake" --port 0 --demo-workergroup 4242 --demo-api-key demo-key --demo-step "$step" \
+"$fake" --port 0 --demo-workergroup 4242 --demo-api-key vk1-demo-key-4242 --demo-step "$step" \
   >"$work/fake-vast.out" 2>"$work/fake-vast.log" &
 pids+=($!)
 for _ in $(seq 1 100); do grep -q listening "$work/fake-vast.out" 2>/dev/null && break; sleep 0.1; done

@@ -61,12 +61,12 @@ async fn workers_prints_the_table_the_operator_would_write() {
     // bytes and an ellipsis): a cut before the redaction would leave its first 5 bytes.
     // (The key is the group's own: the fake checks the key before it serves a fault.)
     fake.state
-        .put_group(78, "wrong-key-456", Shape::Array, vec![]);
+        .put_group(78, "vk1-cli-echoed-456", Shape::Array, vec![]);
     fake.state.set_fault(
         78,
         Some(fake_vast::Fault {
             body: fake_vast::FaultBody::ErrorMsg(format!(
-                "{} invalid api_key wrong-key-456",
+                "{} invalid api_key vk1-cli-echoed-456",
                 "x".repeat(509 - 5 - " invalid api_key ".len())
             )),
             ..Default::default()
@@ -74,19 +74,19 @@ async fn workers_prints_the_table_the_operator_would_write() {
     );
     let url = fake.url();
     let out = tokio::task::spawn_blocking(move || {
-        run(&["workers", "78", "--vast-url", &url], "wrong-key-456")
+        run(&["workers", "78", "--vast-url", &url], "vk1-cli-echoed-456")
     })
     .await
     .expect("join");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("refused the API key"), "{err}");
-    for piece in "wrong-key-456".as_bytes().windows(8) {
+    for piece in "vk1-cli-echoed-456".as_bytes().windows(8) {
         let piece = std::str::from_utf8(piece).expect("ascii");
         assert!(!err.contains(piece), "{piece} of the key printed: {err}");
     }
     assert!(
-        !err.contains("api_key wron"),
+        !err.contains("api_key vk1-"),
         "the start of the key survived the cut: {err}"
     );
     assert_eq!((fake.state.calls(77), fake.state.calls(78)), (1, 1));

@@ -139,3 +139,16 @@ async fn control_plane_is_real() {
     assert_eq!(listed.items.len(), 1);
     ns.cleanup().await;
 }
+
+/// For `hack/leak-check.sh`: a key logged through the in-process operators' log (the
+/// subscriber `VAST_TEST_LOG` installs), which the leak check must find, or it fails: a
+/// search of logs that never reached it would find nothing and pass.
+#[tokio::test]
+async fn a_key_planted_for_the_leak_check() {
+    let h = common::Harness::start("planted").await;
+    tracing::warn!(
+        planted = "vk1-leak-canary-5a4b3c2d1e",
+        "planted for hack/leak-check.sh, which must find it"
+    );
+    h.stop().await;
+}

@@ -655,19 +655,26 @@ async fn a_one_mib_key_is_refused_while_the_process_stays_healthy() {
     h.secret("vast", "api-key", &format!("vk1-{}", "k".repeat(1_000_000)))
         .await;
     h.apply_group("g", spec(34)).await;
-    let op =
-        common::OperatorProcess::start("op", &h.ns.name, &h.vast.url(), &["--leader-elect=false"]);
+    // Retried every 5 s, so the key is read (and refused) again during the window.
+    let op = common::OperatorProcess::start(
+        "op",
+        &h.ns.name,
+        &h.vast.url(),
+        &["--leader-elect=false", "--terminal-retry", "5s"],
+    );
     h.wait_for("g", "SecretKeyInvalid", |wg| {
         ready_is(wg, "False", "SecretKeyInvalid")
     })
     .await;
-    // Over two poll intervals of the refused key, /healthz answers every time within a
-    // second (a runtime stalled by the key would miss its heartbeat and fail it).
+    // Over two retries of the refused key, /healthz answers every time within 3 s (a
+    // runtime stalled by the key would miss its heartbeat and fail it).
+    let retries = |text: &str| text.matches("terminal error; retrying slowly").count();
+    let before = retries(&op.log_text());
     let healthz = format!("{}/healthz", op.health);
     let start = std::time::Instant::now();
     let mut answered = 0;
     while start.elapsed() < Duration::from_secs(10) {
-        let got = tokio::time::timeout(Duration::from_secs(1), common::http_get(&healthz)).await;
+        let got = tokio::time::timeout(Duration::from_secs(3), common::http_get(&healthz)).await;
         assert_eq!(
             got.ok().flatten().map(|r| r.0),
             Some(200),
@@ -678,6 +685,10 @@ async fn a_one_mib_key_is_refused_while_the_process_stays_healthy() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(answered >= 10);
+    assert!(
+        retries(&op.log_text()) > before,
+        "the key was not read again during the window"
+    );
     assert_eq!(h.vast.state.calls(34), 0, "no Vast call with that key");
     drop(op);
     h.stop().await;
@@ -1229,7 +1240,13 @@ async fn a_restart_takes_its_baseline_from_status_even_when_truncated() {
         })
         .await;
     let rv = wg.metadata.resource_version.clone();
-    let events_before = h.events("g").await.len();
+    // The first sync's event follows its status write: counted once it is there.
+    let events_before = h
+        .wait_events("g", "the first sync's WorkersChanged", |ev| {
+            ev.iter().any(|e| e.1 == "WorkersChanged")
+        })
+        .await
+        .len();
 
     // A restart with nothing changed at Vast: the first poll finds what status says and
     // writes nothing, announces nothing (ids beyond the truncated list are not "new").

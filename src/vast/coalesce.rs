@@ -226,29 +226,31 @@ mod tests {
             Shape::Array,
             vec![worker_json(2, "idle", None)],
         );
+        // Both of the next two calls take 800 ms: both are in flight together.
         vast.state.set_fault(
             6,
             Some(Fault {
-                delay_ms: 600,
-                times: Some(1),
+                delay_ms: 800,
+                times: Some(2),
                 ..Default::default()
             }),
         );
         let c = std::sync::Arc::new(c);
-        let first = {
+        let call = |fresh: bool, tenant: &'static str| {
             let c = c.clone();
-            tokio::spawn(async move { c.workers(6, "vk1-coalesce-6", HOUR, false, "a").await })
+            tokio::spawn(async move { c.workers(6, "vk1-coalesce-6", HOUR, fresh, tenant).await })
         };
-        // Joined once the first call is at the fake (in flight).
+        let first = call(false, "a");
         common_wait(|| vast.state.calls(6) == 1).await;
-        let joined = c.workers(6, "vk1-coalesce-6", HOUR, false, "b").await;
-        let first = first.await.expect("join");
-        assert!(first.called && !joined.called, "one call for both");
-        assert_eq!((ids(&first), ids(&joined)), (vec![2], vec![2]));
-        assert_eq!(vast.state.calls(6), 1);
-        // A resync (fresh) makes a call of its own although an answer is there.
-        let fresh = c.workers(6, "vk1-coalesce-6", HOUR, true, "b").await;
-        assert!(fresh.called);
+        // A resync does not join the call in flight, which may predate its request.
+        let fresh = call(true, "b");
+        common_wait(|| vast.state.calls(6) == 2).await;
+        // A plain poll joins the call in flight.
+        let joined = call(false, "c").await.expect("join");
+        let (first, fresh) = (first.await.expect("join"), fresh.await.expect("join"));
+        assert!(first.called && fresh.called, "two calls of their own");
+        assert!(!joined.called, "the third joined one in flight");
+        assert_eq!(ids(&joined), [2]);
         assert_eq!(vast.state.calls(6), 2);
     }
 

@@ -423,7 +423,7 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
     let client = client_for(&cluster.kubeconfig()).await?;
     install_crd(&client).await?;
     let ns = "bench";
-    let key = "bench-key-0123456789";
+    let key = "vk1-bench-key-0123456789";
     namespace_with_key(&client, ns, key).await?;
 
     // The fake Vast: N - N/10 distinct workergroups; the last tenth of the WorkerGroups
@@ -713,7 +713,7 @@ async fn start_phases(
     n: usize,
 ) -> Result<serde_json::Value> {
     let ns = "bench-start";
-    let key = "bench-start-key-0123456789";
+    let key = "vk1-bench-start-0123456789";
     namespace_with_key(client, ns, key).await?;
     let base = 700_000i64;
     let ids: Vec<i64> = (0..n as i64).map(|i| base + i).collect();

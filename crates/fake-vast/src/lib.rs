@@ -448,7 +448,10 @@ async fn get_workers(State(state): State<FakeState>, headers: HeaderMap, body: B
         }
         g.call_times.push_back(std::time::Instant::now());
         let fault = g.fault.clone();
-        if let Some(f) = g.fault.as_mut()
+        let authorised = key.as_deref() == Some(g.api_key.as_str());
+        // A call refused for its key is not served the fault: it does not use one up.
+        if authorised
+            && let Some(f) = g.fault.as_mut()
             && let Some(t) = f.times.as_mut()
         {
             *t = t.saturating_sub(1);
@@ -456,7 +459,6 @@ async fn get_workers(State(state): State<FakeState>, headers: HeaderMap, body: B
                 g.fault = None;
             }
         }
-        let authorised = key.as_deref() == Some(g.api_key.as_str());
         Ok((fault, authorised, g.shape, g.workers.clone()))
     });
     if key.is_none() {

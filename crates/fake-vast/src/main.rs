@@ -21,7 +21,7 @@ struct Args {
         long,
         env = "VAST_API_KEY",
         hide_env_values = true,
-        default_value = "demo-key"
+        default_value = "vk1-demo-key-4242"
     )]
     demo_api_key: String,
     /// Time between steps of the demo story (`8s`, `500ms`, `1m`).
