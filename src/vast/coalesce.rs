@@ -222,7 +222,7 @@ mod tests {
         let (vast, c) = fake().await;
         vast.state.put_group(
             6,
-            "vk1-coalesce-6",
+            "vk1-coalesce-joined-6f5e",
             Shape::Array,
             vec![worker_json(2, "idle", None)],
         );
@@ -238,7 +238,10 @@ mod tests {
         let c = std::sync::Arc::new(c);
         let call = |fresh: bool, tenant: &'static str| {
             let c = c.clone();
-            tokio::spawn(async move { c.workers(6, "vk1-coalesce-6", HOUR, fresh, tenant).await })
+            tokio::spawn(async move {
+                c.workers(6, "vk1-coalesce-joined-6f5e", HOUR, fresh, tenant)
+                    .await
+            })
         };
         let first = call(false, "a");
         common_wait(|| vast.state.calls(6) == 1).await;
@@ -258,7 +261,7 @@ mod tests {
     async fn a_429_is_reused_other_errors_are_not_and_clear_forgets() {
         let (vast, c) = fake().await;
         vast.state
-            .put_group(7, "vk1-coalesce-7", Shape::Array, Vec::new());
+            .put_group(7, "vk1-coalesce-limited-7a8b", Shape::Array, Vec::new());
         vast.state.set_fault(
             7,
             Some(Fault {
@@ -266,9 +269,13 @@ mod tests {
                 ..Default::default()
             }),
         );
-        let limited = c.workers(7, "vk1-coalesce-7", HOUR, false, "a").await;
+        let limited = c
+            .workers(7, "vk1-coalesce-limited-7a8b", HOUR, false, "a")
+            .await;
         assert!(matches!(limited.answer, Err(VastError::RateLimited(_))));
-        let reused = c.workers(7, "vk1-coalesce-7", HOUR, false, "b").await;
+        let reused = c
+            .workers(7, "vk1-coalesce-limited-7a8b", HOUR, false, "b")
+            .await;
         assert!(!reused.called, "the 429 is shared: no second call");
         assert!(matches!(reused.answer, Err(VastError::RateLimited(_))));
         assert_eq!(vast.state.calls(7), 1);
@@ -281,8 +288,12 @@ mod tests {
                 ..Default::default()
             }),
         );
-        let failed = c.workers(7, "vk1-coalesce-7", HOUR, false, "a").await;
-        let retried = c.workers(7, "vk1-coalesce-7", HOUR, false, "a").await;
+        let failed = c
+            .workers(7, "vk1-coalesce-limited-7a8b", HOUR, false, "a")
+            .await;
+        let retried = c
+            .workers(7, "vk1-coalesce-limited-7a8b", HOUR, false, "a")
+            .await;
         assert!(failed.called && retried.called);
         assert_eq!(vast.state.calls(7), 3);
     }
