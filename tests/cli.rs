@@ -1,5 +1,7 @@
 //! The `vast-operator workers` and `crd` subcommands, against the fake Vast server.
 
+mod common;
+
 use std::process::Command;
 
 use fake_vast::{FakeVast, Shape, worker_json};
@@ -107,27 +109,9 @@ fn crd_subcommand_prints_the_committed_crd() {
     );
 }
 
-/// A test CA and a certificate it signed for 127.0.0.1: (CA PEM, leaf PEM, leaf key PEM).
-fn test_pki() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "vast-operator test CA");
-    let ca_cert = ca.self_signed(&ca_key).expect("CA cert");
-    let issuer = Issuer::new(ca, ca_key);
-    let leaf_key = KeyPair::generate().expect("leaf key");
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-        .expect("leaf params")
-        .signed_by(&leaf_key, &issuer)
-        .expect("leaf cert");
-    (ca_cert.pem(), leaf.pem(), leaf_key.serialize_pem())
-}
-
 #[tokio::test]
 async fn https_to_vast_with_a_private_ca_and_plain_http_refused() {
-    let (ca, cert, key) = test_pki();
+    let (ca, cert, key) = common::test_pki();
     let fake = FakeVast::start_tls(0, &cert, &key).await.expect("tls fake");
     fake.state.put_group(
         78,

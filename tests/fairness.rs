@@ -68,18 +68,7 @@ async fn a_namespace_of_failing_groups_cannot_starve_another() {
         Shape::Array,
         vec![worker_json(1, "idle", Some("http://203.0.113.90:4000"))],
     );
-    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
-        "metadata": {"name": "vast"}, "stringData": {"api-key": CALM}
-    }))
-    .expect("secret");
-    calm.api::<k8s_openapi::api::core::v1::Secret>()
-        .patch(
-            "vast",
-            &PatchParams::apply("tests").force(),
-            &Patch::Apply(&secret),
-        )
-        .await
-        .expect("secret");
+    calm.secret("vast", "api-key", CALM).await;
     let created = Instant::now();
     let wg = json!({
         "apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup",

@@ -12,24 +12,6 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
-/// A test CA and a certificate it signed for 127.0.0.1: (CA PEM, leaf PEM, leaf key PEM).
-fn test_pki() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "vast-operator metrics test CA");
-    let ca_cert = ca.self_signed(&ca_key).expect("CA cert");
-    let issuer = Issuer::new(ca, ca_key);
-    let leaf_key = KeyPair::generate().expect("leaf key");
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-        .expect("leaf params")
-        .signed_by(&leaf_key, &issuer)
-        .expect("leaf cert");
-    (ca_cert.pem(), leaf.pem(), leaf_key.serialize_pem())
-}
-
 /// An HTTPS client trusting `ca` only (None: trusting anything, for the self-signed
 /// certificate).
 fn https_client(ca: Option<&str>) -> reqwest::Client {
@@ -112,7 +94,7 @@ async fn token_reviews(client: &kube::Client) -> u64 {
 #[tokio::test]
 async fn metrics_need_a_token_allowed_to_get_them_and_probes_stay_plain_http() {
     let ns = TestNs::new("metrics-secure").await;
-    let (ca, cert, key) = test_pki();
+    let (ca, cert, key) = common::test_pki();
     let dir = common::repo_root()
         .join("target/test-logs")
         .join(format!("{}-metrics-cert", ns.name));

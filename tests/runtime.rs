@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::{OperatorProcess, TestNs, eventually, http_get, metric};
 use fake_vast::{FakeVast, Fault, Shape, worker_json};
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use vast_operator::crd::WorkerGroup;
@@ -29,18 +28,7 @@ async fn setup(test: &str, id: i64) -> (TestNs, FakeVast) {
         Shape::Array,
         vec![worker_json(1, "idle", Some(&url(1)))],
     );
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "vast"}, "stringData": {"api-key": KEY}
-    }))
-    .expect("secret");
-    ns.api::<Secret>()
-        .patch(
-            "vast",
-            &PatchParams::apply("tests").force(),
-            &Patch::Apply(&secret),
-        )
-        .await
-        .expect("secret");
+    ns.secret("vast", "api-key", KEY).await;
     (ns, vast)
 }
 

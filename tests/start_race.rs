@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 use common::{OperatorProcess, TestNs, eventually, http_get, metric};
 use fake_vast::{FakeVast, Shape, worker_json};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, PostParams};
 use serde_json::json;
 use vast_operator::crd::WorkerGroup;
 
@@ -41,18 +40,7 @@ fn deadline() -> Duration {
 /// A namespace with the Secret, and `n` workergroups at the fake (ids from `first`).
 async fn namespace(test: &str, vast: &FakeVast, first: i64, n: usize) -> TestNs {
     let ns = TestNs::new(test).await;
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "vast"}, "stringData": {"api-key": KEY}
-    }))
-    .expect("secret");
-    ns.api::<Secret>()
-        .patch(
-            "vast",
-            &PatchParams::apply("tests").force(),
-            &Patch::Apply(&secret),
-        )
-        .await
-        .expect("secret");
+    ns.secret("vast", "api-key", KEY).await;
     for i in 0..n as i64 {
         let id = first + i;
         let workers = (1..=2)

@@ -280,6 +280,7 @@ pub fn skipped_reason(selection: &Selection) -> String {
 mod tests {
     use super::*;
     use crate::sync::endpoints::Skip;
+    use crate::sync::workers::test_worker as w;
 
     fn wg() -> WorkerGroup {
         let mut wg: WorkerGroup = serde_json::from_value(serde_json::json!({
@@ -290,19 +291,6 @@ mod tests {
         .expect("wg");
         wg.spec.discovery.port = 8080;
         wg
-    }
-
-    fn w(id: i64, status: &str, url: Option<&str>) -> WorkerStatus {
-        WorkerStatus {
-            id,
-            status: status.into(),
-            ready: crate::sync::is_ready_state(status),
-            url: url.map(str::to_string),
-            created_at: None,
-            cur_load: None,
-            reqs_working: None,
-            perf: None,
-        }
     }
 
     #[test]

@@ -409,6 +409,7 @@ pub fn refused_summary(sel: &Selection) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sync::workers::test_worker as w;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("ip")
@@ -565,19 +566,6 @@ mod tests {
         assert!(e.contains("10.0.0.0/8"), "{e}");
         for bad in ["", "10.0.0.0/33", "ten", "10.0.0/8", "::/129"] {
             assert!(parse_cidr(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    fn w(id: i64, status: &str, url: Option<&str>) -> WorkerStatus {
-        WorkerStatus {
-            id,
-            status: status.into(),
-            ready: crate::sync::is_ready_state(status),
-            url: url.map(str::to_string),
-            created_at: None,
-            cur_load: None,
-            reqs_working: None,
-            perf: None,
         }
     }
 

@@ -81,3 +81,18 @@ pub fn fill(
     urls.truncate(max);
     status.ready_urls = urls;
 }
+
+/// A status entry for unit tests: a worker in `status`, ready as that state says.
+#[cfg(test)]
+pub(crate) fn test_worker(id: i64, status: &str, url: Option<&str>) -> WorkerStatus {
+    WorkerStatus {
+        id,
+        status: status.into(),
+        ready: is_ready_state(status),
+        url: url.map(str::to_string),
+        created_at: None,
+        cur_load: None,
+        reqs_working: None,
+        perf: None,
+    }
+}

@@ -228,6 +228,22 @@ impl TestNs {
     }
 
     /// An Api of `K` in this namespace.
+    /// Applies the Secret `name` holding `value` under `key`.
+    pub async fn secret(&self, name: &str, key: &str, value: &str) {
+        let s: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name}, "stringData": {key: value}
+        }))
+        .expect("secret");
+        self.api::<k8s_openapi::api::core::v1::Secret>()
+            .patch(
+                name,
+                &PatchParams::apply("tests").force(),
+                &Patch::Apply(&s),
+            )
+            .await
+            .expect("apply secret");
+    }
+
     pub fn api<K>(&self) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
@@ -537,19 +553,7 @@ impl Harness {
 
     /// Creates a Secret `name` with `key: value`.
     pub async fn secret(&self, name: &str, key: &str, value: &str) {
-        let s: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name}, "stringData": {key: value}
-        }))
-        .expect("secret");
-        self.ns
-            .api::<k8s_openapi::api::core::v1::Secret>()
-            .patch(
-                name,
-                &PatchParams::apply("tests").force(),
-                &Patch::Apply(&s),
-            )
-            .await
-            .expect("apply secret");
+        self.ns.secret(name, key, value).await;
     }
 
     /// Applies a WorkerGroup with the given spec.
@@ -860,4 +864,22 @@ pub async fn as_service_account(
     .await
     .expect("config");
     (kube::Client::try_from(config).expect("client"), file)
+}
+
+/// A test CA and a certificate it signed for 127.0.0.1: (CA PEM, leaf PEM, leaf key PEM).
+pub fn test_pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "vast-operator test CA");
+    let ca_cert = ca.self_signed(&ca_key).expect("CA cert");
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf_key = KeyPair::generate().expect("leaf key");
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .expect("leaf params")
+        .signed_by(&leaf_key, &issuer)
+        .expect("leaf cert");
+    (ca_cert.pem(), leaf.pem(), leaf_key.serialize_pem())
 }
