@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,12 +24,13 @@ use clap::Parser;
 use fake_vast::{FakeVast, Shape, worker_json};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Config, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde_json::json;
 use vast_operator::crd::WorkerGroup;
+use vast_testkit::cluster::Cluster;
+use vast_testkit::operator::{Launch, OperatorProcess};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -104,50 +105,19 @@ fn print_row(r: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(r).unwrap_or_default());
 }
 
-/// A local control plane for one size, stopped on drop.
-struct Cluster {
-    dir: PathBuf,
-    script: PathBuf,
-}
-
-impl Cluster {
-    fn up(root: &Path, n: usize) -> Result<Self> {
-        let dir = root.join(format!("target/bench/cluster-{n}"));
-        let script = root.join("hack/cluster.sh");
-        // Without CoreDNS: its watches would count in the apiserver requests measured,
-        // and the figures compare with those taken before it was added.
-        let status = Command::new(&script)
-            .arg("up")
-            .env("VAST_CLUSTER_DIR", &dir)
-            .env("VAST_CLUSTER_NO_DNS", "1")
-            .stdout(Stdio::null())
-            .status()?;
-        if !status.success() {
-            return Err("hack/cluster.sh up failed".into());
-        }
-        Ok(Self { dir, script })
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.join("kubeconfig")
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.script)
-            .arg("down")
-            .env("VAST_CLUSTER_DIR", &self.dir)
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// The operator process, killed on drop.
-struct Operator {
-    child: Child,
-    metrics: String,
-    ready: String,
+/// A local control plane for one size, stopped on drop. Without CoreDNS: its watches
+/// would count in the apiserver requests measured, and the figures compare with those
+/// taken before it was added.
+fn cluster_up(root: &Path, n: usize) -> Result<Cluster> {
+    let options = vast_testkit::cluster::Options {
+        no_dns: true,
+        ..Default::default()
+    };
+    Cluster::up(
+        root,
+        &root.join(format!("target/bench/cluster-{n}")),
+        &options,
+    )
 }
 
 /// Starts `vast-operator run` for namespace `ns`, logging to `target/bench/<log>.log`;
@@ -160,94 +130,37 @@ fn spawn_operator(
     vast_url: &str,
     log: &str,
     elect: bool,
-) -> Result<Operator> {
-    let (mport, hport) = (free_port()?, free_port()?);
-    let file = std::fs::File::create(root.join(format!("target/bench/{log}.log")))?;
-    let mut cmd = Command::new(root.join(&args.operator));
-    cmd.args(["run", "--namespace", ns])
-        .args(["--vast-url", vast_url])
-        .args(["--metrics-addr", &format!("127.0.0.1:{mport}")])
-        .args(["--health-addr", &format!("127.0.0.1:{hport}")])
-        .args(["--vast-max-rps", &args.vast_max_rps.to_string()])
-        // The workers' addresses come from the benchmarking range (RFC 2544), which the
-        // endpoint address policy refuses unless opted back in, as a lab would.
-        .args(["--endpoint-allow-cidrs", "198.18.0.0/15"])
-        .env("KUBECONFIG", cluster.kubeconfig())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(file);
-    if elect {
-        cmd.args(["--lease-namespace", ns])
-            .env("POD_NAME", "bench-0");
+) -> Result<OperatorProcess> {
+    let launch = Launch::new(
+        &root.join(&args.operator),
+        &cluster.kubeconfig(),
+        vast_url,
+        &root.join("target/bench"),
+        log,
+    )
+    .args(["--namespace", ns])
+    .args(["--vast-max-rps", &args.vast_max_rps.to_string()])
+    // The workers' addresses come from the benchmarking range (RFC 2544), which the
+    // endpoint address policy refuses unless opted back in, as a lab would.
+    .args(["--endpoint-allow-cidrs", "198.18.0.0/15"])
+    .env("RUST_LOG", "warn");
+    let launch = if elect {
+        launch
+            .args(["--lease-namespace", ns])
+            .env("POD_NAME", "bench-0")
     } else {
-        cmd.arg("--leader-elect=false");
-    }
-    Ok(Operator {
-        child: cmd.spawn()?,
-        metrics: format!("http://127.0.0.1:{mport}/metrics"),
-        ready: format!("http://127.0.0.1:{hport}/readyz"),
-    })
+        launch.args(["--leader-elect=false"])
+    };
+    launch.spawn()
 }
 
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Operator {
-    /// Waits until `/readyz` answers 200 (the WorkerGroups are listed).
-    async fn wait_ready(&self, http: &reqwest::Client) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !http
-            .get(&self.ready)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            if Instant::now() > deadline {
-                return Err("the operator did not become ready".into());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Ok(())
-    }
-
-    /// CPU seconds (user + system) so far.
-    fn cpu(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command name in parentheses: utime is the 14th, stime the 15th.
-        let rest = stat.rsplit(')').next().unwrap_or("");
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        (ticks(11) + ticks(12)) / 100.0
-    }
-
-    /// Peak resident set size, MiB.
-    fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// Peak resident set size of the operator, MiB.
+fn peak_rss_mib(op: &OperatorProcess) -> f64 {
+    op.peak_rss_kib() as f64 / 1024.0
 }
 
 async fn client_for(kubeconfig: &Path) -> Result<Client> {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let mut config = Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    config.read_timeout = Some(Duration::from_secs(300));
-    Ok(Client::try_from(config)?)
+    vast_testkit::cluster::client_for(kubeconfig, Some(Duration::from_secs(300))).await
 }
 
 /// What the operator reads and writes. The apiserver's own traffic (its Leases in
@@ -262,32 +175,8 @@ const RESOURCES: &[&str] = &[
 
 /// `apiserver_request_total` of [`RESOURCES`], summed by verb.
 async fn requests_by_verb(client: &Client) -> Result<BTreeMap<String, f64>> {
-    let req = http::Request::get("/metrics").body(Vec::new())?;
-    let text = client.request_text(req).await?;
-    let mut out = BTreeMap::new();
-    let ours = |l: &&str| {
-        RESOURCES
-            .iter()
-            .any(|r| l.contains(&format!("resource=\"{r}\"")))
-    };
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-        .filter(ours)
-    {
-        let verb = line
-            .split("verb=\"")
-            .nth(1)
-            .and_then(|v| v.split('"').next())
-            .unwrap_or("?");
-        let value: f64 = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        *out.entry(verb.to_string()).or_insert(0.0) += value;
-    }
-    Ok(out)
+    let text = vast_testkit::apiserver::metrics_text(client).await?;
+    Ok(vast_testkit::apiserver::requests_by_verb(&text, RESOURCES))
 }
 
 fn delta(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
@@ -298,16 +187,14 @@ fn delta(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTree
         .collect()
 }
 
-/// A sample from the operator's `/metrics`, summed over the series starting with `name`.
-async fn operator_metric(http: &reqwest::Client, url: &str, name: &str) -> f64 {
-    let Ok(resp) = http.get(url).send().await else {
+/// A sample from the operator's `/metrics` (at `base`, its [`OperatorProcess::metrics`]),
+/// summed over the series starting with `name` (0 when it does not answer).
+async fn operator_metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let url = format!("{base}/metrics");
+    let Ok(resp) = http.get(&url).send().await else {
         return 0.0;
     };
-    let text = resp.text().await.unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    vast_testkit::metrics::sum(&resp.text().await.unwrap_or_default(), name)
 }
 
 fn worker_url(id: i64, w: usize) -> String {
@@ -374,29 +261,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 async fn install_crd(client: &Client) -> Result<()> {
-    let crd = vast_operator::crd::crd();
-    let api = Api::<CustomResourceDefinition>::all(client.clone());
-    api.patch(
-        "workergroups.vast.ai",
-        &PatchParams::apply("bench").force(),
-        &Patch::Apply(&crd),
-    )
-    .await?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let crd = api.get("workergroups.vast.ai").await?;
-        let established = crd.status.and_then(|s| s.conditions).is_some_and(|c| {
-            c.iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-        });
-        if established {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err("CRD not Established".into());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    vast_testkit::apiserver::install_crd(client, &vast_operator::crd::crd(), "bench").await
 }
 
 /// Creates namespace `ns` (if need be) with the Secret `vast` holding `key`.
@@ -419,7 +284,7 @@ async fn namespace_with_key(client: &Client, ns: &str, key: &str) -> Result<()> 
 }
 
 async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Value> {
-    let cluster = Cluster::up(root, n)?;
+    let cluster = cluster_up(root, n)?;
     let client = client_for(&cluster.kubeconfig()).await?;
     install_crd(&client).await?;
     let ns = "bench";
@@ -469,7 +334,7 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
         &format!("operator-{n}"),
         false,
     )?;
-    op.wait_ready(&http).await?;
+    op.wait_ready(&http, Duration::from_secs(60)).await?;
     let interval = Duration::from_secs(args.interval);
     let calls = || -> u64 {
         (0..distinct)
@@ -486,7 +351,7 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
     };
 
     // Phase 1: first sync of N new WorkerGroups.
-    let (req0, calls0, cpu0) = (requests_by_verb(&client).await?, calls(), op.cpu());
+    let (req0, calls0, cpu0) = (requests_by_verb(&client).await?, calls(), op.cpu_seconds());
     let t0 = Instant::now();
     let api: Api<WorkerGroup> = Api::namespaced(client.clone(), ns);
     futures::stream::iter(0..n)
@@ -534,7 +399,7 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
         .values()
         .max()
         .map_or(Duration::ZERO, |t| *t - t0);
-    let (req1, calls1, cpu1) = (requests_by_verb(&client).await?, calls(), op.cpu());
+    let (req1, calls1, cpu1) = (requests_by_verb(&client).await?, calls(), op.cpu_seconds());
 
     // Phase 2: steady state. A measurement window: nothing changes at Vast.
     let polls1 = polls(http.clone(), op.metrics.clone()).await;
@@ -545,7 +410,7 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
     )
     .await;
     tokio::time::sleep(interval * args.steady_intervals).await;
-    let (req2, calls2, cpu2) = (requests_by_verb(&client).await?, calls(), op.cpu());
+    let (req2, calls2, cpu2) = (requests_by_verb(&client).await?, calls(), op.cpu_seconds());
     let polls2 = polls(http.clone(), op.metrics.clone()).await;
     let shared2 = operator_metric(
         &http,
@@ -603,10 +468,10 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
     {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (req3, calls3, cpu3) = (requests_by_verb(&client).await?, calls(), op.cpu());
+    let (req3, calls3, cpu3) = (requests_by_verb(&client).await?, calls(), op.cpu_seconds());
     // The churn intervals plus the wait for the last changes.
     let churn_span = churn_started.elapsed().as_secs_f64() / interval.as_secs_f64();
-    let peak_rss = op.peak_rss_mib();
+    let peak_rss = peak_rss_mib(&op);
     let (mut latencies, missing) = {
         let s = seen.lock().unwrap_or_else(|p| p.into_inner());
         (s.latencies.clone(), s.pending.len())
@@ -746,7 +611,7 @@ async fn start_phases(
         .timeout(Duration::from_secs(10))
         .build()?;
     let mut out = json!({"create_s": created.as_secs_f64()});
-    let mut op: Option<Operator> = None;
+    let mut op: Option<OperatorProcess> = None;
     for phase in ["cold_start", "restart"] {
         if let Some(mut old) = op.take() {
             let _ = old.child.kill();
@@ -811,7 +676,7 @@ async fn start_phases(
             "vast_max_rps": args.vast_max_rps,
             "apiserver_requests": delta(&req1, &req0),
             "overdue_max": overdue_max,
-            "operator_peak_rss_mib": started.peak_rss_mib(),
+            "operator_peak_rss_mib": peak_rss_mib(&started),
         });
         op = Some(started);
     }
