@@ -5,43 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestNs, eventually, ready_is};
+use common::{TestNs, eventually, group_spec, ready_is};
 use fake_vast::{Shape, worker_json};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
-use serde_json::json;
+use kube::api::Api;
 use vast_operator::crd::WorkerGroup;
-
-async fn secret(ns: &TestNs, value: &str) {
-    let s: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "vast"}, "stringData": {"api-key": value}
-    }))
-    .expect("secret");
-    ns.api::<Secret>()
-        .patch(
-            "vast",
-            &PatchParams::apply("tests").force(),
-            &Patch::Apply(&s),
-        )
-        .await
-        .expect("apply secret");
-}
-
-async fn group(ns: &TestNs, id: i64) {
-    let wg = json!({
-        "apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup",
-        "metadata": {"name": "g"},
-        "spec": {"workergroupId": id, "apiKeySecretRef": {"name": "vast"}, "pollInterval": "1h"}
-    });
-    ns.api::<WorkerGroup>()
-        .patch(
-            "g",
-            &PatchParams::apply("tests").force(),
-            &Patch::Apply(&wg),
-        )
-        .await
-        .expect("apply workergroup");
-}
 
 async fn synced(api: &Api<WorkerGroup>) -> bool {
     api.get("g")
@@ -69,22 +36,20 @@ async fn all_namespaces_a_secret_change_wakes_only_its_own_namespace() {
         Shape::Array,
         vec![worker_json(2, "idle", Some(&url(2)))],
     );
-    secret(&a, "vk1-ns-a-1001").await;
-    secret(&b, "vk1-ns-b-2002").await;
-    let client =
-        vast_operator::vast::VastClient::new(&vast.url(), Duration::from_secs(3)).expect("client");
+    a.secret("vast", "api-key", "vk1-ns-a-1001").await;
+    b.secret("vast", "api-key", "vk1-ns-b-2002").await;
     let config = vast_operator::controller::Config {
         namespace: None,
         ..common::test_config(&a.name)
     };
-    let ctx = vast_operator::controller::Context::new(a.client.clone(), client, config);
+    let (ctx, _) = common::in_process_context(&vast.url(), config).await;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(vast_operator::controller::run(ctx, async {
         let _ = rx.await;
     }));
 
-    group(&a, 81).await;
-    group(&b, 82).await;
+    a.apply_group("g", group_spec(81, "1h")).await;
+    b.apply_group("g", group_spec(82, "1h")).await;
     let (wa, wb) = (a.api::<WorkerGroup>(), b.api::<WorkerGroup>());
     eventually(
         "both namespaces synced",
@@ -97,7 +62,7 @@ async fn all_namespaces_a_secret_change_wakes_only_its_own_namespace() {
     // new key (its interval is an hour); B, whose Secret has the same name, does not.
     let (a0, b0) = (vast.state.calls(81), vast.state.calls(82));
     vast.state.set_api_key(81, "vk1-ns-a-3003");
-    secret(&a, "vk1-ns-a-3003").await;
+    a.secret("vast", "api-key", "vk1-ns-a-3003").await;
     eventually(
         "A polls with the new key",
         Duration::from_secs(10),

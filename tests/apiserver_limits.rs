@@ -9,12 +9,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestNs, eventually, ready_is};
+use common::{TestNs, eventually, group_spec, ready_is};
 use fake_vast::{Shape, worker_json};
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use serde_json::json;
 use vast_operator::crd::WorkerGroup;
 
@@ -39,17 +38,7 @@ async fn service_account_client(ns: &TestNs) -> kube::Client {
         .create(&PostParams::default(), &crb)
         .await
         .expect("create binding");
-    let tr: TokenRequest =
-        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}}))
-            .expect("token request");
-    let token = ns
-        .api::<ServiceAccount>()
-        .create_token_request("operator", &PostParams::default(), &tr)
-        .await
-        .expect("token")
-        .status
-        .expect("token status")
-        .token;
+    let token = common::service_account_token(&ns.client, &ns.name, "operator").await;
     let mut config = common::admin_config().await;
     config.auth_info = kube::config::AuthInfo {
         token: Some(token.into()),
@@ -67,17 +56,11 @@ async fn writes_refused_with_429_are_retried_until_everything_is_synced() {
     common::install_workergroup_crd(&ns.client).await;
     let operator = service_account_client(&ns).await;
     let vast = fake_vast::FakeVast::start(0).await.expect("fake vast");
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "vast"}, "stringData": {"api-key": KEY}
-    }))
-    .expect("secret");
-    ns.api::<Secret>()
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("secret");
+    ns.secret("vast", "api-key", KEY).await;
     let before_429 = common::apiserver_requests(&ns.client, &[("code", "429")]).await;
     let client =
         vast_operator::vast::VastClient::new(&vast.url(), Duration::from_secs(3)).expect("client");
+    common::log_in_process();
     let ctx =
         vast_operator::controller::Context::new(operator, client, common::test_config(&ns.name));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -97,18 +80,9 @@ async fn writes_refused_with_429_are_retried_until_everything_is_synced() {
                 Some(&format!("http://198.51.100.{id}:4000")),
             )],
         );
-        let wg = json!({
-            "apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup",
-            "metadata": {"name": format!("g{id}")},
-            "spec": {"workergroupId": 400 + id, "apiKeySecretRef": {"name": "vast"}, "pollInterval": "30s"}
-        });
-        api.patch(
-            &format!("g{id}"),
-            &PatchParams::apply("tests").force(),
-            &Patch::Apply(&wg),
-        )
-        .await
-        .expect("create (the admin is exempt from the limit)");
+        // The admin is exempt from the limit.
+        ns.apply_group(&format!("g{id}"), group_spec(400 + id, "30s"))
+            .await;
     }
     let synced = eventually("all synced", Duration::from_secs(180), || async {
         let list = api.list(&Default::default()).await.ok()?;

@@ -14,7 +14,7 @@ use common::{OperatorProcess, TestNs, eventually, ready_is};
 use fake_vast::{Shape, worker_json};
 use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use serde_json::json;
 use vast_operator::crd::WorkerGroup;
 
@@ -565,26 +565,8 @@ async fn deployment_args(release: &str, ns: &str) -> Vec<String> {
 }
 
 async fn secret_and_group(ns: &TestNs, id: i64) {
-    let s: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "vast"}, "stringData": {"api-key": KEY}
-    }))
-    .expect("secret");
-    ns.api::<Secret>()
-        .create(&PostParams::default(), &s)
-        .await
-        .expect("secret");
-    let wg = json!({
-        "apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup", "metadata": {"name": "llama"},
-        "spec": {"workergroupId": id, "apiKeySecretRef": {"name": "vast"}, "pollInterval": "5s"}
-    });
-    ns.api::<WorkerGroup>()
-        .patch(
-            "llama",
-            &PatchParams::apply("tests").force(),
-            &Patch::Apply(&wg),
-        )
-        .await
-        .expect("workergroup");
+    ns.secret("vast", "api-key", KEY).await;
+    ns.apply_group("llama", common::group_spec(id, "5s")).await;
 }
 
 /// Waits until `ns`'s WorkerGroup is synced, its Service published, and it has events.

@@ -8,12 +8,13 @@ use fake_vast::{FakeVast, Shape, worker_json};
 use serde_json::json;
 
 fn run(args: &[&str], key: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_vast-operator"))
-        .args(args)
-        .env("VAST_API_KEY", key)
-        .env_remove("VAST_API_URL")
-        .output()
-        .expect("run vast-operator")
+    common::run_logged(
+        "cli",
+        Command::new(env!("CARGO_BIN_EXE_vast-operator"))
+            .args(args)
+            .env("VAST_API_KEY", key)
+            .env_remove("VAST_API_URL"),
+    )
 }
 
 #[tokio::test]
@@ -236,20 +237,21 @@ async fn the_binary_needs_only_the_base_images_libraries_and_runs_as_uid_65532()
         eprintln!("not root: the uid 65532 part is skipped");
         return;
     }
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65532",
-            "--regid=65532",
-            "--clear-groups",
-            bin,
-            "crd",
-        ])
-        .current_dir("/")
-        .env_clear()
-        .env("HOME", "/nonexistent")
-        .env("TMPDIR", "/nonexistent")
-        .output()
-        .expect("setpriv");
+    let out = common::run_logged(
+        "setpriv-crd",
+        Command::new("setpriv")
+            .args([
+                "--reuid=65532",
+                "--regid=65532",
+                "--clear-groups",
+                bin,
+                "crd",
+            ])
+            .current_dir("/")
+            .env_clear()
+            .env("HOME", "/nonexistent")
+            .env("TMPDIR", "/nonexistent"),
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -257,8 +259,8 @@ async fn the_binary_needs_only_the_base_images_libraries_and_runs_as_uid_65532()
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("kind: CustomResourceDefinition"));
     // Serving its probes as that user: binds, logs to stderr, writes nothing.
-    let health = common_free_port();
-    let metrics = common_free_port();
+    let health = common::free_port();
+    let metrics = common::free_port();
     let mut child = Command::new("setpriv")
         .args([
             "--reuid=65532",
@@ -287,6 +289,14 @@ async fn the_binary_needs_only_the_base_images_libraries_and_runs_as_uid_65532()
         if let Some(mut e) = child.stderr.take() {
             let _ = e.read_to_string(&mut err);
         }
+        common::record(
+            "setpriv-run",
+            std::process::Output {
+                status,
+                stdout: Vec::new(),
+                stderr: err.clone().into_bytes(),
+            },
+        );
         (status, err)
     })
     .await
@@ -298,13 +308,6 @@ async fn the_binary_needs_only_the_base_images_libraries_and_runs_as_uid_65532()
         "{}",
         out.1
     );
-}
-
-fn common_free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 #[test]
@@ -319,11 +322,12 @@ fn a_bad_endpoint_cidr_is_an_error_at_start_up() {
         ("--endpoint-deny-cidrs", "203.0.113.0/33", "is not a CIDR"),
         ("--endpoint-allow-cidrs", "peered-network", "is not a CIDR"),
     ] {
-        let out = Command::new(bin)
-            .args(["run", "--leader-elect=false", flag, value])
-            .env("KUBECONFIG", "/nonexistent/kubeconfig")
-            .output()
-            .expect("run");
+        let out = common::run_logged(
+            "bad-cidr",
+            Command::new(bin)
+                .args(["run", "--leader-elect=false", flag, value])
+                .env("KUBECONFIG", "/nonexistent/kubeconfig"),
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{flag} {value} must be refused");
         assert!(
@@ -335,12 +339,13 @@ fn a_bad_endpoint_cidr_is_an_error_at_start_up() {
             "refused before anything else: {err}"
         );
     }
-    let env = Command::new(bin)
-        .args(["run", "--leader-elect=false"])
-        .env("ENDPOINT_DENY_CIDRS", "2001:db8::1/32")
-        .env("KUBECONFIG", "/nonexistent/kubeconfig")
-        .output()
-        .expect("run");
+    let env = common::run_logged(
+        "bad-cidr-env",
+        Command::new(bin)
+            .args(["run", "--leader-elect=false"])
+            .env("ENDPOINT_DENY_CIDRS", "2001:db8::1/32")
+            .env("KUBECONFIG", "/nonexistent/kubeconfig"),
+    );
     let err = String::from_utf8_lossy(&env.stderr);
     assert!(
         !env.status.success() && err.contains("did you mean 2001:db8::/32"),

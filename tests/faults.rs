@@ -36,23 +36,13 @@ enum Inject {
 /// A group with two ready workers, synced.
 async fn synced_group(test: &str, id: i64) -> Harness {
     let h = Harness::start(test).await;
-    h.vast.state.put_group(
-        id,
-        KEY,
-        Shape::Array,
-        vec![
-            worker_json(1, "idle", Some(&url(1))),
-            worker_json(2, "running", Some(&url(2))),
-        ],
-    );
-    h.secret("vast", "api-key", KEY).await;
-    h.apply_group(
-        "g",
-        json!({"workergroupId": id, "apiKeySecretRef": {"name": "vast"}, "pollInterval": "5s"}),
-    )
-    .await;
-    h.wait_for("g", "synced with two workers", |wg| {
-        ready_is(wg, "True", "Synced") && wg.status.as_ref().is_some_and(|s| s.ready_workers == 2)
+    let workers = vec![
+        worker_json(1, "idle", Some(&url(1))),
+        worker_json(2, "running", Some(&url(2))),
+    ];
+    h.synced_group("g", id, KEY, workers, "5s").await;
+    h.wait_for("g", "two ready workers", |wg| {
+        wg.status.as_ref().is_some_and(|s| s.ready_workers == 2)
     })
     .await;
     h
@@ -379,18 +369,6 @@ async fn ids_as_strings_and_unusable_ids() {
     .await;
 }
 
-/// Peak resident memory of a process, in KiB (`VmHWM`).
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn a_200_mib_body_is_refused_while_streaming_not_buffered() {
     let ns = common::TestNs::new("f-rss").await;
@@ -402,14 +380,7 @@ async fn a_200_mib_body_is_refused_while_streaming_not_buffered() {
         Shape::Array,
         vec![worker_json(1, "idle", Some(&url(1)))],
     );
-    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
-        "metadata": {"name": "vast"}, "stringData": {"api-key": KEY}
-    }))
-    .expect("secret");
-    ns.api::<k8s_openapi::api::core::v1::Secret>()
-        .create(&Default::default(), &secret)
-        .await
-        .expect("secret");
+    ns.secret("vast", "api-key", KEY).await;
     let mut op = common::OperatorProcess::start(
         "op",
         &ns.name,
@@ -417,12 +388,7 @@ async fn a_200_mib_body_is_refused_while_streaming_not_buffered() {
         &["--leader-elect=false", "--failure-threshold", "1"],
     );
     let api = ns.api::<WorkerGroup>();
-    let wg: WorkerGroup = serde_json::from_value(json!({
-        "apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup", "metadata": {"name": "g"},
-        "spec": {"workergroupId": 231, "apiKeySecretRef": {"name": "vast"}, "pollInterval": "5s"}
-    }))
-    .expect("wg");
-    api.create(&Default::default(), &wg).await.expect("create");
+    ns.apply_group("g", common::group_spec(231, "5s")).await;
     let ready = |reason: &'static str| {
         let api = api.clone();
         move || {
@@ -439,7 +405,7 @@ async fn a_200_mib_body_is_refused_while_streaming_not_buffered() {
         }
     };
     eventually("synced", Duration::from_secs(40), ready("Synced")).await;
-    let before = peak_rss_kib(op.child.id());
+    let before = vast_testkit::operator::peak_rss_kib(op.child.id());
     vast.state.set_fault(
         231,
         Some(Fault {
@@ -454,7 +420,7 @@ async fn a_200_mib_body_is_refused_while_streaming_not_buffered() {
         (vast.state.calls(231) >= calls + 2).then_some(())
     })
     .await;
-    let after = peak_rss_kib(op.child.id());
+    let after = vast_testkit::operator::peak_rss_kib(op.child.id());
     assert!(
         op.child.try_wait().ok().flatten().is_none(),
         "the operator exited"

@@ -235,7 +235,10 @@ async fn secure_metrics_refuse_the_probe_address_and_a_cert_dir_needs_them() {
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = child.kill();
-        child.wait_with_output().expect("vast-operator output")
+        common::record(
+            "metrics-secure-refused",
+            child.wait_with_output().expect("vast-operator output"),
+        )
     };
     let (same, dir_alone) = tokio::task::spawn_blocking(move || {
         (
