@@ -22,19 +22,11 @@ async fn all_synced(h: &Harness, names: &[String]) {
     }
 }
 
-/// Calls the fake receives for `id` over `window`, from now.
+/// Calls the fake receives for `id` over `window`, from now: a window in which only
+/// what the test allows may happen ([`common::quiet_for`]).
 async fn calls_over(h: &Harness, id: i64, window: Duration) -> u64 {
     let before = h.vast.state.calls(id);
-    let start = Instant::now();
-    eventually(
-        "the window to pass",
-        window + Duration::from_secs(5),
-        || {
-            let done = start.elapsed() >= window;
-            async move { done.then_some(()) }
-        },
-    )
-    .await;
+    common::quiet_for(window).await;
     h.vast.state.calls(id) - before
 }
 
@@ -91,20 +83,32 @@ async fn the_global_rate_limit_queues_calls_and_drops_none() {
     for id in &ids {
         h.apply_group(&format!("r{id}"), spec(*id, "1h")).await;
     }
-    // At 1 call per second, two seconds in there can be at most 3 calls (a burst of one,
-    // then one a second): a slow machine only makes fewer.
-    eventually("two seconds", Duration::from_secs(10), || {
-        let done = started.elapsed() >= Duration::from_secs(2);
-        async move { done.then_some(()) }
+    // None is dropped: every one is called.
+    let mut times: Vec<Instant> = eventually("a call for each", Duration::from_secs(40), || {
+        let times: Option<Vec<Instant>> = ids
+            .iter()
+            .map(|id| {
+                h.vast
+                    .state
+                    .call_times(*id)
+                    .into_iter()
+                    .find(|t| *t >= started)
+            })
+            .collect();
+        async move { times }
     })
     .await;
-    let early: u64 = ids.iter().map(|id| h.vast.state.calls(*id)).sum();
-    let bound = started.elapsed().as_secs() + 1;
-    assert!(
-        early <= bound,
-        "{early} calls within {:?} at 1/s",
-        started.elapsed()
-    );
+    // At 1 call per second (a burst of one, then one a second), the fake's own clock
+    // shows the k-th call at least k - 1 seconds after the first: a slow machine only
+    // spreads them more.
+    times.sort();
+    let offsets: Vec<Duration> = times.iter().map(|t| *t - times[0]).collect();
+    for (k, at) in offsets.iter().enumerate().skip(1) {
+        assert!(
+            *at >= Duration::from_millis(1000 * (k as u64 - 1) + 900),
+            "call {k} came {at:?} after the first at 1/s: {offsets:?}"
+        );
+    }
     // None is dropped: every one syncs.
     let names: Vec<String> = ids.iter().map(|id| format!("r{id}")).collect();
     all_synced(&h, &names).await;
@@ -131,12 +135,22 @@ async fn a_429_is_not_retried_sooner_than_the_interval() {
     })
     .await;
     // Backoff would retry after 0.2 s, 0.4 s, ... (test config); a 429 waits 5 to 5.5 s.
-    let calls = calls_over(&h, 111, Duration::from_secs(12)).await;
+    // Measured on the fake's clock: the gaps between the 429 that made it PollFailed
+    // and the two tries after it.
+    let limited = Instant::now();
+    let times = eventually("two tries after the 429", Duration::from_secs(30), || {
+        let times: Vec<Instant> = h.vast.state.call_times(111);
+        let last_before = times.iter().rposition(|t| *t < limited);
+        let from = last_before.unwrap_or(0);
+        let times = times[from..].to_vec();
+        async move { (times.len() >= 3).then_some(times) }
+    })
+    .await;
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(
-        calls <= 3,
-        "{calls} calls in 12 s after a 429 with a 5 s interval"
+        gaps.iter().all(|g| *g >= Duration::from_millis(4900)),
+        "a try sooner than the 5 s interval after a 429: {gaps:?}"
     );
-    assert!(calls >= 1, "it keeps trying");
     h.stop().await;
 }
 
