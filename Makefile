@@ -48,11 +48,13 @@ fuzz: ## Coverage-guided fuzzing of the Vast response parser with AFL++ (cargo-a
 	@crashes=$$(find target/fuzz/out/default/crashes -type f ! -name README.txt | wc -l); \
 	  if [ "$$crashes" -ne 0 ]; then echo "fuzz: $$crashes crashing inputs in target/fuzz/out/default/crashes"; exit 1; fi
 
-bench-smoke: tools ## The benchmark at a tiny size, debug build (CI runs it).
+bench-smoke: tools ## The benchmark at a tiny size, debug build (CI runs it); its logs searched for API keys.
 	$(CARGO) build -p vast-operator -p vast-operator-bench
 	target/debug/vast-operator-bench --sizes 10 --interval 5 --steady-intervals 1 \
 	  --churn-intervals 1 --baseline-max 5 --baseline-rounds 1 \
 	  --operator target/debug/vast-operator --out target/bench/smoke.jsonl
+	rm -rf target/bench/leak && mkdir -p target/bench/leak && cp target/bench/*.log target/bench/smoke.jsonl target/bench/leak/
+	hack/leak-search.sh target/bench/leak --min-files 4
 
 cluster: ## Start the local control plane with CoreDNS (idempotent); prints the KUBECONFIG and VAST_CLUSTER_DNS exports.
 	@hack/cluster.sh up

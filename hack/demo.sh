@@ -29,6 +29,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 mkdir -p "$work"
+# Everything the demo prints also goes to a file, searched for its API key at the end.
+exec > >(tee "$work/demo.out") 2>&1
 say "building the operator and the control plane (first run: a few minutes)"
 cargo build --quiet --workspace
 # Never touch the user's own cluster: the demo's kubeconfig is set explicitly, and a
@@ -107,4 +109,10 @@ for name in $(python3 "$root/hack/dnsq.py" "$dns" "_http._tcp.$svc" SRV | awk '{
   printf '%-48s %s\n' "$name A" "$(q "$name" A)"
 done
 printf '%-48s %s\n' "status.readyUrls" "$("$kubectl" get workergroup llama -o jsonpath='{.status.readyUrls}')"
+say "the demo's output, logs and objects searched for its API key (hack/leak-search.sh)"
+rm -rf "$work/leak" && mkdir -p "$work/leak"
+"$kubectl" get workergroups,services,endpointslices.discovery.k8s.io,events.events.k8s.io -A -o json \
+  >"$work/leak/cluster-objects.json"
+cp "$work/operator.log" "$work/fake-vast.log" "$work/fake-vast.out" "$work/demo.out" "$work/leak/"
+hack/leak-search.sh "$work/leak" --min-lines 200 --min-files 6 --min-dumps 1
 say "demo finished"

@@ -152,3 +152,37 @@ async fn a_key_planted_for_the_leak_check() {
     );
     h.stop().await;
 }
+
+/// For `hack/leak-check.sh`: a key that reaches a child operator's log file through the
+/// operator's own logging of what Vast answered (an error message quoting it, which the
+/// operator does not redact: it is not the operator's key). The leak check must find it
+/// in that file, or the child operators' logs did not reach the search.
+#[tokio::test]
+async fn a_key_planted_in_a_child_operators_log() {
+    const PLANTED: &str = "vk1-leak-canary-5a4b3c2d1e";
+    const KEY: &str = "vk1-smoke-child-7e6d5c4b3a";
+    let ns = TestNs::new("planted-child").await;
+    install_workergroup_crd(&ns.client).await;
+    let vast = fake_vast::FakeVast::start(0).await.expect("fake vast");
+    vast.state
+        .put_group(9301, KEY, fake_vast::Shape::Array, Vec::new());
+    vast.state.set_fault(
+        9301,
+        Some(fake_vast::Fault {
+            body: fake_vast::FaultBody::ErrorMsg(format!("no workergroup for {PLANTED}")),
+            ..Default::default()
+        }),
+    );
+    ns.secret("vast", "api-key", KEY).await;
+    let p =
+        common::OperatorProcess::start("canary", &ns.name, &vast.url(), &["--leader-elect=false"]);
+    ns.apply_group("g", common::group_spec(9301, "1h")).await;
+    eventually(
+        "the child operator logged what Vast answered",
+        Duration::from_secs(60),
+        || async { p.log_text().contains(PLANTED).then_some(()) },
+    )
+    .await;
+    drop(p);
+    ns.cleanup().await;
+}
