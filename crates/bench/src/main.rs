@@ -143,7 +143,12 @@ fn spawn_operator(
     // The workers' addresses come from the benchmarking range (RFC 2544), which the
     // endpoint address policy refuses unless opted back in, as a lab would.
     .args(["--endpoint-allow-cidrs", "198.18.0.0/15"])
-    .env("RUST_LOG", "warn");
+    // Warnings only, so that logging costs nothing measurable; `make bench-smoke` asks
+    // for more, to search it for keys.
+    .env(
+        "RUST_LOG",
+        &std::env::var("BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".into()),
+    );
     let launch = if elect {
         launch
             .args(["--lease-namespace", ns])
