@@ -13,7 +13,6 @@ use std::time::Duration;
 use common::{OperatorProcess, TestNs, eventually, ready_is};
 use fake_vast::{Shape, worker_json};
 use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use vast_operator::crd::WorkerGroup;
@@ -608,7 +607,6 @@ async fn installed_with_helm_the_charts_own_identity_is_enough_in_both_modes() {
     let admin = TestNs::new("chart-admin").await;
     // The chart installs the CRD itself: the one `make cluster` put there goes first.
     common::delete_workergroup_crd(&admin.client).await;
-    let crds: Api<CustomResourceDefinition> = Api::all(admin.client.clone());
     let vast = fake_vast::FakeVast::start(0).await.expect("fake");
     vast.state.put_group(
         501,
@@ -651,19 +649,13 @@ async fn installed_with_helm_the_charts_own_identity_is_enough_in_both_modes() {
         "NOTES: {}",
         text(&out)
     );
-    eventually(
-        "the CRD is established",
+    vast_testkit::apiserver::established(
+        &admin.client,
+        "workergroups.vast.ai",
         Duration::from_secs(30),
-        || async {
-            let crd = crds.get_opt("workergroups.vast.ai").await.ok()??;
-            crd.status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-                .then_some(())
-        },
     )
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let (_, kc) = common::as_service_account(&admin.client, &sys.name, "vo-vast-operator").await;
     let team = TestNs::new("chart-team").await;
     secret_and_group(&team, 501).await;

@@ -144,6 +144,20 @@ async fn failing_row(test: &str, id: i64, inject: Inject, detail: &str) {
         },
     )
     .await;
+    // The operator's part, on the fake's own clock: its next call came within the
+    // interval of the clearing (plus the jitter of a requeue).
+    let next = h
+        .vast
+        .state
+        .call_times(id)
+        .into_iter()
+        .find(|t| *t >= cleared)
+        .expect("a call after the clearing");
+    assert!(
+        next - cleared <= INTERVAL + Duration::from_millis(1500),
+        "the first call after the fault cleared came {:?} later",
+        next - cleared
+    );
     let calls = h.vast.state.calls(id) - before;
     eprintln!(
         "fault-row {test}: failing for {:.1}s, {calls} calls, right again {:.1}s after clearing; said: {message}",

@@ -28,11 +28,16 @@ pub async fn install_crd(
         &Patch::Apply(&crd),
     )
     .await?;
-    let established = crate::poll_until(Duration::from_secs(60), || {
+    established(client, &name, Duration::from_secs(60)).await
+}
+
+/// Waits until the CRD `name` is Established, `timeout` at most.
+pub async fn established(client: &Client, name: &str, timeout: Duration) -> Result<()> {
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    let established = crate::poll_until(timeout, || {
         let api = api.clone();
-        let name = name.clone();
         async move {
-            let crd = api.get(&name).await.ok()?;
+            let crd = api.get_opt(name).await.ok()??;
             crd.status?
                 .conditions?
                 .iter()
@@ -41,7 +46,8 @@ pub async fn install_crd(
         }
     })
     .await;
-    established.ok_or_else(|| format!("the CRD {name} was not Established within 60 s").into())
+    established
+        .ok_or_else(|| format!("the CRD {name} was not Established within {timeout:?}").into())
 }
 
 /// The apiserver's `/metrics` text.
