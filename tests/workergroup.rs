@@ -1445,3 +1445,78 @@ async fn the_heartbeat_refreshes_last_sync_time_without_changes() {
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn after_a_restart_the_first_polls_are_spread_over_the_interval() {
+    // Many WorkerGroups synced in one burst (the first start), then the operator is
+    // down for longer than their interval: all of them are due when it comes back.
+    const N: i64 = 40;
+    let interval = Duration::from_secs(10);
+    let mut h = Harness::start("startup-spread").await;
+    h.secret("vast", "api-key", KEY).await;
+    for id in 1..=N {
+        h.vast.state.put_group(
+            id,
+            KEY,
+            Shape::Array,
+            vec![worker_json(1, "idle", Some(&url(id)))],
+        );
+        let mut s = spec(id);
+        s["pollInterval"] = json!("10s");
+        h.apply_group(&format!("g{id}"), s).await;
+    }
+    let api = h.ns.api::<WorkerGroup>();
+    let synced = eventually("all synced", Duration::from_secs(60), || async {
+        let list = api.list(&Default::default()).await.ok()?.items;
+        let all = list.len() == N as usize && list.iter().all(|wg| ready_is(wg, "True", "Synced"));
+        all.then_some(list)
+    })
+    .await;
+    let last_sync = synced
+        .iter()
+        .filter_map(|wg| wg.status.as_ref()?.last_sync_time)
+        .max()
+        .expect("lastSyncTime");
+    h.pause().await;
+    // Down until every lastSyncTime is older than the interval (no heartbeat in the
+    // tests' config: unchanged polls did not move it).
+    let due =
+        last_sync + jiff::SignedDuration::try_from(interval + Duration::from_secs(1)).expect("d");
+    let left = jiff::Timestamp::now().duration_until(due);
+    common::quiet_for(Duration::try_from(left).unwrap_or(Duration::ZERO)).await;
+
+    let t0 = std::time::Instant::now();
+    h.restart(|c| c).await;
+    // The first call of the new term for each WorkerGroup, as the fake saw it.
+    let firsts: Vec<Duration> = eventually(
+        "every WorkerGroup polled after the restart",
+        interval * 2 + Duration::from_secs(10),
+        || async {
+            (1..=N)
+                .map(|id| {
+                    let t = h.vast.state.call_times(id).into_iter().find(|t| *t >= t0)?;
+                    Some(t - t0)
+                })
+                .collect::<Option<Vec<_>>>()
+        },
+    )
+    .await;
+    // Tenths of the interval (a late call, on a slow machine, counts in the last).
+    let mut tenths = [0usize; 10];
+    for d in &firsts {
+        let i = (d.as_secs_f64() / interval.as_secs_f64() * 10.0) as usize;
+        tenths[i.min(9)] += 1;
+    }
+    // Evenly spread, 40 calls give 4 a tenth; a burst puts them all in one or two.
+    let most = *tenths.iter().max().expect("tenths");
+    let used = tenths.iter().filter(|n| **n > 0).count();
+    assert!(
+        most <= N as usize * 2 / 5,
+        "{most} of {N} first polls in one tenth of the interval, a burst: {tenths:?} ({firsts:?})"
+    );
+    assert!(
+        used >= 6,
+        "first polls in only {used} tenths of the interval: {tenths:?} ({firsts:?})"
+    );
+    h.stop().await;
+}
