@@ -1446,6 +1446,20 @@ async fn the_heartbeat_refreshes_last_sync_time_without_changes() {
     h.stop().await;
 }
 
+/// Whether each endpoint published under Service `svc` is ready (empty: none published).
+async fn endpoints_ready(h: &Harness, svc: &str) -> Vec<bool> {
+    let api: kube::Api<k8s_openapi::api::discovery::v1::EndpointSlice> = h.ns.api();
+    let lp = kube::api::ListParams::default().labels(&format!("kubernetes.io/service-name={svc}"));
+    api.list(&lp)
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|s| s.endpoints.iter())
+        .map(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
+        .collect()
+}
+
 #[tokio::test]
 async fn after_a_restart_the_first_polls_are_spread_over_the_interval() {
     // Many WorkerGroups synced in one burst (the first start), then the operator is
@@ -1518,5 +1532,112 @@ async fn after_a_restart_the_first_polls_are_spread_over_the_interval() {
         used >= 6,
         "first polls in only {used} tenths of the interval: {tenths:?} ({firsts:?})"
     );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn after_a_restart_staleness_is_judged_from_last_sync_time_and_the_heartbeat() {
+    // A window well beyond the time the test waits after the restart: judged from the
+    // new process's start, nothing could go stale within it.
+    let window = Duration::from_secs(30);
+    let heartbeat = Duration::from_secs(60);
+    let config = move |c: vast_operator::controller::Config| vast_operator::controller::Config {
+        stale_after: Some(window),
+        status_heartbeat: Some(heartbeat),
+        ..c
+    };
+    let mut h = Harness::start_with("restart-stale", config).await;
+    h.secret("vast", "api-key", KEY).await;
+    for (id, name) in [(1, "old"), (2, "recent")] {
+        h.vast.state.put_group(
+            id,
+            KEY,
+            Shape::Array,
+            vec![worker_json(1, "idle", Some(&url(10 + id)))],
+        );
+        h.apply_group(name, spec(id)).await;
+    }
+    for name in ["old", "recent"] {
+        h.wait_for(name, "synced and published", |wg| {
+            ready_is(wg, "True", "Synced")
+                && cond(wg, "DiscoveryReady") == Some(("True".into(), "Published".into()))
+        })
+        .await;
+        eventually("endpoints ready", Duration::from_secs(20), || async {
+            (endpoints_ready(&h, name).await == [true]).then_some(())
+        })
+        .await;
+    }
+    // The operator is down; meanwhile Vast stops answering. What the cluster holds: one
+    // group last synced ten minutes ago, the other 40 s ago, which is beyond the window
+    // but within the window plus the heartbeat (lastSyncTime lags the last successful
+    // poll by up to the heartbeat).
+    h.pause().await;
+    for id in [1, 2] {
+        h.vast.state.set_fault(
+            id,
+            Some(Fault {
+                status: Some(503),
+                ..Default::default()
+            }),
+        );
+    }
+    let now = jiff::Timestamp::now().as_second();
+    let api = h.ns.api::<WorkerGroup>();
+    for (name, ago) in [("old", 600), ("recent", 40)] {
+        let at = jiff::Timestamp::from_second(now - ago).expect("timestamp");
+        api.patch_status(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"status": {"lastSyncTime": at.to_string()}})),
+        )
+        .await
+        .expect("patch lastSyncTime");
+    }
+    let old_sync = jiff::Timestamp::from_second(now - 600).expect("timestamp");
+
+    h.restart(config).await;
+    // The first poll of each comes within its 5 s interval (the start-up spread) and
+    // fails. The one synced ten minutes ago is stale at once.
+    // (Within half the window: judged from the new process's start, it is not.)
+    let wg = eventually(
+        "old stale after its first failed poll, well within the window",
+        window / 2,
+        || async {
+            api.get("old").await.ok().filter(|wg| {
+                ready_is(wg, "False", "PollFailed")
+                    && cond(wg, "DiscoveryReady") == Some(("False".into(), "Stale".into()))
+            })
+        },
+    )
+    .await;
+    let message = wg
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "DiscoveryReady"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains(&format!("the last successful poll was at {old_sync}")),
+        "{message}"
+    );
+    eventually(
+        "old's endpoints not ready",
+        Duration::from_secs(10),
+        || async { (endpoints_ready(&h, "old").await == [false]).then_some(()) },
+    )
+    .await;
+    // The one synced 40 s ago has failed too, and its endpoints stay ready.
+    let wg = h
+        .wait_for("recent", "its first failed poll recorded", |wg| {
+            ready_is(wg, "False", "PollFailed")
+        })
+        .await;
+    assert_eq!(
+        cond(&wg, "DiscoveryReady"),
+        Some(("True".into(), "Published".into())),
+        "judged stale although within the window plus the heartbeat"
+    );
+    assert_eq!(endpoints_ready(&h, "recent").await, [true]);
     h.stop().await;
 }
