@@ -1276,3 +1276,107 @@ async fn a_refused_slice_write_is_discovery_failed_and_the_sync_goes_on() {
     .await;
     h.stop().await;
 }
+
+#[tokio::test]
+async fn objects_of_ours_the_watch_does_not_show_are_adopted_not_a_conflict() {
+    let mut h = Harness::start("disc-adopt").await;
+    // The operator is down while the WorkerGroup is created and a Service and a slice
+    // owned by it appear that the operator's watches do not select (no managed-by
+    // label, as if written by an older version, or not yet seen): its first creates
+    // are answered 409.
+    h.pause().await;
+    h.vast.state.put_group(
+        116,
+        KEY,
+        Shape::Array,
+        vec![worker_json(1, "idle", Some("http://203.0.113.16:7000"))],
+    );
+    h.secret("vast", "api-key", KEY).await;
+    let wg = h.apply_group("g", spec(116)).await;
+    let owner = json!([{
+        "apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup", "name": "g",
+        "uid": wg.metadata.uid.clone().expect("uid"), "controller": true
+    }]);
+    let services = h.ns.api::<Service>();
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "g", "labels": {"left": "over"}, "ownerReferences": owner},
+        "spec": {"ports": [{"name": "old", "port": 9999}]}
+    }))
+    .expect("service");
+    let svc = services
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("create service");
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": "g-v4-7000-0", "ownerReferences": owner,
+                     "labels": {"kubernetes.io/service-name": "g"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["203.0.113.99"]}],
+        "ports": [{"name": "old", "port": 7000, "protocol": "TCP"}]
+    }))
+    .expect("slice");
+    let slice =
+        h.ns.api::<EndpointSlice>()
+            .create(&PostParams::default(), &slice)
+            .await
+            .expect("create slice");
+
+    h.restart(|c| c).await;
+    h.wait_for("g", "Published", |wg| {
+        ready_is(wg, "True", "Synced")
+            && cond(wg, "DiscoveryReady") == Some(("True".into(), "Published".into()))
+    })
+    .await;
+    // Updated in place (same uid), to the content wanted, labels and all.
+    let now = services.get("g").await.expect("service");
+    assert_eq!(now.metadata.uid, svc.metadata.uid, "the same Service");
+    let labels = now.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("vast-operator"),
+        "{labels:?}"
+    );
+    assert!(
+        !labels.contains_key("left"),
+        "replaced, not merged: {labels:?}"
+    );
+    let ports: Vec<(Option<String>, i32)> = now
+        .spec
+        .and_then(|s| s.ports)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| (p.name, p.port))
+        .collect();
+    assert_eq!(ports, [(Some("http".to_string()), 80)], "the default port");
+    let view = wait_slices(&h, "g", "the slice holds the worker", |s| {
+        all_endpoints(s, 1, true, true)
+    })
+    .await;
+    assert_eq!(
+        view.get("g-v4-7000-0").map(|v| v.2[0].0.as_str()),
+        Some("203.0.113.16"),
+        "{view:?}"
+    );
+    let now =
+        h.ns.api::<EndpointSlice>()
+            .get("g-v4-7000-0")
+            .await
+            .expect("slice");
+    assert_eq!(now.metadata.uid, slice.metadata.uid, "the same slice");
+    // Once a later poll shows that reconcile over: no conflict, no failure was told.
+    let seen = h.vast.state.calls(116);
+    eventually("another poll", Duration::from_secs(30), || async {
+        (h.vast.state.calls(116) > seen).then_some(())
+    })
+    .await;
+    let events = h.events("g").await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.1 == "DiscoveryConflict" || e.1 == "DiscoveryFailed"),
+        "{events:?}"
+    );
+    h.stop().await;
+}
