@@ -1081,3 +1081,302 @@ async fn a_name_that_cannot_be_a_service_publishes_nothing_and_says_so() {
     assert!(count(&events, "InvalidServiceName") == 1);
     h.stop().await;
 }
+
+/// Applies a ValidatingAdmissionPolicy `name` refusing, in namespace `ns` only, the
+/// `operations` on `resources` of `group` for which `expression` is false, with
+/// `message`; and its binding (same name).
+async fn refusing_policy(
+    client: &kube::Client,
+    name: &str,
+    ns: &str,
+    rule: (&str, &[&str], &[&str]),
+    expression: &str,
+    message: &str,
+) {
+    let (group, operations, resources) = rule;
+    for (kind, plural, body) in [
+        (
+            "ValidatingAdmissionPolicy",
+            "validatingadmissionpolicies",
+            json!({"spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{
+                    "apiGroups": [group], "apiVersions": ["*"],
+                    "operations": operations, "resources": resources}]},
+                "validations": [{"expression": expression, "message": message}]
+            }}),
+        ),
+        (
+            "ValidatingAdmissionPolicyBinding",
+            "validatingadmissionpolicybindings",
+            json!({"spec": {"policyName": name, "validationActions": ["Deny"],
+                "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}}}),
+        ),
+    ] {
+        let ar = kube::api::ApiResource {
+            group: "admissionregistration.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "admissionregistration.k8s.io/v1".into(),
+            kind: kind.into(),
+            plural: plural.into(),
+        };
+        let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &ar);
+        let mut obj = body;
+        obj["apiVersion"] = json!("admissionregistration.k8s.io/v1");
+        obj["kind"] = json!(kind);
+        obj["metadata"] = json!({"name": name});
+        let obj: kube::api::DynamicObject = serde_json::from_value(obj).expect("object");
+        api.patch(
+            name,
+            &kube::api::PatchParams::apply("tests").force(),
+            &kube::api::Patch::Apply(&obj),
+        )
+        .await
+        .expect("apply policy");
+    }
+}
+
+/// Deletes the policy and binding `name` of [`refusing_policy`].
+async fn remove_policy(client: &kube::Client, name: &str) {
+    for (kind, plural) in [
+        (
+            "ValidatingAdmissionPolicyBinding",
+            "validatingadmissionpolicybindings",
+        ),
+        ("ValidatingAdmissionPolicy", "validatingadmissionpolicies"),
+    ] {
+        let ar = kube::api::ApiResource {
+            group: "admissionregistration.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "admissionregistration.k8s.io/v1".into(),
+            kind: kind.into(),
+            plural: plural.into(),
+        };
+        let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &ar);
+        let _ = api.delete(name, &DeleteParams::default()).await;
+    }
+}
+
+#[tokio::test]
+async fn a_refused_slice_write_is_discovery_failed_and_the_sync_goes_on() {
+    let h = Harness::start("disc-failed").await;
+    // The apiserver refuses EndpointSlices of the Service "g" in this namespace: a
+    // failure that is no conflict (nobody else holds the name).
+    let policy = format!("refuse-slices-{}", h.ns.name);
+    let refused = "!has(object.metadata.labels) || !('kubernetes.io/service-name' in object.metadata.labels) || object.metadata.labels['kubernetes.io/service-name'] != 'g'";
+    refusing_policy(
+        &h.ns.client,
+        &policy,
+        &h.ns.name,
+        (
+            "discovery.k8s.io",
+            &["CREATE", "UPDATE"],
+            &["endpointslices"],
+        ),
+        refused,
+        "EndpointSlices of g are refused by a test policy",
+    )
+    .await;
+    let probe: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": "probe", "labels": {"kubernetes.io/service-name": "g"}},
+        "addressType": "IPv4", "endpoints": []
+    }))
+    .expect("slice");
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let slices_api = h.ns.api::<EndpointSlice>();
+    eventually("the policy in force", Duration::from_secs(30), || async {
+        slices_api.create(&dry, &probe).await.is_err().then_some(())
+    })
+    .await;
+
+    h.vast.state.put_group(
+        115,
+        KEY,
+        Shape::Array,
+        vec![worker_json(1, "idle", Some("http://203.0.113.15:7000"))],
+    );
+    h.secret("vast", "api-key", KEY).await;
+    h.apply_group("g", spec(115)).await;
+    let wg = h
+        .wait_for("g", "DiscoveryFailed", |wg| {
+            cond(wg, "DiscoveryReady") == Some(("False".into(), "DiscoveryFailed".into()))
+        })
+        .await;
+    // The workers' status lands all the same.
+    assert!(ready_is(&wg, "True", "Synced"), "{:?}", wg.status);
+    assert_eq!(
+        common::worker_states(&wg),
+        [(1, "idle".to_string())],
+        "the workers are in status"
+    );
+    let d = wg
+        .status
+        .as_ref()
+        .and_then(|s| s.discovery.clone())
+        .expect("discovery");
+    assert!(
+        d.reason.contains("cannot create EndpointSlice g-v4-7000-0")
+            && d.reason.contains("refused by a test policy"),
+        "{}",
+        d.reason
+    );
+    assert!(!d.reason.contains(KEY));
+    assert!(slices(&h, "g").await.is_empty(), "nothing got through");
+    assert!(
+        h.ns.api::<Service>()
+            .get_opt("g")
+            .await
+            .expect("get")
+            .is_some(),
+        "the Service, which the policy lets through, is in place"
+    );
+    let events = h
+        .wait_events("g", "a DiscoveryFailed Warning", |ev| {
+            ev.iter().any(|e| e.1 == "DiscoveryFailed")
+        })
+        .await;
+    let e = events
+        .iter()
+        .find(|e| e.1 == "DiscoveryFailed")
+        .expect("event");
+    assert_eq!(e.0, "Warning");
+    assert!(e.2.contains("refused by a test policy"), "{}", e.2);
+    // Two more polls, refused the same way: the first is handled in full once the
+    // second comes, and it repeated nothing.
+    let seen = h.vast.state.calls(115);
+    eventually("two more polls", Duration::from_secs(30), || async {
+        (h.vast.state.calls(115) > seen + 1).then_some(())
+    })
+    .await;
+    let events = h.events("g").await;
+    let failed: i32 = events
+        .iter()
+        .filter(|e| e.1 == "DiscoveryFailed")
+        .map(|e| e.3)
+        .sum();
+    assert_eq!(failed, 1, "one Warning per streak: {events:?}");
+    assert!(
+        !events.iter().any(|e| e.1 == "DiscoveryConflict"),
+        "a refusal is no conflict: {events:?}"
+    );
+
+    // The policy goes: published at the next poll.
+    remove_policy(&h.ns.client, &policy).await;
+    wait_slices(&h, "g", "published once the policy is gone", |s| {
+        all_endpoints(s, 1, true, true)
+    })
+    .await;
+    h.wait_for("g", "Published", |wg| {
+        cond(wg, "DiscoveryReady") == Some(("True".into(), "Published".into()))
+            && ready_is(wg, "True", "Synced")
+    })
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn objects_of_ours_the_watch_does_not_show_are_adopted_not_a_conflict() {
+    let mut h = Harness::start("disc-adopt").await;
+    // The operator is down while the WorkerGroup is created and a Service and a slice
+    // owned by it appear that the operator's watches do not select (no managed-by
+    // label, as if written by an older version, or not yet seen): its first creates
+    // are answered 409.
+    h.pause().await;
+    h.vast.state.put_group(
+        116,
+        KEY,
+        Shape::Array,
+        vec![worker_json(1, "idle", Some("http://203.0.113.16:7000"))],
+    );
+    h.secret("vast", "api-key", KEY).await;
+    let wg = h.apply_group("g", spec(116)).await;
+    let owner = json!([{
+        "apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup", "name": "g",
+        "uid": wg.metadata.uid.clone().expect("uid"), "controller": true
+    }]);
+    let services = h.ns.api::<Service>();
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "g", "labels": {"left": "over"}, "ownerReferences": owner},
+        "spec": {"ports": [{"name": "old", "port": 9999}]}
+    }))
+    .expect("service");
+    let svc = services
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("create service");
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": "g-v4-7000-0", "ownerReferences": owner,
+                     "labels": {"kubernetes.io/service-name": "g"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["203.0.113.99"]}],
+        "ports": [{"name": "old", "port": 7000, "protocol": "TCP"}]
+    }))
+    .expect("slice");
+    let slice =
+        h.ns.api::<EndpointSlice>()
+            .create(&PostParams::default(), &slice)
+            .await
+            .expect("create slice");
+
+    h.restart(|c| c).await;
+    h.wait_for("g", "Published", |wg| {
+        ready_is(wg, "True", "Synced")
+            && cond(wg, "DiscoveryReady") == Some(("True".into(), "Published".into()))
+    })
+    .await;
+    // Updated in place (same uid), to the content wanted, labels and all.
+    let now = services.get("g").await.expect("service");
+    assert_eq!(now.metadata.uid, svc.metadata.uid, "the same Service");
+    let labels = now.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("vast-operator"),
+        "{labels:?}"
+    );
+    assert!(
+        !labels.contains_key("left"),
+        "replaced, not merged: {labels:?}"
+    );
+    let ports: Vec<(Option<String>, i32)> = now
+        .spec
+        .and_then(|s| s.ports)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| (p.name, p.port))
+        .collect();
+    assert_eq!(ports, [(Some("http".to_string()), 80)], "the default port");
+    let view = wait_slices(&h, "g", "the slice holds the worker", |s| {
+        all_endpoints(s, 1, true, true)
+    })
+    .await;
+    assert_eq!(
+        view.get("g-v4-7000-0").map(|v| v.2[0].0.as_str()),
+        Some("203.0.113.16"),
+        "{view:?}"
+    );
+    let now =
+        h.ns.api::<EndpointSlice>()
+            .get("g-v4-7000-0")
+            .await
+            .expect("slice");
+    assert_eq!(now.metadata.uid, slice.metadata.uid, "the same slice");
+    // Once a later poll shows that reconcile over: no conflict, no failure was told.
+    let seen = h.vast.state.calls(116);
+    eventually("another poll", Duration::from_secs(30), || async {
+        (h.vast.state.calls(116) > seen).then_some(())
+    })
+    .await;
+    let events = h.events("g").await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.1 == "DiscoveryConflict" || e.1 == "DiscoveryFailed"),
+        "{events:?}"
+    );
+    h.stop().await;
+}

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{OperatorProcess, TestNs, eventually, group_spec, http_get, metric};
@@ -520,5 +521,206 @@ async fn a_leader_cut_off_from_the_apiserver_stops_before_its_lease_expires() {
     );
     assert!(p.log_text().contains("not leading"), "{}", p.log_text());
     drop(p);
+    ns.cleanup().await;
+}
+
+/// Applies (`Some(body)`) or deletes (`None`) the cluster-scoped admission object
+/// `kind`/`name` (a ValidatingAdmissionPolicy or its binding).
+async fn admission(client: &kube::Client, kind: &str, name: &str, spec: Option<serde_json::Value>) {
+    let ar = kube::api::ApiResource {
+        group: "admissionregistration.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "admissionregistration.k8s.io/v1".into(),
+        kind: kind.into(),
+        plural: match kind {
+            "ValidatingAdmissionPolicy" => "validatingadmissionpolicies".into(),
+            _ => "validatingadmissionpolicybindings".into(),
+        },
+    };
+    let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &ar);
+    let Some(spec) = spec else {
+        let _ = api.delete(name, &Default::default()).await;
+        return;
+    };
+    let obj: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": kind,
+        "metadata": {"name": name}, "spec": spec
+    }))
+    .expect("object");
+    api.patch(
+        name,
+        &PatchParams::apply("tests").force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .expect("apply admission object");
+}
+
+#[tokio::test]
+async fn a_leader_whose_renewals_are_refused_writes_no_status_after_its_deadline() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let id = 35;
+    let (ns, vast) = setup("renewrefused", id).await;
+    apply_group(&ns, "g", id, "5s").await;
+    let la = lease_args(&ns.name);
+    let p = OperatorProcess::start("op", &ns.name, &vast.url(), &args(&la));
+    eventually("leading and polling", Duration::from_secs(30), || async {
+        let leads = leader_value(&p).await? == 1.0;
+        (leads && ready_workers(&ns, "g").await? == 1).then_some(())
+    })
+    .await;
+    // Vast changes all the time: a worker more every second, so every poll of a
+    // leader writes status.
+    let (state, at_vast) = (vast.state.clone(), std::sync::Arc::new(AtomicI64::new(1)));
+    let grow = {
+        let at_vast = at_vast.clone();
+        tokio::spawn(async move {
+            for n in 2i64.. {
+                state.upsert_worker(id, n, worker_json(n, "idle", Some(&url(n % 250 + 1))));
+                at_vast.store(n, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    // When each status change reaches a watch of the WorkerGroup.
+    let changes = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let watch = {
+        use futures::StreamExt;
+        use kube::runtime::WatchStreamExt;
+        let (api, changes) = (ns.api::<WorkerGroup>(), changes.clone());
+        tokio::spawn(async move {
+            let mut last = None;
+            let stream = kube::runtime::watcher::watch_object(api, "g").default_backoff();
+            let mut stream = std::pin::pin!(stream);
+            while let Some(item) = stream.next().await {
+                let Ok(Some(wg)) = item else { continue };
+                let status = serde_json::to_value(&wg.status).ok();
+                if last.is_some() && status != last {
+                    changes.lock().expect("lock").push(Instant::now());
+                }
+                last = status;
+            }
+        })
+    };
+    let writes_after = |t: Instant| {
+        changes
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|c| **c > t)
+            .count()
+    };
+    // (The watch sees the leader's writes.)
+    eventually("a status write seen", Duration::from_secs(20), || async {
+        (!changes.lock().expect("lock").is_empty()).then_some(())
+    })
+    .await;
+
+    // From now on the apiserver refuses every write of this namespace's Lease.
+    let policy = format!("refuse-lease-{}", ns.name);
+    admission(
+        &ns.client,
+        "ValidatingAdmissionPolicy",
+        &policy,
+        Some(json!({
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": ["coordination.k8s.io"], "apiVersions": ["*"],
+                "operations": ["UPDATE"], "resources": ["leases"]}]},
+            "validations": [{"expression": "object.metadata.name != 'vast-operator-test'",
+                              "message": "Lease renewals are refused by a test policy"}]
+        })),
+    )
+    .await;
+    admission(
+        &ns.client,
+        "ValidatingAdmissionPolicyBinding",
+        &policy,
+        Some(json!({"policyName": policy, "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns.name}}}})),
+    )
+    .await;
+    let leases = ns.api::<Lease>();
+    eventually(
+        "the policy refuses Lease writes",
+        Duration::from_secs(30),
+        || async {
+            let pp = PatchParams {
+                dry_run: true,
+                ..Default::default()
+            };
+            let probe = json!({"metadata": {"labels": {"probe": "x"}}});
+            leases
+                .patch("vast-operator-test", &pp, &Patch::Merge(&probe))
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+    // The last renewal that got through, and the deadline it gives: one second before
+    // that Lease expires (src/runtime/leader.rs).
+    let renewed = leases
+        .get("vast-operator-test")
+        .await
+        .expect("lease")
+        .spec
+        .and_then(|s| s.renew_time)
+        .expect("renewTime")
+        .0;
+    let expires = renewed
+        .checked_add(jiff::SignedDuration::try_from(LEASE).expect("d"))
+        .expect("time");
+    let until = |t: jiff::Timestamp| {
+        Instant::now()
+            + Duration::try_from(jiff::Timestamp::now().duration_until(t)).unwrap_or_default()
+    };
+    let deadline = until(expires) - Duration::from_secs(1);
+    let expiry = until(expires);
+
+    eventually(
+        "the leader steps down",
+        LEASE + Duration::from_secs(5),
+        || async { (leader_value(&p).await? == 0.0).then_some(()) },
+    )
+    .await;
+    let stepped = Instant::now();
+    assert!(
+        stepped < expiry + Duration::from_millis(500),
+        "stepped down {:?} after its Lease expired",
+        stepped - expiry
+    );
+    // Two intervals more of Vast changing: nothing is written after the deadline (a
+    // watch event arrives within half a second of its write).
+    common::quiet_for(Duration::from_secs(12)).await;
+    let late = writes_after(deadline + Duration::from_millis(500));
+    assert_eq!(
+        late,
+        0,
+        "{late} status writes after the step-down deadline\n{}",
+        p.log_text()
+    );
+    let wg = ns.api::<WorkerGroup>().get("g").await.expect("get");
+    let (recorded, now) = (
+        wg.status.map(|s| s.worker_count).unwrap_or_default(),
+        at_vast.load(Ordering::Relaxed),
+    );
+    assert!(
+        recorded + 10 <= now,
+        "status kept up with Vast: {recorded} workers recorded of {now}"
+    );
+    assert!(p.log_text().contains("not leading"), "{}", p.log_text());
+    assert!(!watch.is_finished(), "the watch of the WorkerGroup ended");
+    grow.abort();
+    watch.abort();
+    drop(p);
+    admission(
+        &ns.client,
+        "ValidatingAdmissionPolicyBinding",
+        &policy,
+        None,
+    )
+    .await;
+    admission(&ns.client, "ValidatingAdmissionPolicy", &policy, None).await;
     ns.cleanup().await;
 }

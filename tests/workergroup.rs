@@ -1322,3 +1322,199 @@ async fn the_heartbeat_refreshes_last_sync_time_without_changes() {
     );
     h.stop().await;
 }
+
+/// Whether each endpoint published under Service `svc` is ready (empty: none published).
+async fn endpoints_ready(h: &Harness, svc: &str) -> Vec<bool> {
+    let api: kube::Api<k8s_openapi::api::discovery::v1::EndpointSlice> = h.ns.api();
+    let lp = kube::api::ListParams::default().labels(&format!("kubernetes.io/service-name={svc}"));
+    api.list(&lp)
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|s| s.endpoints.iter())
+        .map(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
+        .collect()
+}
+
+#[tokio::test]
+async fn after_a_restart_the_first_polls_are_spread_over_the_interval() {
+    // Many WorkerGroups synced in one burst (the first start), then the operator is
+    // down for longer than their interval: all of them are due when it comes back.
+    const N: i64 = 40;
+    let interval = Duration::from_secs(10);
+    let mut h = Harness::start("startup-spread").await;
+    h.secret("vast", "api-key", KEY).await;
+    for id in 1..=N {
+        h.vast.state.put_group(
+            id,
+            KEY,
+            Shape::Array,
+            vec![worker_json(1, "idle", Some(&url(id)))],
+        );
+        let mut s = spec(id);
+        s["pollInterval"] = json!("10s");
+        h.apply_group(&format!("g{id}"), s).await;
+    }
+    let api = h.ns.api::<WorkerGroup>();
+    let synced = eventually("all synced", Duration::from_secs(60), || async {
+        let list = api.list(&Default::default()).await.ok()?.items;
+        let all = list.len() == N as usize && list.iter().all(|wg| ready_is(wg, "True", "Synced"));
+        all.then_some(list)
+    })
+    .await;
+    let last_sync = synced
+        .iter()
+        .filter_map(|wg| wg.status.as_ref()?.last_sync_time)
+        .max()
+        .expect("lastSyncTime");
+    h.pause().await;
+    // Down until every lastSyncTime is older than the interval (no heartbeat in the
+    // tests' config: unchanged polls did not move it).
+    let due =
+        last_sync + jiff::SignedDuration::try_from(interval + Duration::from_secs(1)).expect("d");
+    let left = jiff::Timestamp::now().duration_until(due);
+    common::quiet_for(Duration::try_from(left).unwrap_or(Duration::ZERO)).await;
+
+    let t0 = std::time::Instant::now();
+    h.restart(|c| c).await;
+    // The first call of the new term for each WorkerGroup, as the fake saw it.
+    let firsts: Vec<Duration> = eventually(
+        "every WorkerGroup polled after the restart",
+        interval * 2 + Duration::from_secs(10),
+        || async {
+            (1..=N)
+                .map(|id| {
+                    let t = h.vast.state.call_times(id).into_iter().find(|t| *t >= t0)?;
+                    Some(t - t0)
+                })
+                .collect::<Option<Vec<_>>>()
+        },
+    )
+    .await;
+    // Tenths of the interval (a late call, on a slow machine, counts in the last).
+    let mut tenths = [0usize; 10];
+    for d in &firsts {
+        let i = (d.as_secs_f64() / interval.as_secs_f64() * 10.0) as usize;
+        tenths[i.min(9)] += 1;
+    }
+    // Evenly spread, 40 calls give 4 a tenth; a burst puts them all in one or two.
+    let most = *tenths.iter().max().expect("tenths");
+    let used = tenths.iter().filter(|n| **n > 0).count();
+    assert!(
+        most <= N as usize * 2 / 5,
+        "{most} of {N} first polls in one tenth of the interval, a burst: {tenths:?} ({firsts:?})"
+    );
+    assert!(
+        used >= 6,
+        "first polls in only {used} tenths of the interval: {tenths:?} ({firsts:?})"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn after_a_restart_staleness_is_judged_from_last_sync_time_and_the_heartbeat() {
+    // A window well beyond the time the test waits after the restart: judged from the
+    // new process's start, nothing could go stale within it.
+    let window = Duration::from_secs(30);
+    let heartbeat = Duration::from_secs(60);
+    let config = move |c: vast_operator::controller::Config| vast_operator::controller::Config {
+        stale_after: Some(window),
+        status_heartbeat: Some(heartbeat),
+        ..c
+    };
+    let mut h = Harness::start_with("restart-stale", config).await;
+    h.secret("vast", "api-key", KEY).await;
+    for (id, name) in [(1, "old"), (2, "recent")] {
+        h.vast.state.put_group(
+            id,
+            KEY,
+            Shape::Array,
+            vec![worker_json(1, "idle", Some(&url(10 + id)))],
+        );
+        h.apply_group(name, spec(id)).await;
+    }
+    for name in ["old", "recent"] {
+        h.wait_for(name, "synced and published", |wg| {
+            ready_is(wg, "True", "Synced")
+                && cond(wg, "DiscoveryReady") == Some(("True".into(), "Published".into()))
+        })
+        .await;
+        eventually("endpoints ready", Duration::from_secs(20), || async {
+            (endpoints_ready(&h, name).await == [true]).then_some(())
+        })
+        .await;
+    }
+    // The operator is down; meanwhile Vast stops answering. What the cluster holds: one
+    // group last synced ten minutes ago, the other 40 s ago, which is beyond the window
+    // but within the window plus the heartbeat (lastSyncTime lags the last successful
+    // poll by up to the heartbeat).
+    h.pause().await;
+    for id in [1, 2] {
+        h.vast.state.set_fault(
+            id,
+            Some(Fault {
+                status: Some(503),
+                ..Default::default()
+            }),
+        );
+    }
+    let now = jiff::Timestamp::now().as_second();
+    let api = h.ns.api::<WorkerGroup>();
+    for (name, ago) in [("old", 600), ("recent", 40)] {
+        let at = jiff::Timestamp::from_second(now - ago).expect("timestamp");
+        api.patch_status(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"status": {"lastSyncTime": at.to_string()}})),
+        )
+        .await
+        .expect("patch lastSyncTime");
+    }
+    let old_sync = jiff::Timestamp::from_second(now - 600).expect("timestamp");
+
+    h.restart(config).await;
+    // The first poll of each comes within its 5 s interval (the start-up spread) and
+    // fails. The one synced ten minutes ago is stale at once.
+    // (Within half the window: judged from the new process's start, it is not.)
+    let wg = eventually(
+        "old stale after its first failed poll, well within the window",
+        window / 2,
+        || async {
+            api.get("old").await.ok().filter(|wg| {
+                ready_is(wg, "False", "PollFailed")
+                    && cond(wg, "DiscoveryReady") == Some(("False".into(), "Stale".into()))
+            })
+        },
+    )
+    .await;
+    let message = wg
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "DiscoveryReady"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains(&format!("the last successful poll was at {old_sync}")),
+        "{message}"
+    );
+    eventually(
+        "old's endpoints not ready",
+        Duration::from_secs(10),
+        || async { (endpoints_ready(&h, "old").await == [false]).then_some(()) },
+    )
+    .await;
+    // The one synced 40 s ago has failed too, and its endpoints stay ready.
+    let wg = h
+        .wait_for("recent", "its first failed poll recorded", |wg| {
+            ready_is(wg, "False", "PollFailed")
+        })
+        .await;
+    assert_eq!(
+        cond(&wg, "DiscoveryReady"),
+        Some(("True".into(), "Published".into())),
+        "judged stale although within the window plus the heartbeat"
+    );
+    assert_eq!(endpoints_ready(&h, "recent").await, [true]);
+    h.stop().await;
+}
