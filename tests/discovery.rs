@@ -1082,81 +1082,6 @@ async fn a_name_that_cannot_be_a_service_publishes_nothing_and_says_so() {
     h.stop().await;
 }
 
-/// Applies a ValidatingAdmissionPolicy `name` refusing, in namespace `ns` only, the
-/// `operations` on `resources` of `group` for which `expression` is false, with
-/// `message`; and its binding (same name).
-async fn refusing_policy(
-    client: &kube::Client,
-    name: &str,
-    ns: &str,
-    rule: (&str, &[&str], &[&str]),
-    expression: &str,
-    message: &str,
-) {
-    let (group, operations, resources) = rule;
-    for (kind, plural, body) in [
-        (
-            "ValidatingAdmissionPolicy",
-            "validatingadmissionpolicies",
-            json!({"spec": {
-                "failurePolicy": "Fail",
-                "matchConstraints": {"resourceRules": [{
-                    "apiGroups": [group], "apiVersions": ["*"],
-                    "operations": operations, "resources": resources}]},
-                "validations": [{"expression": expression, "message": message}]
-            }}),
-        ),
-        (
-            "ValidatingAdmissionPolicyBinding",
-            "validatingadmissionpolicybindings",
-            json!({"spec": {"policyName": name, "validationActions": ["Deny"],
-                "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}}}),
-        ),
-    ] {
-        let ar = kube::api::ApiResource {
-            group: "admissionregistration.k8s.io".into(),
-            version: "v1".into(),
-            api_version: "admissionregistration.k8s.io/v1".into(),
-            kind: kind.into(),
-            plural: plural.into(),
-        };
-        let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &ar);
-        let mut obj = body;
-        obj["apiVersion"] = json!("admissionregistration.k8s.io/v1");
-        obj["kind"] = json!(kind);
-        obj["metadata"] = json!({"name": name});
-        let obj: kube::api::DynamicObject = serde_json::from_value(obj).expect("object");
-        api.patch(
-            name,
-            &kube::api::PatchParams::apply("tests").force(),
-            &kube::api::Patch::Apply(&obj),
-        )
-        .await
-        .expect("apply policy");
-    }
-}
-
-/// Deletes the policy and binding `name` of [`refusing_policy`].
-async fn remove_policy(client: &kube::Client, name: &str) {
-    for (kind, plural) in [
-        (
-            "ValidatingAdmissionPolicyBinding",
-            "validatingadmissionpolicybindings",
-        ),
-        ("ValidatingAdmissionPolicy", "validatingadmissionpolicies"),
-    ] {
-        let ar = kube::api::ApiResource {
-            group: "admissionregistration.k8s.io".into(),
-            version: "v1".into(),
-            api_version: "admissionregistration.k8s.io/v1".into(),
-            kind: kind.into(),
-            plural: plural.into(),
-        };
-        let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &ar);
-        let _ = api.delete(name, &DeleteParams::default()).await;
-    }
-}
-
 #[tokio::test]
 async fn a_refused_slice_write_is_discovery_failed_and_the_sync_goes_on() {
     let h = Harness::start("disc-failed").await;
@@ -1164,7 +1089,7 @@ async fn a_refused_slice_write_is_discovery_failed_and_the_sync_goes_on() {
     // failure that is no conflict (nobody else holds the name).
     let policy = format!("refuse-slices-{}", h.ns.name);
     let refused = "!has(object.metadata.labels) || !('kubernetes.io/service-name' in object.metadata.labels) || object.metadata.labels['kubernetes.io/service-name'] != 'g'";
-    refusing_policy(
+    common::refusing_policy(
         &h.ns.client,
         &policy,
         &h.ns.name,
@@ -1264,7 +1189,7 @@ async fn a_refused_slice_write_is_discovery_failed_and_the_sync_goes_on() {
     );
 
     // The policy goes: published at the next poll.
-    remove_policy(&h.ns.client, &policy).await;
+    common::remove_policy(&h.ns.client, &policy).await;
     wait_slices(&h, "g", "published once the policy is gone", |s| {
         all_endpoints(s, 1, true, true)
     })

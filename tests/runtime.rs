@@ -278,56 +278,13 @@ async fn a_refused_status_write_is_a_warn_line_and_one_warning_event() {
     // A validating admission policy refuses status writes of this namespace's
     // WorkerGroup named "refused".
     let policy = format!("refuse-status-{}", ns.name);
-    let client = ns.client.clone();
-    let apply = |v: serde_json::Value, kind: &str| {
-        let client = client.clone();
-        let kind = kind.to_string();
-        async move {
-            let ar = kube::api::ApiResource {
-                group: "admissionregistration.k8s.io".into(),
-                version: "v1".into(),
-                api_version: "admissionregistration.k8s.io/v1".into(),
-                kind: kind.clone(),
-                plural: match kind.as_str() {
-                    "ValidatingAdmissionPolicy" => "validatingadmissionpolicies".into(),
-                    _ => "validatingadmissionpolicybindings".into(),
-                },
-            };
-            let api: Api<kube::api::DynamicObject> = Api::all_with(client, &ar);
-            let obj: kube::api::DynamicObject = serde_json::from_value(v).expect("object");
-            api.patch(
-                &obj.metadata.name.clone().expect("name"),
-                &PatchParams::apply("tests").force(),
-                &Patch::Apply(&obj),
-            )
-            .await
-            .expect("apply policy");
-        }
-    };
-    apply(
-        json!({
-            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-            "metadata": {"name": policy},
-            "spec": {
-                "failurePolicy": "Fail",
-                "matchConstraints": {"resourceRules": [{
-                    "apiGroups": ["vast.ai"], "apiVersions": ["*"],
-                    "operations": ["UPDATE"], "resources": ["workergroups/status"]}]},
-                "validations": [{"expression": "object.metadata.name != 'refused'",
-                                  "message": "status writes are refused by a test policy"}]
-            }
-        }),
-        "ValidatingAdmissionPolicy",
-    )
-    .await;
-    apply(
-        json!({
-            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-            "metadata": {"name": policy},
-            "spec": {"policyName": policy, "validationActions": ["Deny"],
-                     "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns.name}}}}
-        }),
-        "ValidatingAdmissionPolicyBinding",
+    common::refusing_policy(
+        &ns.client,
+        &policy,
+        &ns.name,
+        ("vast.ai", &["UPDATE"], &["workergroups/status"]),
+        "object.metadata.name != 'refused'",
+        "status writes are refused by a test policy",
     )
     .await;
     ns.apply_group("refused", group_spec(id, "5s")).await;
@@ -524,44 +481,12 @@ async fn a_leader_cut_off_from_the_apiserver_stops_before_its_lease_expires() {
     ns.cleanup().await;
 }
 
-/// Applies (`Some(body)`) or deletes (`None`) the cluster-scoped admission object
-/// `kind`/`name` (a ValidatingAdmissionPolicy or its binding).
-async fn admission(client: &kube::Client, kind: &str, name: &str, spec: Option<serde_json::Value>) {
-    let ar = kube::api::ApiResource {
-        group: "admissionregistration.k8s.io".into(),
-        version: "v1".into(),
-        api_version: "admissionregistration.k8s.io/v1".into(),
-        kind: kind.into(),
-        plural: match kind {
-            "ValidatingAdmissionPolicy" => "validatingadmissionpolicies".into(),
-            _ => "validatingadmissionpolicybindings".into(),
-        },
-    };
-    let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &ar);
-    let Some(spec) = spec else {
-        let _ = api.delete(name, &Default::default()).await;
-        return;
-    };
-    let obj: kube::api::DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": kind,
-        "metadata": {"name": name}, "spec": spec
-    }))
-    .expect("object");
-    api.patch(
-        name,
-        &PatchParams::apply("tests").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .expect("apply admission object");
-}
-
 #[tokio::test]
 async fn a_leader_whose_renewals_are_refused_writes_no_status_after_its_deadline() {
     use k8s_openapi::api::coordination::v1::Lease;
     let id = 35;
     let (ns, vast) = setup("renewrefused", id).await;
-    apply_group(&ns, "g", id, "5s").await;
+    ns.apply_group("g", group_spec(id, "5s")).await;
     let la = lease_args(&ns.name);
     let p = OperatorProcess::start("op", &ns.name, &vast.url(), &args(&la));
     eventually("leading and polling", Duration::from_secs(30), || async {
@@ -618,26 +543,13 @@ async fn a_leader_whose_renewals_are_refused_writes_no_status_after_its_deadline
 
     // From now on the apiserver refuses every write of this namespace's Lease.
     let policy = format!("refuse-lease-{}", ns.name);
-    admission(
+    common::refusing_policy(
         &ns.client,
-        "ValidatingAdmissionPolicy",
         &policy,
-        Some(json!({
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": ["coordination.k8s.io"], "apiVersions": ["*"],
-                "operations": ["UPDATE"], "resources": ["leases"]}]},
-            "validations": [{"expression": "object.metadata.name != 'vast-operator-test'",
-                              "message": "Lease renewals are refused by a test policy"}]
-        })),
-    )
-    .await;
-    admission(
-        &ns.client,
-        "ValidatingAdmissionPolicyBinding",
-        &policy,
-        Some(json!({"policyName": policy, "validationActions": ["Deny"],
-            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns.name}}}})),
+        &ns.name,
+        ("coordination.k8s.io", &["UPDATE"], &["leases"]),
+        "object.metadata.name != 'vast-operator-test'",
+        "Lease renewals are refused by a test policy",
     )
     .await;
     let leases = ns.api::<Lease>();
@@ -714,13 +626,6 @@ async fn a_leader_whose_renewals_are_refused_writes_no_status_after_its_deadline
     grow.abort();
     watch.abort();
     drop(p);
-    admission(
-        &ns.client,
-        "ValidatingAdmissionPolicyBinding",
-        &policy,
-        None,
-    )
-    .await;
-    admission(&ns.client, "ValidatingAdmissionPolicy", &policy, None).await;
+    common::remove_policy(&ns.client, &policy).await;
     ns.cleanup().await;
 }

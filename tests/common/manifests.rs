@@ -242,3 +242,78 @@ pub fn test_pki() -> (String, String, String) {
         .expect("leaf cert");
     (ca_cert.pem(), leaf.pem(), leaf_key.serialize_pem())
 }
+
+/// Applies a ValidatingAdmissionPolicy `name` refusing, in namespace `ns` only, the
+/// `operations` on `resources` of `group` for which `expression` is false, with
+/// `message`; and its binding (same name).
+pub async fn refusing_policy(
+    client: &kube::Client,
+    name: &str,
+    ns: &str,
+    rule: (&str, &[&str], &[&str]),
+    expression: &str,
+    message: &str,
+) {
+    let (group, operations, resources) = rule;
+    for (kind, plural, body) in [
+        (
+            "ValidatingAdmissionPolicy",
+            "validatingadmissionpolicies",
+            serde_json::json!({"spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{
+                    "apiGroups": [group], "apiVersions": ["*"],
+                    "operations": operations, "resources": resources}]},
+                "validations": [{"expression": expression, "message": message}]
+            }}),
+        ),
+        (
+            "ValidatingAdmissionPolicyBinding",
+            "validatingadmissionpolicybindings",
+            serde_json::json!({"spec": {"policyName": name, "validationActions": ["Deny"],
+                "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}}}),
+        ),
+    ] {
+        let ar = kube::api::ApiResource {
+            group: "admissionregistration.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "admissionregistration.k8s.io/v1".into(),
+            kind: kind.into(),
+            plural: plural.into(),
+        };
+        let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &ar);
+        let mut obj = body;
+        obj["apiVersion"] = serde_json::json!("admissionregistration.k8s.io/v1");
+        obj["kind"] = serde_json::json!(kind);
+        obj["metadata"] = serde_json::json!({"name": name});
+        let obj: kube::api::DynamicObject = serde_json::from_value(obj).expect("object");
+        api.patch(
+            name,
+            &kube::api::PatchParams::apply("tests").force(),
+            &kube::api::Patch::Apply(&obj),
+        )
+        .await
+        .expect("apply policy");
+    }
+}
+
+/// Deletes the policy and binding `name` of [`refusing_policy`].
+pub async fn remove_policy(client: &kube::Client, name: &str) {
+    for (kind, plural) in [
+        (
+            "ValidatingAdmissionPolicyBinding",
+            "validatingadmissionpolicybindings",
+        ),
+        ("ValidatingAdmissionPolicy", "validatingadmissionpolicies"),
+    ] {
+        let ar = kube::api::ApiResource {
+            group: "admissionregistration.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "admissionregistration.k8s.io/v1".into(),
+            kind: kind.into(),
+            plural: plural.into(),
+        };
+        let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &ar);
+        let _ = api.delete(name, &DeleteParams::default()).await;
+    }
+}
