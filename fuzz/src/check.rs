@@ -313,7 +313,7 @@ pub fn find_key(text: &[u8], hidden: &[bool], broken: &[bool], key: &str) -> Opt
 /// start of the original text, and then redaction found nothing to remove in that start:
 /// no occurrence of the key whole, or of its URL-encoded form, and no window of
 /// [`MIN_KEY_PIECE`] bytes (as it is or percent-decoded), may start there, even if it
-/// runs on past the cut. Only what lies before the first occurrence of the key whole or
+/// runs on past the cut (a U+FFFD just before the `…` aside). Only what lies before the first occurrence of the key whole or
 /// URL-encoded counts for a window or for the URL-encoded form: those are replaced first,
 /// and what they overlap is no longer there to be found.
 fn check_cut(before: &str, after: &str, key: &str) {
@@ -324,6 +324,9 @@ fn check_cut(before: &str, after: &str, key: &str) {
     if key.is_empty() || kept.contains(MARKER) || partial {
         return;
     }
+    // A marker just past the cut may have split a character whose start, just before
+    // the cut, `from_utf8_lossy` made a U+FFFD.
+    let kept = kept.strip_suffix('\u{FFFD}').unwrap_or(kept);
     assert!(
         before.starts_with(kept),
         "a redacted text without a marker is not the start of the original"
