@@ -38,12 +38,14 @@ FUZZ_SECONDS ?= 180
 
 fuzz: ## Coverage-guided fuzzing of the Vast response parser with AFL++ (cargo-afl, stable Rust) for FUZZ_SECONDS (180); fails on any crash.
 	command -v cargo-afl >/dev/null || $(CARGO) install cargo-afl --locked
-	@# Builds AFL++ and its runtime on first use; says so (and fails) when already built.
-	-$(CARGO) afl config --build >/dev/null 2>&1
+	@# Builds AFL++ and its runtime on first use (minutes); refuses, saying so, when they
+	@# are already built: only that refusal is not an error.
+	@out=$$($(CARGO) afl config --build 2>&1) || { echo "$$out" | grep -q 'already built' || { echo "$$out" >&2; exit 1; }; }
 	cd fuzz && $(CARGO) afl build --release
 	rm -rf target/fuzz/out && mkdir -p target/fuzz
 	cd fuzz && AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_NO_AFFINITY=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 \
-	  $(CARGO) afl fuzz -V $(FUZZ_SECONDS) -i corpus -o ../target/fuzz/out target/release/parse >../target/fuzz/afl.log 2>&1
+	  $(CARGO) afl fuzz -V $(FUZZ_SECONDS) -i corpus -o ../target/fuzz/out target/release/parse >../target/fuzz/afl.log 2>&1 \
+	  || { tail -n 30 ../target/fuzz/afl.log >&2; exit 1; }
 	@grep -E '^(run_time|execs_done|execs_per_sec|corpus_count|edges_found|saved_crashes|saved_hangs) ' target/fuzz/out/default/fuzzer_stats
 	@crashes=$$(find target/fuzz/out/default/crashes -type f ! -name README.txt | wc -l); \
 	  if [ "$$crashes" -ne 0 ]; then echo "fuzz: $$crashes crashing inputs in target/fuzz/out/default/crashes"; exit 1; fi
