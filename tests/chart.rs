@@ -70,6 +70,25 @@ fn yaml_value(file: &str, key: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The project's helm is built as Helm's own Makefile builds it (hack/tools.sh): a plain
+/// `helm template`, without `--kube-version`, assumes the Kubernetes of its client-go
+/// (1.36), not 1.20, and so accepts the chart's `kubeVersion: >=1.30.0-0`; and it knows
+/// its own version.
+#[test]
+fn a_plain_helm_template_renders_the_chart() {
+    let c = chart();
+    let c = c.to_str().expect("path");
+    let out = helm(&["template", "t", c]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("kind: Deployment"), "{}", text(&out));
+    let out = helm(&["version", "--template", "{{.Version}}"]);
+    let version = text(&out);
+    assert!(
+        version.starts_with("v3.") && !version.contains("unreleased"),
+        "helm version: {version}"
+    );
+}
+
 #[test]
 fn the_chart_follows_cargo_and_ships_the_crds_file() {
     let cargo =
