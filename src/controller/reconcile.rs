@@ -17,10 +17,11 @@ use super::api_key;
 use super::context::Context;
 use super::requeue::{backoff, jitter};
 use crate::crd::{RESYNC_ANNOTATION, WorkerGroup, WorkerGroupStatus, WorkerStatus};
+use crate::error::Error;
 use crate::runtime::metrics::GroupSnapshot;
 use crate::sync::{self, DiscoveryUpdate, EventSpec, Freshness, Plan, PollOutcome};
 use crate::vast::VastError;
-use crate::{Error, discovery, duration};
+use crate::{discovery, duration};
 
 /// Shortest and longest `spec.pollInterval` (the CRD enforces the same).
 const INTERVAL_RANGE: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(86_400));
@@ -400,7 +401,7 @@ async fn publish(
     }
 }
 
-/// Writes the planned status (server-side apply under [`crate::FIELD_MANAGER`]) when it
+/// Writes the planned status (server-side apply under [`crate::shared::FIELD_MANAGER`]) when it
 /// changed; returns the reference events should name: the object at the written
 /// resourceVersion (None: the object changed since it was read; nothing was written).
 async fn write_status(
@@ -443,7 +444,7 @@ async fn patch_status(
 ) -> Result<WorkerGroup, Error> {
     let api =
         Api::<WorkerGroup>::namespaced(ctx.client.clone(), &wg.namespace().unwrap_or_default());
-    let pp = PatchParams::apply(crate::FIELD_MANAGER).force();
+    let pp = PatchParams::apply(crate::shared::FIELD_MANAGER).force();
     Ok(api
         .patch_status(&wg.name_any(), &pp, &Patch::Apply(&status_body(wg, status)))
         .await?)

@@ -44,26 +44,29 @@ pub async fn start(
     client: Client,
     settings: Settings,
     stop: watch::Receiver<bool>,
-) -> Result<(watch::Receiver<bool>, tokio::task::JoinHandle<()>), crate::Error> {
+) -> Result<(watch::Receiver<bool>, tokio::task::JoinHandle<()>), crate::error::Error> {
     let secs = settings.duration.as_secs();
     if settings.duration < MIN_DURATION {
-        return Err(crate::Error::Config(format!(
+        return Err(crate::error::Error::Config(format!(
             "--lease-duration must be at least {}s",
             MIN_DURATION.as_secs()
         )));
     }
     // Renew a third of the duration before expiry (15s: every 10s).
     let grace = (secs / 3).max(1);
-    let params = LeaseParams::new(settings.identity.clone(), secs, grace).with_field_manager(
-        format!("{}-lease-{}", crate::FIELD_MANAGER, settings.identity),
-    );
+    let params =
+        LeaseParams::new(settings.identity.clone(), secs, grace).with_field_manager(format!(
+            "{}-lease-{}",
+            crate::shared::FIELD_MANAGER,
+            settings.identity
+        ));
     let candidate = Candidate {
         client: client.clone(),
         settings: settings.clone(),
         params,
     };
     let manager = candidate.manager().await.map_err(|e| {
-        crate::Error::Config(format!(
+        crate::error::Error::StartUp(format!(
             "cannot use Lease {}/{}: {e}",
             settings.namespace, settings.lease_name
         ))

@@ -5,8 +5,8 @@
 //! deleted ([`Metrics::forget_group`]). Nothing here knows the WorkerGroup type; no label
 //! or value ever holds a key.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -275,10 +275,7 @@ impl Metrics {
             namespace: namespace.into(),
         };
         self.queue_wait.get_or_create(&labels).observe(seconds);
-        self.queues
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(labels);
+        self.queues.lock().insert(labels);
     }
 
     /// Whether this process leads.
@@ -298,7 +295,7 @@ impl Metrics {
             namespace: namespace.into(),
             name: name.into(),
         };
-        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let mut groups = self.groups.lock();
         let series = groups.entry((namespace.into(), name.into())).or_default();
         let state = |s: &str| StateLabels {
             namespace: namespace.into(),
@@ -356,7 +353,7 @@ impl Metrics {
 
     /// Removes every series of one WorkerGroup.
     pub fn forget_group(&self, namespace: &str, name: &str) {
-        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let mut groups = self.groups.lock();
         let series = groups
             .remove(&(namespace.to_string(), name.to_string()))
             .unwrap_or_default();
@@ -365,7 +362,7 @@ impl Metrics {
 
     /// Removes the series of every WorkerGroup not in `live` ((namespace, name) pairs).
     pub fn retain_groups(&self, live: &HashSet<(String, String)>) {
-        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let mut groups = self.groups.lock();
         let gone: Vec<(String, String)> = groups
             .keys()
             .filter(|k| !live.contains(*k))
@@ -378,7 +375,7 @@ impl Metrics {
         }
         drop(groups);
         let namespaces: HashSet<&str> = live.iter().map(|(ns, _)| ns.as_str()).collect();
-        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let mut queues = self.queues.lock();
         queues.retain(|q| {
             let keep = namespaces.contains(q.namespace.as_str());
             if !keep {
