@@ -203,9 +203,4 @@ impl Context {
             }
         }
     }
-
-    /// The metrics this context records into.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
 }

@@ -314,8 +314,18 @@ impl Metrics {
             self.workers.get_or_create(&state(s)).set(*n);
         }
         self.ready_workers.get_or_create(&g).set(snap.ready);
-        if let Some(t) = snap.last_sync {
-            self.last_sync.get_or_create(&g).set(t);
+        // No successful poll on record (a new workergroup id, a status reset): the last
+        // sync and the load figures are unknown, and their series go rather than show an
+        // old value as current.
+        match snap.last_sync {
+            Some(t) => {
+                self.last_sync.get_or_create(&g).set(t);
+            }
+            None => {
+                self.last_sync.remove(&g);
+                self.load.remove(&g);
+                self.reqs_working.remove(&g);
+            }
         }
         let mut keys = HashSet::new();
         for (type_, status) in &snap.conditions {
@@ -343,11 +353,13 @@ impl Metrics {
             });
         }
         series.conditions = keys;
-        if let Some(load) = snap.load {
-            self.load.get_or_create(&g).set(load);
-        }
-        if let Some(n) = snap.reqs_working {
-            self.reqs_working.get_or_create(&g).set(n);
+        if snap.last_sync.is_some() {
+            if let Some(load) = snap.load {
+                self.load.get_or_create(&g).set(load);
+            }
+            if let Some(n) = snap.reqs_working {
+                self.reqs_working.get_or_create(&g).set(n);
+            }
         }
     }
 
@@ -472,6 +484,43 @@ mod tests {
         m.retain_groups(&HashSet::from([("ns".to_string(), "b".to_string())]));
         let text = m.encode();
         assert!(!text.contains(r#"name="a""#) && text.contains(r#"name="b""#));
+    }
+
+    #[test]
+    fn figures_that_become_unknown_are_removed_not_kept() {
+        let m = Metrics::new();
+        m.set_group("ns", "llama", &snap());
+        // A failed poll: the load stays that of the last successful one.
+        let failed = GroupSnapshot {
+            load: None,
+            reqs_working: None,
+            ..snap()
+        };
+        m.set_group("ns", "llama", &failed);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"vast_operator_workergroup_load{namespace="ns",name="llama"} 1.5"#),
+            "{text}"
+        );
+        // No successful poll on record any more (a new workergroup id): unknown.
+        let reset = GroupSnapshot {
+            last_sync: None,
+            ..snap()
+        };
+        m.set_group("ns", "llama", &reset);
+        let text = m.encode();
+        for gone in [
+            "vast_operator_workergroup_last_sync_timestamp_seconds{",
+            "vast_operator_workergroup_load{",
+            "vast_operator_workergroup_reqs_working{",
+        ] {
+            assert!(!text.contains(gone), "{gone} kept in\n{text}");
+        }
+        assert!(
+            text.contains(
+                r#"vast_operator_workergroup_ready_workers{namespace="ns",name="llama"} 2"#
+            )
+        );
     }
 
     #[test]
