@@ -815,7 +815,7 @@ fn binary_defaults() -> BTreeMap<String, String> {
                 .and_then(|r| r.split_once(", --").map(|(_, f)| f))
         }) {
             flag = rest
-                .split(|c: char| c == ' ' || c == '[' || c == '=')
+                .split([' ', '[', '='])
                 .next()
                 .map(str::to_string);
         }
