@@ -814,10 +814,7 @@ fn binary_defaults() -> BTreeMap<String, String> {
             t.strip_prefix('-')
                 .and_then(|r| r.split_once(", --").map(|(_, f)| f))
         }) {
-            flag = rest
-                .split([' ', '[', '='])
-                .next()
-                .map(str::to_string);
+            flag = rest.split([' ', '[', '=']).next().map(str::to_string);
         }
         if let (Some(f), Some((_, d))) = (&flag, line.split_once("[default: ")) {
             let d = d.split(']').next().unwrap_or_default();
