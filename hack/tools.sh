@@ -53,6 +53,24 @@ k8s_ldflags() {
   printf '%s' "$f"
 }
 
+# What Helm's own Makefile sets: its version, and the Kubernetes version it assumes
+# when not given --kube-version (that of its client-go: v0.36 is Kubernetes 1.36).
+# Without these a `helm template` assumes Kubernetes 1.20 and refuses our kubeVersion.
+helm_ldflags() {
+  local helm client major minor p f
+  helm=$(cd "$root/hack/tools/helm" && go list -m -f '{{.Version}}' helm.sh/helm/v3)
+  client=$(cd "$root/hack/tools/helm" && go list -m -f '{{.Version}}' k8s.io/client-go)
+  client=${client#v}
+  major=$((${client%%.*} + 1))
+  minor=${client#*.}; minor=${minor%%.*}
+  f="-X helm.sh/helm/v3/internal/version.version=$helm -X helm.sh/helm/v3/internal/version.metadata="
+  f+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    f+=" -X $p.k8sVersionMajor=$major -X $p.k8sVersionMinor=$minor"
+  done
+  printf '%s' "$f"
+}
+
 tools=("$@")
 [[ ${#tools[@]} -gt 0 ]] || tools=(kube-apiserver kube-controller-manager kubectl etcd coredns helm health-check)
 for t in "${tools[@]}"; do
@@ -61,7 +79,7 @@ for t in "${tools[@]}"; do
     kubectl) build kubectl kubernetes k8s.io/kubernetes/cmd/kubectl "$(k8s_ldflags)" ;;
     kube-controller-manager) build kube-controller-manager kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$(k8s_ldflags)" ;;
     etcd) build etcd etcd go.etcd.io/etcd/server/v3 ;;
-    helm) build helm helm helm.sh/helm/v3/cmd/helm ;;
+    helm) build helm helm helm.sh/helm/v3/cmd/helm "$(helm_ldflags)" ;;
     coredns) build coredns coredns github.com/coredns/coredns ;;
     # Argo CD's Lua interpreter and Flux's kstatus on WorkerGroups (tests/health.rs).
     health-check) build health-check health-check . ;;

@@ -52,7 +52,7 @@ pub struct Settings {
 const RELEASE_BUDGET: Duration = Duration::from_secs(3);
 
 /// Runs the operator until SIGTERM or Ctrl-C.
-pub async fn run(settings: Settings) -> Result<(), crate::Error> {
+pub async fn run(settings: Settings) -> Result<(), crate::error::Error> {
     // Installed before anything else, so that a SIGTERM during start-up (the Lease may
     // take a while to read) is a clean shutdown, not the default kill.
     let mut signals = Signals::install()?;
@@ -105,7 +105,11 @@ pub async fn run(settings: Settings) -> Result<(), crate::Error> {
     for (listener, routes) in plain {
         background.push(serve(listener, routes, None));
     }
-    let client = kube::Client::try_default().await?;
+    let client = kube::Client::try_default().await.map_err(|e| {
+        crate::error::Error::StartUp(format!(
+            "no Kubernetes client configuration (KUBECONFIG, ~/.kube/config or in-cluster): {e}"
+        ))
+    })?;
     if let Some(tls) = tls {
         let guard = Arc::new(Guard::new(tls, client.clone()));
         for (listener, routes) in secure {
@@ -148,7 +152,7 @@ pub async fn run(settings: Settings) -> Result<(), crate::Error> {
         tokio::select! {
             _ = &mut signal => break,
             res = leading.wait_for(|l| *l) => if res.is_err() {
-                return Err(crate::Error::Config("leader election ended unexpectedly".into()));
+                return Err(crate::error::Error::Stopped("leader election ended unexpectedly".into()));
             },
         }
         metrics.set_leader(true);
@@ -205,9 +209,10 @@ struct Signals {
 }
 
 impl Signals {
-    fn install() -> Result<Self, crate::Error> {
+    fn install() -> Result<Self, crate::error::Error> {
         use tokio::signal::unix::{SignalKind, signal};
-        let err = |e: std::io::Error| crate::Error::Config(format!("cannot handle signals: {e}"));
+        let err =
+            |e: std::io::Error| crate::error::Error::StartUp(format!("cannot handle signals: {e}"));
         Ok(Self {
             term: signal(SignalKind::terminate()).map_err(err)?,
             int: signal(SignalKind::interrupt()).map_err(err)?,

@@ -14,6 +14,28 @@ use crate::duration;
 
 /// Default `spec.pollInterval`.
 pub const DEFAULT_POLL_INTERVAL: &str = "30s";
+
+/// The shortest `pollInterval`, as the CRD's validation writes it.
+pub const POLL_INTERVAL_MIN_TEXT: &str = "5s";
+/// The longest `pollInterval`, likewise.
+pub const POLL_INTERVAL_MAX_TEXT: &str = "24h";
+/// The range of `pollInterval` (the CRD's validation and the operator's own check).
+pub const POLL_INTERVAL_RANGE: (std::time::Duration, std::time::Duration) = (
+    std::time::Duration::from_secs(5),
+    std::time::Duration::from_secs(86_400),
+);
+
+/// The CEL rule of `pollInterval`.
+fn poll_interval_rule() -> String {
+    format!(
+        "duration(self) >= duration('{POLL_INTERVAL_MIN_TEXT}') && duration(self) <= duration('{POLL_INTERVAL_MAX_TEXT}')"
+    )
+}
+
+/// The message of that rule.
+fn poll_interval_message() -> String {
+    format!("pollInterval must be between {POLL_INTERVAL_MIN_TEXT} and {POLL_INTERVAL_MAX_TEXT}")
+}
 /// Annotation asking for a poll at once: when its value changes, the operator polls
 /// (at most once per 5 s) and records the value in `status.lastHandledResyncAt`.
 pub const RESYNC_ANNOTATION: &str = "vast.ai/resync-requested-at";
@@ -56,8 +78,8 @@ pub struct WorkerGroupSpec {
     /// How often Vast is polled: a duration such as `30s`, `2m` or `1h30m`, from 5s to 24h.
     #[serde(default = "default_poll_interval")]
     #[schemars(extend("pattern" = duration::PATTERN, "x-kubernetes-validations" = [{
-        "rule": "duration(self) >= duration('5s') && duration(self) <= duration('24h')",
-        "message": "pollInterval must be between 5s and 24h"
+        "rule": poll_interval_rule(),
+        "message": poll_interval_message()
     }]))]
     pub poll_interval: String,
 
@@ -350,6 +372,25 @@ pub fn crd()
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn the_interval_range_is_one_range_in_both_forms() {
+        assert_eq!(
+            duration::parse(POLL_INTERVAL_MIN_TEXT),
+            Ok(POLL_INTERVAL_RANGE.0)
+        );
+        assert_eq!(
+            duration::parse(POLL_INTERVAL_MAX_TEXT),
+            Ok(POLL_INTERVAL_RANGE.1)
+        );
+        let yaml = crd_yaml().expect("crd");
+        assert!(
+            yaml.contains("duration(self) >= duration('5s') && duration(self) <= duration('24h')"),
+            "{yaml}"
+        );
+    }
+
     #[test]
     fn status_defaults_observed_generation_to_minus_one() {
         let crd: serde_json::Value =

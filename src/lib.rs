@@ -10,7 +10,7 @@
 //!
 //! | layer | modules |
 //! |---|---|
-//! | 0 | [`duration`], [`text`] |
+//! | 0 | [`duration`], [`error`], [`shared`], [`text`] |
 //! | 1 | [`crd`], [`runtime`] |
 //! | 2 | [`vast`] |
 //! | 3 | [`sync`] (pure: no I/O) |
@@ -23,39 +23,12 @@ pub mod controller;
 pub mod crd;
 pub mod discovery;
 pub mod duration;
+pub mod error;
 pub mod runtime;
+pub mod shared;
 pub mod sync;
 pub mod text;
 pub mod vast;
 
-/// Field manager of every write the operator makes.
-pub const FIELD_MANAGER: &str = "vast-operator";
-
-/// Every error the operator can meet outside the Vast call (whose errors are
-/// [`vast::VastError`] and end up in status rather than here).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The Kubernetes API refused or failed a request.
-    #[error("Kubernetes API error: {0}")]
-    Kube(#[from] kube::Error),
-    /// Configuration given to the operator is unusable.
-    #[error("invalid configuration: {0}")]
-    Config(String),
-}
-
-impl Error {
-    /// A short PascalCase category, used as an event reason and metric label.
-    pub fn category(&self) -> &'static str {
-        match self {
-            Error::Kube(_) => "KubeApiError",
-            Error::Config(_) => "InvalidConfig",
-        }
-    }
-}
-
-/// Installs the ring rustls provider for the process, once. kube and reqwest are both
-/// built without a provider of their own choosing, so this must run before either
-/// makes a TLS connection; it is idempotent.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub use error::Error;
+pub use shared::{FIELD_MANAGER, install_crypto_provider};

@@ -74,7 +74,7 @@ struct RunArgs {
     #[command(flatten)]
     transport: TransportArgs,
     /// Most workers listed in a status (counts stay exact beyond it).
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..=2000))]
+    #[arg(long, default_value_t = Config::default().max_workers as u16, value_parser = clap::value_parser!(u16).range(1..=2000))]
     max_status_workers: u16,
     /// Refresh status.lastSyncTime at least this often when nothing changed (0: never).
     #[arg(long, default_value = "10m", value_parser = parse_duration_or_zero)]
@@ -118,13 +118,13 @@ struct RunArgs {
     #[arg(long, env = "METRICS_CERT_DIR")]
     metrics_cert_dir: Option<std::path::PathBuf>,
     /// Most reconciles at once.
-    #[arg(long, env = "CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "CONCURRENCY", default_value_t = Config::default().concurrency, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
     /// Most calls per second to Vast, over all WorkerGroups (the rest wait their turn).
     #[arg(long, env = "VAST_MAX_RPS", default_value_t = std::num::NonZeroU32::new(10).expect("10 > 0"))]
     vast_max_rps: std::num::NonZeroU32,
     /// Consecutive transient failures before Ready turns False (nothing is written below).
-    #[arg(long, env = "FAILURE_THRESHOLD", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "FAILURE_THRESHOLD", default_value_t = Config::default().failure_threshold, value_parser = clap::value_parser!(u32).range(1..))]
     failure_threshold: u32,
     /// Label selector narrowing the Secret watch (e.g. `vast.ai/api-key=true`).
     #[arg(long, env = "SECRET_SELECTOR")]
@@ -148,7 +148,7 @@ struct RunArgs {
     endpoint_deny_cidrs: Vec<ipnet::IpNet>,
     /// Most endpoints published per WorkerGroup (lowest worker ids first; the rest are
     /// counted in status.discovery.skipped).
-    #[arg(long, env = "MAX_ENDPOINTS", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, env = "MAX_ENDPOINTS", default_value_t = Config::default().endpoints.max_endpoints as u32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     max_endpoints: u32,
 }
 
@@ -161,12 +161,7 @@ impl RunArgs {
         if !self.leader_elect {
             return Ok(None);
         }
-        if self.lease_duration < leader::MIN_DURATION {
-            return Err(format!(
-                "--lease-duration must be at least {}s",
-                leader::MIN_DURATION.as_secs()
-            ));
-        }
+        leader::check_duration(self.lease_duration)?;
         let namespace = self
             .lease_namespace
             .clone()

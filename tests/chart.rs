@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -68,6 +69,25 @@ fn yaml_value(file: &str, key: &str) -> String {
         .find_map(|l| l.strip_prefix(&format!("{key}:")))
         .map(|v| v.trim().trim_matches('"').to_string())
         .unwrap_or_default()
+}
+
+/// The project's helm is built as Helm's own Makefile builds it (hack/tools.sh): a plain
+/// `helm template`, without `--kube-version`, assumes the Kubernetes of its client-go
+/// (1.36), not 1.20, and so accepts the chart's `kubeVersion: >=1.30.0-0`; and it knows
+/// its own version.
+#[test]
+fn a_plain_helm_template_renders_the_chart() {
+    let c = chart();
+    let c = c.to_str().expect("path");
+    let out = helm(&["template", "t", c]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("kind: Deployment"), "{}", text(&out));
+    let out = helm(&["version", "--template", "{{.Version}}"]);
+    let version = text(&out);
+    assert!(
+        version.starts_with("v3.") && !version.contains("unreleased"),
+        "helm version: {version}"
+    );
 }
 
 #[test]
@@ -777,4 +797,75 @@ async fn installed_with_helm_the_charts_own_identity_is_enough_in_both_modes() {
     for ns in [team, watched, sys, sys2, admin] {
         ns.cleanup().await;
     }
+}
+
+/// The defaults of `vast-operator run`, from its `--help`: flag -> default.
+fn binary_defaults() -> BTreeMap<String, String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_vast-operator"))
+        .args(["run", "--help"])
+        .output()
+        .expect("vast-operator run --help");
+    let help = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut defaults = BTreeMap::new();
+    let mut flag: Option<String> = None;
+    for line in help.lines() {
+        let t = line.trim_start();
+        if let Some(rest) = t.strip_prefix("--").or_else(|| {
+            t.strip_prefix('-')
+                .and_then(|r| r.split_once(", --").map(|(_, f)| f))
+        }) {
+            flag = rest.split([' ', '[', '=']).next().map(str::to_string);
+        }
+        if let (Some(f), Some((_, d))) = (&flag, line.split_once("[default: ")) {
+            let d = d.split(']').next().unwrap_or_default();
+            defaults.insert(f.clone(), d.to_string());
+        }
+    }
+    defaults
+}
+
+/// The chart's defaults are the binary's: every flag the chart's Deployment passes with
+/// its default values has the binary's default value, but for the few the chart sets
+/// on purpose (said here, with why).
+#[test]
+fn the_charts_defaults_are_the_binarys() {
+    let out = render(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rendered = String::from_utf8_lossy(&out.stdout).to_string();
+    let objects = objects(&rendered);
+    let deployment = of_kind(&objects, "Deployment");
+    let args: Vec<String> = deployment[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect();
+    let defaults = binary_defaults();
+    assert!(
+        defaults.get("concurrency").is_some_and(|d| d == "16"),
+        "the help was not read: {defaults:?}"
+    );
+    // On purpose: the Lease is named after the release and lives in its namespace, and
+    // metrics are HTTPS in a cluster (plain HTTP for a local run).
+    let chosen = ["lease-name", "lease-namespace", "metrics-secure"];
+    let mut compared = Vec::new();
+    for arg in &args {
+        let Some((flag, value)) = arg.strip_prefix("--").and_then(|a| a.split_once('=')) else {
+            continue;
+        };
+        if chosen.contains(&flag) {
+            continue;
+        }
+        if let Some(default) = defaults.get(flag) {
+            assert_eq!(
+                value, default,
+                "the chart passes --{flag}={value}, the binary's default is {default}"
+            );
+            compared.push(flag.to_string());
+        }
+    }
+    assert!(
+        compared.len() >= 8,
+        "only {compared:?} compared: the Deployment's arguments were not read"
+    );
 }

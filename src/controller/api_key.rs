@@ -8,8 +8,8 @@
 //! `--secret-selector` only Secrets the selected watch holds are read: the selector is
 //! the boundary of what the operator reads, not only of what it watches.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -49,7 +49,7 @@ pub struct KeyCache(Mutex<HashMap<CacheKey, Held>>);
 
 impl KeyCache {
     fn get(&self, key: &CacheKey, version: &str) -> Option<String> {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.0.lock();
         let held = map
             .get_mut(key)
             .filter(|h| h.version == version && h.read_at.elapsed() < MAX_AGE)?;
@@ -58,7 +58,7 @@ impl KeyCache {
     }
 
     fn put(&self, key: CacheKey, version: String, value: String) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.0.lock();
         let now = Instant::now();
         map.insert(
             key,
@@ -73,12 +73,12 @@ impl KeyCache {
 
     /// Forgets every key (a leadership term ended: a standby holds no tenant's key).
     pub fn clear(&self) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.0.lock().clear();
     }
 
     /// Keeps the keys in `used` that were used at or after `cutoff` (None: any time).
     fn keep(&self, used: &std::collections::HashSet<CacheKey>, cutoff: Option<Instant>) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.0.lock();
         map.retain(|k, h| used.contains(k) && cutoff.is_none_or(|c| h.used_at >= c));
     }
 
@@ -89,7 +89,7 @@ impl KeyCache {
 
     /// Forgets the key of `wg` (Vast refused it: read the Secret again next time).
     pub fn forget(&self, wg: &WorkerGroup) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.0.lock();
         map.remove(&cache_key(wg));
     }
 
@@ -104,7 +104,7 @@ impl KeyCache {
     /// Number of keys held.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.0.lock().len()
     }
 }
 

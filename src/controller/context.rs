@@ -90,8 +90,8 @@ pub struct Context {
     slots: std::sync::OnceLock<crate::runtime::fair::FairSlots>,
     /// Set when the current term is shutting down: reconciles still waiting for a slot
     /// give up instead of polling (a new one per term).
-    pub(super) stopping: std::sync::Mutex<crate::runtime::listed::Listed>,
-    pub(super) triggers: super::watches::Triggers,
+    pub(super) stopping: parking_lot::Mutex<crate::runtime::listed::Listed>,
+    pub(super) triggers: super::triggers::Triggers,
 }
 
 impl Context {
@@ -108,7 +108,7 @@ impl Context {
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let reporter = Reporter {
-            controller: crate::FIELD_MANAGER.into(),
+            controller: crate::shared::FIELD_MANAGER.into(),
             instance: config.instance.clone(),
         };
         Arc::new(Self {
@@ -152,11 +152,7 @@ impl Context {
         let slots = self.slots.get_or_init(|| {
             crate::runtime::fair::FairSlots::new(usize::from(self.config.concurrency.max(1)))
         });
-        let stopping = self
-            .stopping
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let stopping = self.stopping.lock().clone();
         let got = tokio::select! {
             // Shutting down wins over a slot that is free at the same time.
             biased;
@@ -203,13 +199,8 @@ impl Context {
     ) {
         for key in self.memory.sharers(share) {
             if &key != except {
-                super::watches::send(&self.triggers, key);
+                self.triggers.send(key);
             }
         }
-    }
-
-    /// The metrics this context records into.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
     }
 }

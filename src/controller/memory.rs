@@ -3,8 +3,8 @@
 //! consecutive failures. Memory belongs to one object (uid) and one workergroup id: a
 //! recreated object or a new id starts afresh.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use jiff::Timestamp;
@@ -40,7 +40,7 @@ pub struct Memory(Mutex<HashMap<ObjectRef<WorkerGroup>, Entry>>);
 
 impl Memory {
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<ObjectRef<WorkerGroup>, Entry>) -> T) -> T {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.0.lock();
         f(&mut map)
     }
 

@@ -9,6 +9,7 @@ pub mod memory;
 pub mod overdue;
 pub mod reconcile;
 pub mod requeue;
+pub mod triggers;
 pub mod watches;
 
 use std::sync::Arc;
@@ -22,8 +23,8 @@ use tracing::{debug, warn};
 pub use context::{Config, Context};
 pub use watches::Watches;
 
-use crate::Error;
 use crate::crd::WorkerGroup;
+use crate::error::Error;
 
 /// Runs the watches and the controller until `shutdown` resolves: the whole operator
 /// without leader election (what the tests run in-process).
@@ -48,7 +49,7 @@ pub async fn run_term(
     // Wake-ups are forwarded from here on; what the store holds now is reconciled below.
     let _term = Term::begin(&ctx, watches, tx);
     let stopping = crate::runtime::listed::Listed::default();
-    *ctx.stopping.lock().unwrap_or_else(|p| p.into_inner()) = stopping.clone();
+    *ctx.stopping.lock() = stopping.clone();
     let mut shutdown = Box::pin(async move {
         shutdown.await;
         // Reconciles still waiting for a slot end now; those running finish.

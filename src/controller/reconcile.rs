@@ -15,15 +15,14 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::api_key;
 use super::context::Context;
-use super::requeue::{backoff, jitter};
-use crate::crd::{RESYNC_ANNOTATION, WorkerGroup, WorkerGroupStatus, WorkerStatus};
+use super::requeue::{backoff, jitter, spread};
+use crate::crd::{WorkerGroup, WorkerGroupStatus, WorkerStatus};
+use crate::discovery;
+use crate::error::Error;
 use crate::runtime::metrics::GroupSnapshot;
+use crate::sync::schedule::{self, Next, Outcome};
 use crate::sync::{self, DiscoveryUpdate, EventSpec, Freshness, Plan, PollOutcome};
 use crate::vast::VastError;
-use crate::{Error, discovery, duration};
-
-/// Shortest and longest `spec.pollInterval` (the CRD enforces the same).
-const INTERVAL_RANGE: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(86_400));
 
 /// Reconciles one WorkerGroup, and counts it in the metrics.
 pub async fn reconcile(wg: Arc<WorkerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -60,7 +59,7 @@ async fn steps(wg: &Arc<WorkerGroup>, ctx: &Arc<Context>) -> (Result<Action, Err
     if wg.meta().deletion_timestamp.is_some() {
         return (Ok(Action::await_change()), "deleting");
     }
-    let resync = resync_request(wg);
+    let resync = schedule::resync_request(wg);
     if resync.is_some()
         && let Some(wait) = resync_too_soon(ctx, wg)
     {
@@ -71,7 +70,8 @@ async fn steps(wg: &Arc<WorkerGroup>, ctx: &Arc<Context>) -> (Result<Action, Err
     if ctx.memory.first_look(wg)
         && resync.is_none()
         && let Ok(every) = interval
-        && let Some(wait) = start_up_delay(wg, every, Timestamp::now())
+        && let Some(wait) =
+            schedule::start_up_delay(schedule::synced_at(wg), every, Timestamp::now(), spread())
     {
         // The series stay on show meanwhile (a new term starts without them).
         if let Some(status) = &wg.status {
@@ -89,7 +89,7 @@ async fn steps(wg: &Arc<WorkerGroup>, ctx: &Arc<Context>) -> (Result<Action, Err
 }
 
 /// The interval assumed when `spec.pollInterval` is unusable.
-pub(super) const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+pub(super) const DEFAULT_INTERVAL: Duration = schedule::DEFAULT_INTERVAL;
 
 /// After the poll: publish, plan, write, tell.
 async fn finish(
@@ -101,7 +101,7 @@ async fn finish(
 ) -> Result<Action, Error> {
     let remembered = ctx.memory.full_workers(wg);
     // A reused answer is as old as it is: lastSyncTime says when Vast answered.
-    let answered = as_of(poll.age);
+    let answered = schedule::as_of(poll.age, Timestamp::now());
     let freshness = freshness(ctx, wg, &poll.outcome, interval.as_ref().ok());
     let discovery = publish(ctx, wg, &poll.outcome, remembered.as_deref(), &freshness).await;
     let plan = sync::plan(sync::Input {
@@ -171,43 +171,10 @@ fn freshness(
     Freshness::judge(outcome, last_success, lag, Timestamp::now(), window)
 }
 
-/// How long the first reconcile of a term waits before polling, so that a restart does
-/// not poll everything at once: an object synced within its interval waits until it is
-/// due; one never synced for its current spec, or failing, or suspended, goes at once;
-/// the rest are spread evenly over their interval.
-fn start_up_delay(wg: &WorkerGroup, interval: Duration, now: Timestamp) -> Option<Duration> {
-    let status = wg.status.as_ref()?;
-    let synced = status.observed_generation == wg.meta().generation
-        && !wg.spec.suspend
-        && status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == sync::READY && c.status == "True" && c.reason == "Synced");
-    let last = status.last_sync_time.filter(|_| synced)?;
-    let age = Duration::try_from(now.duration_since(last)).unwrap_or(Duration::ZERO);
-    match interval.checked_sub(age) {
-        Some(left) if !left.is_zero() => Some(left),
-        _ => Some(interval.mul_f64(rand::random::<f64>())),
-    }
-}
-
-/// The resync annotation's value, when it asks for a poll not yet answered.
-fn resync_request(wg: &WorkerGroup) -> Option<String> {
-    let asked = wg.annotations().get(RESYNC_ANNOTATION)?;
-    let answered = wg
-        .status
-        .as_ref()
-        .and_then(|s| s.last_handled_resync_at.as_ref());
-    (answered != Some(asked)).then(|| asked.clone())
-}
-
 /// How long until a resync may poll, when the last poll was too recent.
 fn resync_too_soon(ctx: &Context, wg: &WorkerGroup) -> Option<Duration> {
-    let last = ctx.memory.last_poll(wg)?;
-    ctx.config
-        .resync_min_interval
-        .checked_sub(last.elapsed())
-        .filter(|d| !d.is_zero())
+    let since = ctx.memory.last_poll(wg).map(|last| last.elapsed());
+    schedule::resync_wait(since, ctx.config.resync_min_interval)
 }
 
 /// Sets the WorkerGroup's series from the planned status.
@@ -255,28 +222,12 @@ fn reqs_working(workers: &[WorkerStatus]) -> i64 {
         .fold(0i64, i64::saturating_add)
 }
 
-/// The time `age` ago, in whole seconds (what Kubernetes stores).
-fn as_of(age: Duration) -> Timestamp {
-    let t = jiff::SignedDuration::try_from(age)
-        .ok()
-        .and_then(|a| Timestamp::now().checked_sub(a).ok())
-        .unwrap_or_else(Timestamp::now);
-    t.round(jiff::Unit::Second).unwrap_or(t)
-}
-
 /// `spec.pollInterval`, or the terminal outcome of an unusable one.
 pub(super) fn poll_interval(wg: &WorkerGroup) -> Result<Duration, PollOutcome> {
-    let text = &wg.spec.poll_interval;
-    let invalid = |message| PollOutcome::Terminal {
+    schedule::poll_interval(&wg.spec.poll_interval).map_err(|message| PollOutcome::Terminal {
         reason: "InvalidSpec",
         message,
-    };
-    let interval = duration::parse(text)
-        .map_err(|_| invalid(format!("pollInterval {text:?} is not a duration")))?;
-    if interval < INTERVAL_RANGE.0 || interval > INTERVAL_RANGE.1 {
-        return Err(invalid(format!("pollInterval {text:?} is outside 5s..24h")));
-    }
-    Ok(interval)
+    })
 }
 
 /// The outcome of one poll, whether Vast rate-limited it, and how old the answer is.
@@ -400,7 +351,7 @@ async fn publish(
     }
 }
 
-/// Writes the planned status (server-side apply under [`crate::FIELD_MANAGER`]) when it
+/// Writes the planned status (server-side apply under [`crate::shared::FIELD_MANAGER`]) when it
 /// changed; returns the reference events should name: the object at the written
 /// resourceVersion (None: the object changed since it was read; nothing was written).
 async fn write_status(
@@ -443,7 +394,7 @@ async fn patch_status(
 ) -> Result<WorkerGroup, Error> {
     let api =
         Api::<WorkerGroup>::namespaced(ctx.client.clone(), &wg.namespace().unwrap_or_default());
-    let pp = PatchParams::apply(crate::FIELD_MANAGER).force();
+    let pp = PatchParams::apply(crate::shared::FIELD_MANAGER).force();
     Ok(api
         .patch_status(&wg.name_any(), &pp, &Patch::Apply(&status_body(wg, status)))
         .await?)
@@ -493,10 +444,7 @@ async fn emit_events(ctx: &Context, events: &[EventSpec], at: &ObjectReference) 
     }
 }
 
-/// Chooses when to look again: `pollInterval` +-10 % after success; backoff after a
-/// transient error, capped at `pollInterval`, but never sooner than it after a 429; `--terminal-retry`
-/// after a terminal error; nothing while suspended. Data not yet stale is looked at
-/// again when it goes stale, so that its endpoints go not ready on time.
+/// Chooses when to look again ([`schedule::next`]), and logs a failure.
 fn requeue(
     ctx: &Context,
     wg: &WorkerGroup,
@@ -504,50 +452,50 @@ fn requeue(
     interval: Option<Duration>,
     freshness: &Freshness,
 ) -> Action {
-    let interval = interval.unwrap_or(DEFAULT_INTERVAL);
     let goes_stale = match freshness {
         Freshness::Until(left) => Some(*left + Duration::from_secs(1)),
         _ => None,
     };
-    match poll.outcome {
-        PollOutcome::Synced(_) => Action::requeue(jitter(interval, 0.1)),
+    let mut inputs = schedule::Inputs {
+        interval: interval.unwrap_or(DEFAULT_INTERVAL),
+        backoff: Duration::ZERO,
+        terminal_retry: jitter(ctx.config.terminal_retry, 0.1),
+        goes_stale,
+        r: spread(),
+    };
+    let outcome = match poll.outcome {
+        PollOutcome::Synced(_) => Outcome::Synced,
         PollOutcome::Suspended => {
             ctx.memory.clear_failures(wg);
-            goes_stale.map_or_else(Action::await_change, Action::requeue)
+            Outcome::Suspended
         }
-        PollOutcome::Transient(err) => {
-            let (n, delay) = failure_delay(ctx, wg);
-            // Vast sends no Retry-After: after a 429 the key waits at least the interval,
-            // spread by up to 10 % more so that objects limited together do not retry
-            // together.
-            // Any other failure backs off, but never beyond the interval: a failing
-            // WorkerGroup is retried at least once per interval, so it is right again
-            // within one interval of the fault clearing.
-            // After a 429: the interval plus up to 10 % (not the growing backoff, so
-            // that stale data is marked at the next retry, at most 1.1 intervals late).
-            let delay = if poll.rate_limited {
-                interval + interval.mul_f64(rand::random::<f64>() * 0.1)
-            } else {
-                delay.min(interval)
-            };
-            // Looked at again when the data would go stale, but never sooner than the
-            // interval after a 429 (then it goes stale at that retry).
-            let delay = match goes_stale {
-                Some(s) if !poll.rate_limited => delay.min(s),
-                _ => delay,
-            };
-            warn!(error = %err, failures = n, retry_in = ?delay, "poll failed");
-            Action::requeue(delay)
+        PollOutcome::Transient(_) => {
+            let (_, delay) = failure_delay(ctx, wg);
+            inputs.backoff = delay;
+            Outcome::Transient {
+                rate_limited: poll.rate_limited,
+            }
         }
-        PollOutcome::Terminal { reason, message } => {
+        PollOutcome::Terminal { .. } => {
             // A later transient error starts its backoff afresh.
             ctx.memory.clear_failures(wg);
-            warn!(reason, message = %message, "terminal error; retrying slowly");
-            // A Kubernetes-side error (a missing Secret) leaves the data fresh for a
-            // while: look again when it goes stale, if that is sooner.
-            let retry = jitter(ctx.config.terminal_retry, 0.1);
-            Action::requeue(goes_stale.map_or(retry, |s| retry.min(s)))
+            Outcome::Terminal
         }
+    };
+    let next = schedule::next(outcome, &inputs);
+    match (&poll.outcome, next) {
+        (PollOutcome::Transient(err), Next::After(delay)) => {
+            let failures = ctx.memory.failures(wg);
+            warn!(error = %err, failures, retry_in = ?delay, "poll failed");
+        }
+        (PollOutcome::Terminal { reason, message }, _) => {
+            warn!(reason, message = %message, "terminal error; retrying slowly");
+        }
+        _ => {}
+    }
+    match next {
+        Next::After(d) => Action::requeue(d),
+        Next::OnChange => Action::await_change(),
     }
 }
 

@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -37,12 +37,10 @@ use tokio::sync::mpsc::UnboundedSender;
 use tracing::warn;
 
 use super::context::Context;
+use super::triggers::Triggers;
 use crate::crd::{RESYNC_ANNOTATION, WorkerGroup};
 use crate::discovery;
 use crate::runtime::listed::Listed;
-
-/// Where wake-ups go: the running controller's queue, or nowhere on a standby.
-pub type Triggers = Arc<Mutex<Option<UnboundedSender<ObjectRef<WorkerGroup>>>>>;
 
 /// The process-long watches.
 pub struct Watches {
@@ -103,7 +101,7 @@ impl Watches {
 
     /// Forwards wake-ups to `tx` (a running controller), or to nobody.
     pub fn forward_to(&self, tx: Option<UnboundedSender<ObjectRef<WorkerGroup>>>) {
-        *self.triggers.lock().unwrap_or_else(|p| p.into_inner()) = tx;
+        self.triggers.forward_to(tx);
     }
 
     /// Stops every watch.
@@ -117,13 +115,6 @@ impl Watches {
 impl Drop for Watches {
     fn drop(&mut self) {
         self.abort();
-    }
-}
-
-/// Wakes `key` if a controller runs.
-pub fn send(triggers: &Triggers, key: ObjectRef<WorkerGroup>) {
-    if let Some(tx) = triggers.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-        let _ = tx.send(key);
     }
 }
 
@@ -172,7 +163,7 @@ async fn watch_groups(
                 let key = ObjectRef::from_obj(&wg);
                 if changed(&mut seen, &key, &wg) {
                     tracing::debug!(workergroup = %key, "woken by a change of spec, uid or resync annotation");
-                    send(triggers, key);
+                    triggers.send(key);
                 }
             }
             Ok(Event::InitApply(wg)) => {
@@ -194,7 +185,7 @@ async fn watch_groups(
                 // The list is in the store now: what it changed can be reconciled.
                 for key in held.drain(..).filter(|k| live.contains(k)) {
                     tracing::debug!(workergroup = %key, "woken by a (re)list");
-                    send(triggers, key);
+                    triggers.send(key);
                 }
                 listed.set();
                 if let Some(f) = on_listed.take() {
@@ -242,7 +233,7 @@ async fn watch_secrets(
         |by_secret: &HashMap<Key, Vec<Arc<WorkerGroup>>>, key: &Key, only_unread: Option<&str>| {
             for wg in by_secret.get(key).into_iter().flatten() {
                 if only_unread.is_none_or(|version| !ctx.keys.holds(wg, version)) {
-                    send(&ctx.triggers, ObjectRef::from_obj(&**wg));
+                    ctx.triggers.send(ObjectRef::from_obj(&**wg));
                 }
             }
         };

@@ -105,7 +105,7 @@ impl<'a> Writer<'a> {
             services: Api::namespaced(client.clone(), &ns),
             slices: Api::namespaced(client.clone(), &ns),
             post: PostParams {
-                field_manager: Some(crate::FIELD_MANAGER.into()),
+                field_manager: Some(crate::shared::FIELD_MANAGER.into()),
                 ..Default::default()
             },
             writes: 0,

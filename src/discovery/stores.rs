@@ -2,7 +2,9 @@
 //! reads what exists without a request per poll.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -196,7 +198,7 @@ where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
     fn apply(&self, event: &watcher::Event<K>) {
-        let mut o = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let mut o = self.0.write();
         match event {
             watcher::Event::Init => o.relist = Some(Owners::default()),
             watcher::Event::InitApply(obj) => o.relist.get_or_insert_default().put(obj),
@@ -216,7 +218,7 @@ where
             return Vec::new();
         };
         let ns = wg.namespace();
-        let o = self.0.read().unwrap_or_else(|p| p.into_inner());
+        let o = self.0.read();
         o.live
             .by_owner
             .get(uid)

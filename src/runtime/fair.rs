@@ -10,7 +10,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, oneshot};
@@ -47,7 +49,7 @@ impl<T: Send + 'static> Fair<T> {
         let started = Instant::now();
         let (tx, rx) = oneshot::channel();
         {
-            let mut guard = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+            let mut guard = self.queues.lock();
             let q = &mut *guard;
             let mine = q.waiting.entry(tenant.to_string()).or_default();
             if mine.is_empty() {
@@ -61,7 +63,7 @@ impl<T: Send + 'static> Fair<T> {
 
     /// The next waiter still waiting, in round robin; None when nobody waits.
     fn next(&self) -> Option<oneshot::Sender<T>> {
-        let mut q = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = self.queues.lock();
         while let Some(tenant) = q.ring.pop_front() {
             let Some(mut mine) = q.waiting.remove(&tenant) else {
                 continue;
@@ -82,7 +84,7 @@ impl<T: Send + 'static> Fair<T> {
 
     /// Whether a tenant has waiters (some may have given up: [`Fair::next`] skips them).
     fn anyone_waiting(&self) -> bool {
-        let q = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let q = self.queues.lock();
         !q.ring.is_empty()
     }
 
@@ -206,12 +208,12 @@ mod tests {
             let (f, o) = (fair.clone(), order.clone());
             waiters.push(tokio::spawn(async move {
                 if f.acquire(tenant).await.is_some() {
-                    o.lock().unwrap_or_else(|p| p.into_inner()).push(tenant);
+                    o.lock().push(tenant);
                 }
             }));
             // Every waiter is queued before the next one (and before any unit exists).
             while !fair.anyone_waiting() || {
-                let q = fair.queues.lock().unwrap_or_else(|p| p.into_inner());
+                let q = fair.queues.lock();
                 q.waiting.values().map(VecDeque::len).sum::<usize>() < waiters.len()
             } {
                 tokio::task::yield_now().await;
@@ -230,7 +232,7 @@ mod tests {
             let _ = rx.recv().await;
             w.await.expect("waiter");
         }
-        let order = order.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let order = order.lock().clone();
         assert_eq!(order.len(), 21);
         let b = order.iter().position(|t| *t == "b").expect("b served");
         assert!(b <= 1, "b served at {b}: {order:?}");

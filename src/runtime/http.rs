@@ -86,27 +86,29 @@ pub enum Route {
 /// have to be HTTPS too).
 pub async fn bind(
     wanted: &[(SocketAddr, Route)],
-) -> Result<Vec<(TcpListener, Vec<Route>)>, crate::Error> {
+) -> Result<Vec<(TcpListener, Vec<Route>)>, crate::error::Error> {
     let by_addr = group(wanted)?;
     let mut out = Vec::new();
     for (addr, routes) in by_addr {
         let listener = TcpListener::bind(addr)
             .await
-            .map_err(|e| crate::Error::Config(format!("cannot listen on {addr}: {e}")))?;
+            .map_err(|e| crate::error::Error::StartUp(format!("cannot listen on {addr}: {e}")))?;
         out.push((listener, routes));
     }
     Ok(out)
 }
 
 /// The routes of each address; an error when a secure route shares one.
-fn group(wanted: &[(SocketAddr, Route)]) -> Result<BTreeMap<SocketAddr, Vec<Route>>, crate::Error> {
+fn group(
+    wanted: &[(SocketAddr, Route)],
+) -> Result<BTreeMap<SocketAddr, Vec<Route>>, crate::error::Error> {
     let mut by_addr: BTreeMap<SocketAddr, Vec<Route>> = BTreeMap::new();
     for (addr, route) in wanted {
         by_addr.entry(*addr).or_default().push(*route);
     }
     for (addr, routes) in &by_addr {
         if routes.contains(&Route::SecureMetrics) && routes.len() > 1 {
-            return Err(crate::Error::Config(format!(
+            return Err(crate::error::Error::Config(format!(
                 "--metrics-secure serves /metrics over HTTPS, and the probes stay plain \
                  HTTP: --metrics-addr and --health-addr must differ (both are {addr})"
             )));

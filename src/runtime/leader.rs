@@ -38,32 +38,41 @@ pub const MIN_DURATION: Duration = Duration::from_secs(3);
 /// A leader stops this long before the Lease it last saw renewed would expire.
 const SAFETY_MARGIN: Duration = Duration::from_secs(1);
 
+/// The one rule for `--lease-duration`: at least [`MIN_DURATION`].
+pub fn check_duration(duration: Duration) -> Result<(), String> {
+    if duration < MIN_DURATION {
+        return Err(format!(
+            "--lease-duration must be at least {}s",
+            MIN_DURATION.as_secs()
+        ));
+    }
+    Ok(())
+}
+
 /// Joins the election. Returns a receiver that is true while this process leads, and
 /// the task, which releases the Lease and ends once `stop` turns true.
 pub async fn start(
     client: Client,
     settings: Settings,
     stop: watch::Receiver<bool>,
-) -> Result<(watch::Receiver<bool>, tokio::task::JoinHandle<()>), crate::Error> {
+) -> Result<(watch::Receiver<bool>, tokio::task::JoinHandle<()>), crate::error::Error> {
+    check_duration(settings.duration).map_err(crate::error::Error::Config)?;
     let secs = settings.duration.as_secs();
-    if settings.duration < MIN_DURATION {
-        return Err(crate::Error::Config(format!(
-            "--lease-duration must be at least {}s",
-            MIN_DURATION.as_secs()
-        )));
-    }
     // Renew a third of the duration before expiry (15s: every 10s).
     let grace = (secs / 3).max(1);
-    let params = LeaseParams::new(settings.identity.clone(), secs, grace).with_field_manager(
-        format!("{}-lease-{}", crate::FIELD_MANAGER, settings.identity),
-    );
+    let params =
+        LeaseParams::new(settings.identity.clone(), secs, grace).with_field_manager(format!(
+            "{}-lease-{}",
+            crate::shared::FIELD_MANAGER,
+            settings.identity
+        ));
     let candidate = Candidate {
         client: client.clone(),
         settings: settings.clone(),
         params,
     };
     let manager = candidate.manager().await.map_err(|e| {
-        crate::Error::Config(format!(
+        crate::error::Error::StartUp(format!(
             "cannot use Lease {}/{}: {e}",
             settings.namespace, settings.lease_name
         ))

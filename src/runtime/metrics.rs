@@ -5,8 +5,8 @@
 //! deleted ([`Metrics::forget_group`]). Nothing here knows the WorkerGroup type; no label
 //! or value ever holds a key.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -275,10 +275,7 @@ impl Metrics {
             namespace: namespace.into(),
         };
         self.queue_wait.get_or_create(&labels).observe(seconds);
-        self.queues
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(labels);
+        self.queues.lock().insert(labels);
     }
 
     /// Whether this process leads.
@@ -298,7 +295,7 @@ impl Metrics {
             namespace: namespace.into(),
             name: name.into(),
         };
-        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let mut groups = self.groups.lock();
         let series = groups.entry((namespace.into(), name.into())).or_default();
         let state = |s: &str| StateLabels {
             namespace: namespace.into(),
@@ -317,8 +314,18 @@ impl Metrics {
             self.workers.get_or_create(&state(s)).set(*n);
         }
         self.ready_workers.get_or_create(&g).set(snap.ready);
-        if let Some(t) = snap.last_sync {
-            self.last_sync.get_or_create(&g).set(t);
+        // No successful poll on record (a new workergroup id, a status reset): the last
+        // sync and the load figures are unknown, and their series go rather than show an
+        // old value as current.
+        match snap.last_sync {
+            Some(t) => {
+                self.last_sync.get_or_create(&g).set(t);
+            }
+            None => {
+                self.last_sync.remove(&g);
+                self.load.remove(&g);
+                self.reqs_working.remove(&g);
+            }
         }
         let mut keys = HashSet::new();
         for (type_, status) in &snap.conditions {
@@ -346,17 +353,19 @@ impl Metrics {
             });
         }
         series.conditions = keys;
-        if let Some(load) = snap.load {
-            self.load.get_or_create(&g).set(load);
-        }
-        if let Some(n) = snap.reqs_working {
-            self.reqs_working.get_or_create(&g).set(n);
+        if snap.last_sync.is_some() {
+            if let Some(load) = snap.load {
+                self.load.get_or_create(&g).set(load);
+            }
+            if let Some(n) = snap.reqs_working {
+                self.reqs_working.get_or_create(&g).set(n);
+            }
         }
     }
 
     /// Removes every series of one WorkerGroup.
     pub fn forget_group(&self, namespace: &str, name: &str) {
-        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let mut groups = self.groups.lock();
         let series = groups
             .remove(&(namespace.to_string(), name.to_string()))
             .unwrap_or_default();
@@ -365,7 +374,7 @@ impl Metrics {
 
     /// Removes the series of every WorkerGroup not in `live` ((namespace, name) pairs).
     pub fn retain_groups(&self, live: &HashSet<(String, String)>) {
-        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let mut groups = self.groups.lock();
         let gone: Vec<(String, String)> = groups
             .keys()
             .filter(|k| !live.contains(*k))
@@ -378,7 +387,7 @@ impl Metrics {
         }
         drop(groups);
         let namespaces: HashSet<&str> = live.iter().map(|(ns, _)| ns.as_str()).collect();
-        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let mut queues = self.queues.lock();
         queues.retain(|q| {
             let keep = namespaces.contains(q.namespace.as_str());
             if !keep {
@@ -475,6 +484,43 @@ mod tests {
         m.retain_groups(&HashSet::from([("ns".to_string(), "b".to_string())]));
         let text = m.encode();
         assert!(!text.contains(r#"name="a""#) && text.contains(r#"name="b""#));
+    }
+
+    #[test]
+    fn figures_that_become_unknown_are_removed_not_kept() {
+        let m = Metrics::new();
+        m.set_group("ns", "llama", &snap());
+        // A failed poll: the load stays that of the last successful one.
+        let failed = GroupSnapshot {
+            load: None,
+            reqs_working: None,
+            ..snap()
+        };
+        m.set_group("ns", "llama", &failed);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"vast_operator_workergroup_load{namespace="ns",name="llama"} 1.5"#),
+            "{text}"
+        );
+        // No successful poll on record any more (a new workergroup id): unknown.
+        let reset = GroupSnapshot {
+            last_sync: None,
+            ..snap()
+        };
+        m.set_group("ns", "llama", &reset);
+        let text = m.encode();
+        for gone in [
+            "vast_operator_workergroup_last_sync_timestamp_seconds{",
+            "vast_operator_workergroup_load{",
+            "vast_operator_workergroup_reqs_working{",
+        ] {
+            assert!(!text.contains(gone), "{gone} kept in\n{text}");
+        }
+        assert!(
+            text.contains(
+                r#"vast_operator_workergroup_ready_workers{namespace="ns",name="llama"} 2"#
+            )
+        );
     }
 
     #[test]

@@ -16,7 +16,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use hyper::header::HeaderValue;
@@ -187,8 +189,8 @@ impl Authorizer {
         Ok(verdict)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VerdictCache> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, VerdictCache> {
+        self.cache.lock()
     }
 
     async fn review(&self, token: &str) -> Result<Verdict, kube::Error> {
@@ -266,11 +268,13 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// The TLS server configuration: HTTP/1.1, the certificate of `cert_dir` (`tls.crt`,
 /// `tls.key`) or a self-signed one for `localhost`.
-pub fn server_config(cert_dir: Option<&Path>) -> Result<Arc<rustls::ServerConfig>, crate::Error> {
+pub fn server_config(
+    cert_dir: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>, crate::error::Error> {
     let provider = provider();
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| crate::Error::Config(format!("TLS for /metrics: {e}")))?
+        .map_err(|e| crate::error::Error::StartUp(format!("TLS for /metrics: {e}")))?
         .with_no_client_auth();
     let mut config = match cert_dir {
         Some(dir) => {
@@ -286,9 +290,9 @@ pub fn server_config(cert_dir: Option<&Path>) -> Result<Arc<rustls::ServerConfig
     Ok(Arc::new(config))
 }
 
-fn self_signed(provider: &CryptoProvider) -> Result<CertifiedKey, crate::Error> {
+fn self_signed(provider: &CryptoProvider) -> Result<CertifiedKey, crate::error::Error> {
     let err = |e: &dyn std::fmt::Display| {
-        crate::Error::Config(format!("self-signed certificate for /metrics: {e}"))
+        crate::error::Error::StartUp(format!("self-signed certificate for /metrics: {e}"))
     };
     let mut names = vec![
         "localhost".to_string(),
@@ -322,9 +326,9 @@ struct Loaded {
 }
 
 impl CertFiles {
-    fn new(dir: &Path, provider: Arc<CryptoProvider>) -> Result<Self, crate::Error> {
+    fn new(dir: &Path, provider: Arc<CryptoProvider>) -> Result<Self, crate::error::Error> {
         let modified = modified(dir);
-        let key = Arc::new(load(dir, &provider).map_err(crate::Error::Config)?);
+        let key = Arc::new(load(dir, &provider).map_err(crate::error::Error::Config)?);
         Ok(Self {
             dir: dir.to_path_buf(),
             provider,
@@ -365,7 +369,7 @@ fn load(dir: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, String> {
 
 impl ResolvesServerCert for CertFiles {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.lock();
         if state.checked.elapsed() >= CERT_RECHECK {
             state.checked = Instant::now();
             let now = modified(&self.dir);
@@ -500,7 +504,7 @@ mod tests {
 
     #[test]
     fn a_self_signed_certificate_and_a_cert_dir() {
-        crate::install_crypto_provider();
+        crate::shared::install_crypto_provider();
         assert!(server_config(None).is_ok());
         let dir = std::env::temp_dir().join(format!("vo-cert-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");

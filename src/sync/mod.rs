@@ -11,6 +11,7 @@ pub mod diff;
 pub mod endpoints;
 pub mod events;
 pub mod freshness;
+pub mod schedule;
 pub mod workers;
 
 use std::time::Duration;

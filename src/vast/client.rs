@@ -24,7 +24,7 @@ pub struct VastClient {
     limiter: Option<Arc<Limiter>>,
     /// Per workergroup, how many entries of the last answer had no usable id (only
     /// non-zero counts are kept), so that it is said once per change, not every poll.
-    unusable: Arc<std::sync::Mutex<std::collections::HashMap<i64, usize>>>,
+    unusable: Arc<parking_lot::Mutex<std::collections::HashMap<i64, usize>>>,
 }
 
 /// How the client reaches Vast: which URLs it accepts and which CAs it trusts.
@@ -39,9 +39,9 @@ pub struct Transport {
 
 /// Refuses a URL that would send the key unencrypted: `https://` always works;
 /// `http://` only to a loopback host (a local fake or tunnel) or when allowed.
-pub fn check_url(base_url: &str, allow_insecure: bool) -> Result<(), crate::Error> {
+pub fn check_url(base_url: &str, allow_insecure: bool) -> Result<(), crate::error::Error> {
     let url = url::Url::parse(base_url).map_err(|e| {
-        crate::Error::Config(format!("the Vast URL {base_url:?} is not a URL: {e}"))
+        crate::error::Error::Config(format!("the Vast URL {base_url:?} is not a URL: {e}"))
     })?;
     let loopback = match url.host() {
         Some(url::Host::Ipv4(a)) => a.is_loopback(),
@@ -52,10 +52,10 @@ pub fn check_url(base_url: &str, allow_insecure: bool) -> Result<(), crate::Erro
     match url.scheme() {
         "https" => Ok(()),
         "http" if loopback || allow_insecure => Ok(()),
-        "http" => Err(crate::Error::Config(format!(
+        "http" => Err(crate::error::Error::Config(format!(
             "the Vast URL {base_url:?} is plain http to a host that is not loopback: the API key would travel unencrypted; use https://, or pass --allow-insecure-vast-url to accept that"
         ))),
-        _ => Err(crate::Error::Config(format!(
+        _ => Err(crate::error::Error::Config(format!(
             "the Vast URL {base_url:?} must start with https://"
         ))),
     }
@@ -68,17 +68,18 @@ fn connect_timeout(timeout: Duration) -> Duration {
 }
 
 /// The CA certificates of a PEM file, with a clear error when there are none.
-fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, crate::Error> {
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, crate::error::Error> {
     let shown = path.display();
-    let pem = std::fs::read(path)
-        .map_err(|e| crate::Error::Config(format!("cannot read --vast-ca-file {shown}: {e}")))?;
+    let pem = std::fs::read(path).map_err(|e| {
+        crate::error::Error::Config(format!("cannot read --vast-ca-file {shown}: {e}"))
+    })?;
     let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-        crate::Error::Config(format!(
+        crate::error::Error::Config(format!(
             "--vast-ca-file {shown} is not PEM certificates: {e}"
         ))
     })?;
     if certs.is_empty() {
-        return Err(crate::Error::Config(format!(
+        return Err(crate::error::Error::Config(format!(
             "--vast-ca-file {shown} holds no certificate"
         )));
     }
@@ -88,7 +89,7 @@ fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, cra
 impl VastClient {
     /// A client for `base_url` (such as `https://run.vast.ai`), trusting the system's
     /// CAs; plain http only to a loopback host.
-    pub fn new(base_url: &str, timeout: Duration) -> Result<Self, crate::Error> {
+    pub fn new(base_url: &str, timeout: Duration) -> Result<Self, crate::error::Error> {
         Self::with_transport(base_url, timeout, &Transport::default())
     }
 
@@ -97,8 +98,8 @@ impl VastClient {
         base_url: &str,
         timeout: Duration,
         transport: &Transport,
-    ) -> Result<Self, crate::Error> {
-        crate::install_crypto_provider();
+    ) -> Result<Self, crate::error::Error> {
+        crate::shared::install_crypto_provider();
         check_url(base_url, transport.allow_insecure)?;
         let base = base_url.trim_end_matches('/');
         let mut builder = reqwest::Client::builder()
@@ -112,9 +113,9 @@ impl VastClient {
         if let Some(path) = &transport.ca_file {
             builder = builder.tls_certs_merge(read_ca_file(path)?);
         }
-        let http = builder
-            .build()
-            .map_err(|e| crate::Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        let http = builder.build().map_err(|e| {
+            crate::error::Error::StartUp(format!("cannot build the HTTP client: {e}"))
+        })?;
         Ok(Self {
             http,
             endpoint: format!("{base}/get_workergroup_workers/"),
@@ -220,7 +221,7 @@ impl VastClient {
     /// Warns when the count of entries without a usable id changes (to non-zero);
     /// returns whether it did.
     fn note_unusable(&self, workergroup_id: i64, n: usize) -> bool {
-        let mut seen = self.unusable.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = self.unusable.lock();
         let before = if n == 0 {
             seen.remove(&workergroup_id)
         } else {

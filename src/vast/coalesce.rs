@@ -9,7 +9,9 @@
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -85,7 +87,7 @@ impl Coalescer {
         let key = self.share_key(workergroup_id, api_key);
         let max_age = interval / 2;
         let (call, called) = {
-            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            let mut entries = self.entries.lock();
             let entry = entries.entry(key).or_default();
             if let Some((at, answer)) = &entry.answered
                 && !fresh
@@ -120,7 +122,7 @@ impl Coalescer {
         {
             // Whoever finishes first records the answer (the caller that started the call
             // may have been cancelled meanwhile).
-            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            let mut entries = self.entries.lock();
             let entry = entries.entry(key).or_default();
             if entry.in_flight.as_ref().is_some_and(|f| f.ptr_eq(&call)) {
                 entry.in_flight = None;
@@ -144,15 +146,12 @@ impl Coalescer {
     /// polled since, and calls cut off by the end of a term are dropped with the keys
     /// they hold).
     pub fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.entries.lock().clear();
     }
 
     /// Forgets answers older than `age` (call now and then: keys go away).
     pub fn forget_older_than(&self, age: Duration) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = self.entries.lock();
         entries.retain(|_, e| {
             e.in_flight.is_some()
                 || e.answered
