@@ -1305,3 +1305,63 @@ async fn objects_of_ours_the_watch_does_not_show_are_adopted_not_a_conflict() {
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn an_owned_service_of_the_other_headless_kind_is_recreated_not_failed() {
+    let mut h = Harness::start("disc-adopt-headless").await;
+    // As above, but the unseen Service of ours has a ClusterIP while the WorkerGroup now
+    // wants it headless: a replace cannot change that (the apiserver refuses a new
+    // clusterIP), so it is deleted and created again.
+    h.pause().await;
+    h.vast.state.put_group(
+        117,
+        KEY,
+        Shape::Array,
+        vec![worker_json(1, "idle", Some("http://203.0.113.17:7000"))],
+    );
+    h.secret("vast", "api-key", KEY).await;
+    let mut s = spec(117);
+    s["discovery"] = json!({"headless": true});
+    let wg = h.apply_group("g", s).await;
+    let owner = json!([{
+        "apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup", "name": "g",
+        "uid": wg.metadata.uid.clone().expect("uid"), "controller": true
+    }]);
+    let services = h.ns.api::<Service>();
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "g", "ownerReferences": owner},
+        "spec": {"ports": [{"name": "http", "port": 80}]}
+    }))
+    .expect("service");
+    let svc = services
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("create service");
+
+    h.restart(|c| c).await;
+    h.wait_for("g", "Published", |wg| {
+        ready_is(wg, "True", "Synced")
+            && cond(wg, "DiscoveryReady") == Some(("True".into(), "Published".into()))
+    })
+    .await;
+    let now = services.get("g").await.expect("service");
+    assert_ne!(now.metadata.uid, svc.metadata.uid, "created again");
+    assert_eq!(
+        now.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()),
+        Some("None"),
+        "headless"
+    );
+    let seen = h.vast.state.calls(117);
+    eventually("another poll", Duration::from_secs(30), || async {
+        (h.vast.state.calls(117) > seen).then_some(())
+    })
+    .await;
+    let events = h.events("g").await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.1 == "DiscoveryConflict" || e.1 == "DiscoveryFailed"),
+        "{events:?}"
+    );
+    h.stop().await;
+}

@@ -142,7 +142,7 @@ impl<'a> Writer<'a> {
                 if let Some(cur) = found {
                     self.delete(&api, &**cur).await;
                 }
-                self.create(&api, &want.service).await
+                self.create(&api, &want.service, needs_recreate).await
             }
         }
     }
@@ -181,7 +181,7 @@ impl<'a> Writer<'a> {
                     self.update(&api, slice, cur).await;
                 }
                 None => {
-                    self.create(&api, slice).await;
+                    self.create(&api, slice, |_, _| false).await;
                 }
             }
         }
@@ -222,10 +222,16 @@ impl<'a> Writer<'a> {
 
     /// Creates `obj` with a plain POST, so that an object of that name, whoever made it
     /// and whenever, is never taken over: the apiserver answers 409. One of ours that
-    /// the store has not caught up with (owned by this WorkerGroup's uid) is updated in
-    /// place; anyone else's is a conflict and left alone. Returns whether `obj` is in
-    /// place.
-    async fn create<K: Object>(&mut self, api: &Api<K>, obj: &K) -> bool {
+    /// the store has not seen (owned by this WorkerGroup's uid) is updated in place, or,
+    /// when `recreate(found, obj)` says an update cannot make it so (a Service of the
+    /// other headless kind), deleted and created again; anyone else's is a conflict and
+    /// left alone. Returns whether `obj` is in place.
+    async fn create<K: Object>(
+        &mut self,
+        api: &Api<K>,
+        obj: &K,
+        recreate: fn(&K, &K) -> bool,
+    ) -> bool {
         let name = obj.meta().name.clone().unwrap_or_default();
         let kind = K::kind(&());
         match api.create(&self.post, obj).await {
@@ -234,6 +240,22 @@ impl<'a> Writer<'a> {
                 true
             }
             Err(kube::Error::Api(s)) if s.code == 409 => match api.get_opt(&name).await {
+                Ok(Some(cur)) if owned_by(&cur, self.wg) && recreate(&cur, obj) => {
+                    self.delete(api, &cur).await;
+                    match api.create(&self.post, obj).await {
+                        Ok(_) => {
+                            self.writes += 1;
+                            true
+                        }
+                        // Not gone yet (a finalizer): created again at the next poll.
+                        Err(kube::Error::Api(s)) if s.code == 409 => false,
+                        Err(e) => {
+                            self.problems
+                                .push(format!("cannot create {kind} {name}: {e}"));
+                            false
+                        }
+                    }
+                }
                 Ok(Some(cur)) if owned_by(&cur, self.wg) => self.update(api, obj, &cur).await,
                 Ok(Some(_)) => {
                     self.conflict = true;
