@@ -206,6 +206,14 @@ pub fn owned_by<K: Resource>(obj: &K, wg: &WorkerGroup) -> bool {
             .is_some_and(|o| o.iter().any(|r| Some(r.uid.as_str()) == uid))
 }
 
+/// After a replace of `seen` was refused with 409: whether the object now under its
+/// name (`now`, read again) is another one that this WorkerGroup does not own (a uid
+/// precondition failed), rather than ours changed since it was read. Judged from the
+/// objects, not from the wording of the apiserver's message.
+pub fn replaced_by_another<K: Resource>(seen: &K, now: Option<&K>, wg: &WorkerGroup) -> bool {
+    now.is_some_and(|now| now.meta().uid != seen.meta().uid && !owned_by(now, wg))
+}
+
 fn labels_include(
     have: &Option<BTreeMap<String, String>>,
     want: &Option<BTreeMap<String, String>>,
@@ -279,6 +287,45 @@ pub fn skipped_reason(selection: &Selection) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_replace_is_a_conflict_only_when_another_object_holds_the_name() {
+        let wg: WorkerGroup = serde_json::from_value(serde_json::json!({
+            "apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup",
+            "metadata": {"name": "g", "uid": "wg-uid"},
+            "spec": {"workergroupId": 1, "apiKeySecretRef": {"name": "s"}}
+        }))
+        .expect("wg");
+        let svc = |uid: &str, owner: Option<&str>| -> Service {
+            let refs = owner.map(|o| {
+                serde_json::json!([{"apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup",
+                    "name": "g", "uid": o}])
+            });
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "g", "uid": uid, "ownerReferences": refs}
+            }))
+            .expect("service")
+        };
+        let seen = svc("a", Some("wg-uid"));
+        assert!(replaced_by_another(&seen, Some(&svc("b", None)), &wg));
+        assert!(replaced_by_another(
+            &seen,
+            Some(&svc("b", Some("other"))),
+            &wg
+        ));
+        assert!(
+            !replaced_by_another(&seen, Some(&svc("a", Some("wg-uid"))), &wg),
+            "ours, changed"
+        );
+        assert!(
+            !replaced_by_another(&seen, Some(&svc("b", Some("wg-uid"))), &wg),
+            "ours again"
+        );
+        assert!(
+            !replaced_by_another(&seen, None, &wg),
+            "gone: made at the next poll"
+        );
+    }
     use crate::sync::endpoints::Skip;
     use crate::sync::workers::test_worker as w;
 

@@ -13,7 +13,7 @@ use kube::{Client, Resource, ResourceExt};
 
 use super::Stores;
 use super::desired::{
-    Desired, desired, needs_recreate, owned_by, service_matches, service_name,
+    Desired, desired, needs_recreate, owned_by, replaced_by_another, service_matches, service_name,
     service_name_problem, skipped_reason, slice_matches,
 };
 use crate::crd::{DiscoveryStatus, WorkerGroup, WorkerStatus};
@@ -294,16 +294,18 @@ impl<'a> Writer<'a> {
                 self.writes += 1;
                 true
             }
-            Err(kube::Error::Api(s)) if s.code == 409 && s.message.contains("UID") => {
-                self.conflict = true;
-                self.problems.push(format!(
-                    "{kind} {name} was replaced by an object this WorkerGroup does not own"
-                ));
-                false
-            }
-            // Changed since the store saw it (it catches up by the next poll).
+            // A precondition failed: which one, the object under the name tells.
             Err(kube::Error::Api(s)) if s.code == 409 => {
-                tracing::debug!(kind = %kind, name = %name, "changed since read; updated at the next poll");
+                let now = api.get_opt(&name).await.ok().flatten();
+                if replaced_by_another(cur, now.as_ref(), self.wg) {
+                    self.conflict = true;
+                    self.problems.push(format!(
+                        "{kind} {name} was replaced by an object this WorkerGroup does not own"
+                    ));
+                } else {
+                    // Changed since the store saw it (it catches up by the next poll).
+                    tracing::debug!(kind = %kind, name = %name, "changed since read; updated at the next poll");
+                }
                 false
             }
             Err(e) => {
