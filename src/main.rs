@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use vast_operator::controller::Config;
+use vast_operator::controller::context;
 use vast_operator::runtime::leader;
 use vast_operator::{app, crd, duration, runtime, sync, vast};
 
@@ -77,10 +78,10 @@ struct RunArgs {
     #[arg(long, default_value_t = Config::default().max_workers as u16, value_parser = clap::value_parser!(u16).range(1..=2000))]
     max_status_workers: u16,
     /// Refresh status.lastSyncTime at least this often when nothing changed (0: never).
-    #[arg(long, default_value = "10m", value_parser = parse_duration_or_zero)]
+    #[arg(long, default_value = context::DEFAULT_STATUS_HEARTBEAT, value_parser = parse_duration_or_zero)]
     status_heartbeat: Duration,
     /// Retry interval for errors that retrying cannot fix (bad key, missing Secret).
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = context::DEFAULT_TERMINAL_RETRY, value_parser = parse_duration)]
     terminal_retry: Duration,
     /// Watch WorkerGroups and Secrets in this namespace only (default: all namespaces).
     #[arg(long, env = "WATCH_NAMESPACE")]

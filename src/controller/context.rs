@@ -47,12 +47,22 @@ pub struct Config {
     pub endpoints: crate::sync::EndpointPolicy,
 }
 
+/// `--status-heartbeat`'s default, as the flag writes it (`Config::default()` reads it).
+pub const DEFAULT_STATUS_HEARTBEAT: &str = "10m";
+/// `--terminal-retry`'s default, likewise.
+pub const DEFAULT_TERMINAL_RETRY: &str = "5m";
+
+/// A default duration of this file (a unit test shows that each one parses).
+fn default_duration(text: &str) -> Duration {
+    crate::duration::parse(text).unwrap_or(Duration::from_secs(300))
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
             max_workers: 500,
-            status_heartbeat: Some(Duration::from_secs(600)),
-            terminal_retry: Duration::from_secs(300),
+            status_heartbeat: Some(default_duration(DEFAULT_STATUS_HEARTBEAT)),
+            terminal_retry: default_duration(DEFAULT_TERMINAL_RETRY),
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
             instance: None,
@@ -202,5 +212,17 @@ impl Context {
                 self.triggers.send(key);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_durations_parse_to_what_they_say() {
+        let c = Config::default();
+        assert_eq!(c.status_heartbeat, Some(Duration::from_secs(600)));
+        assert_eq!(c.terminal_retry, Duration::from_secs(300));
     }
 }
