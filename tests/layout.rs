@@ -86,11 +86,17 @@ fn paths(text: &str) -> Vec<Vec<String>> {
                         *at += 1;
                         break;
                     }
+                    let before = *at;
                     for p in tree(t, at) {
-                        out.push(prefix.iter().cloned().chain(p).collect());
+                        if !p.is_empty() {
+                            out.push(prefix.iter().cloned().chain(p).collect());
+                        }
                     }
                     skip(at);
                     if *at < t.len() && t[*at] == ',' {
+                        *at += 1;
+                    } else if *at == before {
+                        // Something no use tree holds (a comment's text): step over it.
                         *at += 1;
                     }
                 }
@@ -125,6 +131,68 @@ fn paths(text: &str) -> Vec<Vec<String>> {
     tree(&chars, &mut 0)
 }
 
+/// `text` without its `#[cfg(test)] mod` items (a braced module to its closing brace,
+/// or a `mod x;` line), wherever they are.
+fn without_test_modules(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("#[cfg(test)]\nmod ") {
+        out.push_str(&rest[..i]);
+        let item = &rest[i..];
+        let (brace, semi) = (item.find('{'), item.find(';'));
+        let end = match (brace, semi) {
+            (Some(b), s) if s.is_none_or(|s| b < s) => {
+                let mut depth = 0usize;
+                let mut end = item.len();
+                for (k, c) in item[b..].char_indices() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                end = b + k + 1;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                end
+            }
+            (_, Some(s)) => s + 1,
+            _ => item.len(),
+        };
+        rest = &item[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// What each `mod.rs` re-exports of its submodules (`pub use context::{Config, Context}`
+/// in `controller/mod.rs`): `[controller, Context]` -> `[controller, context]`.
+fn re_exports(files: &[PathBuf]) -> BTreeMap<Vec<String>, Vec<String>> {
+    let mut map = BTreeMap::new();
+    for file in files.iter().filter(|f| f.ends_with("mod.rs")) {
+        let own = module_path(file);
+        let text = without_test_modules(&code(file));
+        let mut from = 0;
+        while let Some(i) = text[from..].find("pub use ") {
+            from += i + "pub use ".len();
+            if text[from..].starts_with("crate::") || text[from..].starts_with("super::") {
+                continue;
+            }
+            for p in paths(&text[from..]) {
+                if p.len() >= 2 {
+                    let item: Vec<String> = own.iter().chain(&p[p.len() - 1..]).cloned().collect();
+                    let module: Vec<String> = own.iter().chain(&p[..1]).cloned().collect();
+                    map.insert(item, module);
+                }
+            }
+        }
+    }
+    map
+}
+
 /// Every module path `file` names through `crate::` and `super::`, resolved from the
 /// crate root.
 fn imports(file: &Path) -> Vec<Vec<String>> {
@@ -132,13 +200,10 @@ fn imports(file: &Path) -> Vec<Vec<String>> {
     // A file's `super` is its parent module (`src/controller/context.rs`: `controller`);
     // a `mod.rs`'s is the crate root.
     let parent: Vec<String> = own[..own.len().saturating_sub(1)].to_vec();
-    let text = code(file);
-    // Not the unit tests at the end: their `super` is the file's own module, and a test
-    // may use what it needs.
-    let text = match text.find("#[cfg(test)]\nmod ") {
-        Some(i) => &text[..i],
-        None => &text[..],
-    };
+    // Not the unit tests: their `super` is the file's own module, and a test may use
+    // what it needs.
+    let text = without_test_modules(&code(file));
+    let text = &text[..];
     let mut out = Vec::new();
     for (marker, base) in [("crate::", Vec::new()), ("super::", parent)] {
         let mut from = 0;
@@ -229,6 +294,7 @@ fn submodules_import_each_other_without_a_cycle() {
     rust_files(&src(), &mut files);
     let known: std::collections::BTreeSet<Vec<String>> =
         files.iter().map(|f| module_path(f)).collect();
+    let re_exported = re_exports(&files);
     // (module, submodule) -> the submodules of the same module it imports.
     let mut edges: BTreeMap<Vec<String>, std::collections::BTreeSet<Vec<String>>> = BTreeMap::new();
     for file in &files {
@@ -237,6 +303,13 @@ fn submodules_import_each_other_without_a_cycle() {
             continue;
         }
         for path in imports(file) {
+            // An item a parent re-exports (`super::Context`) names the submodule it is
+            // from (`context`).
+            let cut = path.len().min(own.len());
+            let path = match re_exported.get(&path[..cut]) {
+                Some(module) => module.iter().chain(&path[cut..]).cloned().collect(),
+                None => path,
+            };
             // The longest known module the path starts with, a sibling of this file.
             let target = (1..=path.len())
                 .rev()

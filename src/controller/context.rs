@@ -87,14 +87,14 @@ pub struct Context {
     pub(super) memory: Memory,
     pub(super) stores: tokio::sync::OnceCell<discovery::Stores>,
     pub(super) metrics: Arc<Metrics>,
-    pub(super) secrets: tokio::sync::OnceCell<super::api_key::SecretIndex>,
+    pub(super) secrets: tokio::sync::OnceCell<super::key_cache::SecretIndex>,
     /// The WorkerGroup store (a reconcile re-reads its object from it once it holds a
     /// slot: the copy it was handed may be older by the wait).
     pub(super) groups:
         tokio::sync::OnceCell<kube::runtime::reflector::Store<crate::crd::WorkerGroup>>,
     /// Set when the Secret watch has listed (the index holds every selected Secret).
     pub(super) secrets_listed: crate::runtime::listed::Listed,
-    pub(super) keys: super::api_key::KeyCache,
+    pub(super) keys: super::key_cache::KeyCache,
     /// `--concurrency` reconcile slots, shared out fairly by namespace (made on first
     /// use, inside the runtime).
     slots: std::sync::OnceLock<crate::runtime::fair::FairSlots>,
@@ -132,7 +132,7 @@ impl Context {
             secrets: tokio::sync::OnceCell::new(),
             groups: tokio::sync::OnceCell::new(),
             secrets_listed: Default::default(),
-            keys: super::api_key::KeyCache::default(),
+            keys: super::key_cache::KeyCache::default(),
             slots: std::sync::OnceLock::new(),
             stopping: Default::default(),
             triggers: Default::default(),

@@ -5,6 +5,7 @@
 
 pub mod api_key;
 pub mod context;
+pub mod key_cache;
 pub mod memory;
 pub mod overdue;
 pub mod reconcile;
