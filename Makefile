@@ -52,10 +52,11 @@ fuzz: ## Coverage-guided fuzzing of the Vast response parser with AFL++ (cargo-a
 
 bench-smoke: tools ## The benchmark at a tiny size, debug build (CI runs it); its logs searched for API keys.
 	$(CARGO) build -p vast-operator -p vast-operator-bench
+	rm -f target/bench/*.log
 	BENCH_OPERATOR_LOG=info,vast_operator=debug target/debug/vast-operator-bench --sizes 10 --interval 5 --steady-intervals 1 \
 	  --churn-intervals 1 --baseline-max 5 --baseline-rounds 1 \
 	  --operator target/debug/vast-operator --out target/bench/smoke.jsonl
-	rm -rf target/bench/leak && mkdir -p target/bench/leak && cp target/bench/*.log target/bench/smoke.jsonl target/bench/leak/
+	rm -rf target/bench/leak && mkdir -p target/bench/leak && cp target/bench/operator-10*.log target/bench/smoke.jsonl target/bench/leak/
 	hack/leak-search.sh target/bench/leak --min-files 4 --min-lines 100
 
 cluster: ## Start the local control plane with CoreDNS (idempotent); prints the KUBECONFIG and VAST_CLUSTER_DNS exports.

@@ -18,6 +18,8 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  # Back to the terminal: the tee of the output may be gone (Ctrl-C).
+  exec >&3 2>&4
   say "cleaning up"
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
@@ -30,7 +32,10 @@ trap 'exit 130' INT TERM
 
 mkdir -p "$work"
 # Everything the demo prints also goes to a file, searched for its API key at the end.
-exec > >(tee "$work/demo.out") 2>&1
+# The tee ignores Ctrl-C, so that the clean-up can still print; it writes to the
+# terminal again (fds 3 and 4).
+exec 3>&1 4>&2
+exec > >(exec tee -i "$work/demo.out") 2>&1
 say "building the operator and the control plane (first run: a few minutes)"
 cargo build --quiet --workspace
 # Never touch the user's own cluster: the demo's kubeconfig is set explicitly, and a

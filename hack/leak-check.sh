@@ -20,7 +20,7 @@ search() {
   "$root/hack/leak-search.sh" "$1" \
     --min-lines "${LEAK_MIN_LINES:-100000}" --min-files "${LEAK_MIN_FILES:-60}" \
     --min-dumps "${LEAK_MIN_DUMPS:-50}" \
-    --require 'tests\.log' --require 'planted-child-[0-9]+-canary\.log'
+    --require 'tests\.log' --require 'planted-child-[0-9]+-canary(-[0-9]+)?\.log'
 }
 
 if [[ ${LEAK_SEARCH_ONLY:-} ]]; then

@@ -67,9 +67,10 @@ search() {
   fi
 }
 : >"$hits"
-# The fixed patterns, and any vk1- key at all (also those made at run time).
-search -rnoF -f "$patterns"
-search -rnoE 'vk1-[a-z0-9-]+'
+# The fixed patterns, and any vk1- key at all (also those made at run time); -a: a
+# file grep takes for binary (a NUL byte) is searched as text, not passed over.
+search -arnoF -f "$patterns"
+search -arnoE 'vk1-[A-Za-z0-9_-]+'
 if ! grep -q "^$dir/planted.log:1:$planted" "$hits"; then
   echo "leak-search: the planted key was not found in $dir/planted.log: the search does not work" >&2
   exit 1

@@ -107,7 +107,7 @@ pub async fn run(settings: Settings) -> Result<(), crate::error::Error> {
     }
     let client = kube::Client::try_default().await.map_err(|e| {
         crate::error::Error::StartUp(format!(
-            "no Kubernetes client configuration (KUBECONFIG, ~/.kube/config or in-cluster): {e}"
+            "cannot load the Kubernetes client configuration (KUBECONFIG, ~/.kube/config or in-cluster): {e}"
         ))
     })?;
     if let Some(tls) = tls {

@@ -349,6 +349,7 @@ async fn a_refused_status_write_is_a_warn_line_and_one_warning_event() {
         .expect("a reconcile error line");
     assert!(line.contains("WARN") && line.contains("refused"), "{line}");
     assert!(!log.contains(KEY), "the key is in the log");
+    common::remove_policy(&ns.client, &policy).await;
     ns.cleanup().await;
 }
 

@@ -99,13 +99,13 @@ async fn the_global_rate_limit_queues_calls_and_drops_none() {
     })
     .await;
     // At 1 call per second (a burst of one, then one a second), the fake's own clock
-    // shows the k-th call at least k - 1 seconds after the first: a slow machine only
-    // spreads them more.
+    // shows the k-th call about k seconds after the first; at least k - 0.5 allows for
+    // a first call that reached the fake late: a slow machine only spreads them more.
     times.sort();
     let offsets: Vec<Duration> = times.iter().map(|t| *t - times[0]).collect();
     for (k, at) in offsets.iter().enumerate().skip(1) {
         assert!(
-            *at >= Duration::from_millis(1000 * (k as u64 - 1) + 900),
+            *at >= Duration::from_millis(1000 * (k as u64 - 1) + 500),
             "call {k} came {at:?} after the first at 1/s: {offsets:?}"
         );
     }

@@ -463,6 +463,7 @@ fn requeue(
         goes_stale,
         r: spread(),
     };
+    let mut failures = 0;
     let outcome = match poll.outcome {
         PollOutcome::Synced(_) => Outcome::Synced,
         PollOutcome::Suspended => {
@@ -470,7 +471,8 @@ fn requeue(
             Outcome::Suspended
         }
         PollOutcome::Transient(_) => {
-            let (_, delay) = failure_delay(ctx, wg);
+            let (n, delay) = failure_delay(ctx, wg);
+            failures = n;
             inputs.backoff = delay;
             Outcome::Transient {
                 rate_limited: poll.rate_limited,
@@ -485,7 +487,6 @@ fn requeue(
     let next = schedule::next(outcome, &inputs);
     match (&poll.outcome, next) {
         (PollOutcome::Transient(err), Next::After(delay)) => {
-            let failures = ctx.memory.failures(wg);
             warn!(error = %err, failures, retry_in = ?delay, "poll failed");
         }
         (PollOutcome::Terminal { reason, message }, _) => {

@@ -14,13 +14,27 @@ pub fn dir(root: &Path) -> PathBuf {
     root.join("target").join("test-logs")
 }
 
-/// Creates the log file `<name>.log` in `dir`; returns its path and the open file (a
-/// child's stderr).
+/// Creates a new log file in `dir`: `<name>.log`, or `<name>-2.log`, `<name>-3.log`,
+/// ... when that exists (a process started again under its name: the log of the first
+/// one is kept for the search). Returns its path and the open file (a child's stderr).
 pub fn create(dir: &Path, name: &str) -> Result<(PathBuf, File)> {
     std::fs::create_dir_all(dir)?;
-    let path = dir.join(format!("{name}.log"));
-    let file = File::create(&path)?;
-    Ok((path, file))
+    for n in 1u32.. {
+        let path = match n {
+            1 => dir.join(format!("{name}.log")),
+            n => dir.join(format!("{name}-{n}.log")),
+        };
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(file) => return Ok((path, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err("no free log file name".into())
 }
 
 /// Writes what a finished command printed (stdout, then stderr) to `<name>.log` in
@@ -42,5 +56,21 @@ pub fn in_process(var: &str) {
             .with_env_filter(tracing_subscriber::EnvFilter::from_env(var))
             .with_writer(std::io::stderr)
             .try_init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_started_again_gets_a_log_of_its_own() {
+        let dir = std::env::temp_dir().join(format!("testkit-logs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (first, _) = create(&dir, "ns-op").expect("first");
+        let (second, _) = create(&dir, "ns-op").expect("second");
+        assert_eq!(first, dir.join("ns-op.log"));
+        assert_eq!(second, dir.join("ns-op-2.log"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

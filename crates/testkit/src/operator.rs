@@ -17,7 +17,6 @@ pub struct Launch {
     log_name: String,
     args: Vec<String>,
     env: Vec<(String, String)>,
-    env_remove: Vec<String>,
 }
 
 impl Launch {
@@ -38,12 +37,6 @@ impl Launch {
             log_name: log_name.to_string(),
             args: Vec::new(),
             env: Vec::new(),
-            // The tests' and the bench's own settings, never the caller's environment's.
-            env_remove: vec![
-                "LEADER_ELECT".into(),
-                "METRICS_SECURE".into(),
-                "METRICS_CERT_DIR".into(),
-            ],
         }
     }
 
@@ -70,10 +63,15 @@ impl Launch {
             .args(["--metrics-addr", &format!("127.0.0.1:{m}")])
             .args(["--health-addr", &format!("127.0.0.1:{h}")])
             .args(&self.args)
+            // The tests' and the bench's own settings, never the caller's environment's
+            // (a WATCH_NAMESPACE or SECRET_SELECTOR there would change what runs).
+            .env_clear()
+            .envs(
+                ["PATH", "HOME", "RUST_BACKTRACE"]
+                    .iter()
+                    .filter_map(|k| std::env::var_os(k).map(|v| (k.to_string(), v))),
+            )
             .env("KUBECONFIG", &self.kubeconfig);
-        for key in &self.env_remove {
-            cmd.env_remove(key);
-        }
         for (key, value) in &self.env {
             cmd.env(key, value);
         }
