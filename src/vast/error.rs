@@ -327,4 +327,104 @@ mod tests {
         let w = parse_workers(br#"[{"id":1,"url":"http://worker.example.com"}]"#).expect("parse");
         assert_eq!(w[0].url.as_deref(), Some("http://worker.example.com"));
     }
+
+    #[test]
+    fn each_error_has_its_reason_and_metric_label() {
+        let s = || "x".to_string();
+        let all = [
+            (VastError::Transport(s()), "PollFailed", "transport_error"),
+            (VastError::RateLimited(s()), "PollFailed", "rate_limited"),
+            (
+                VastError::Authentication(s()),
+                "AuthenticationFailed",
+                "auth_failed",
+            ),
+            (VastError::NotFound(s()), "WorkergroupNotFound", "not_found"),
+            (
+                VastError::Http {
+                    status: 502,
+                    body: s(),
+                },
+                "PollFailed",
+                "http_error",
+            ),
+            (VastError::Remote(s()), "PollFailed", "remote_error"),
+            (VastError::Malformed(s()), "PollFailed", "malformed"),
+        ];
+        for (e, reason, label) in all {
+            assert_eq!((e.reason(), e.metric_label()), (reason, label), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn a_key_shorter_than_a_piece_is_redacted_whole_also_url_encoded() {
+        // Six bytes: only the whole key, as it is or as an encoder writes it, is replaced;
+        // the text is longer than a piece.
+        let key = "vk1-/+";
+        let redact = |text: &str| VastError::Remote(text.into()).redact(key).to_string();
+        assert_eq!(
+            redact("api_key=vk1-%2F%2B&x=1"),
+            "Vast reported an error: api_key=<redacted>&x=1"
+        );
+        assert_eq!(
+            redact("api_key=vk1-/+ rest"),
+            "Vast reported an error: api_key=<redacted> rest"
+        );
+    }
+
+    #[test]
+    fn a_key_of_one_piece_is_found_in_any_encoding_and_a_text_of_one_piece_is_searched() {
+        // Eight bytes, echoed with lowercase escapes (not what `url_encoded` writes).
+        let key = "vk1-a/b+";
+        let e = VastError::Remote("key vk1-a%2fb%2b refused".into()).redact(key);
+        assert_eq!(
+            e.to_string(),
+            "Vast reported an error: key <redacted> refused"
+        );
+        // A text that is exactly one piece of a longer key.
+        let key = "vk1-redaction/test+piece=0123456789";
+        let e = VastError::Remote("tion/tes".into()).redact(key);
+        assert_eq!(e.to_string(), "Vast reported an error: <redacted>");
+    }
+
+    #[test]
+    fn an_encoded_piece_is_redacted_exactly_where_it_was() {
+        let key = "vk1-redaction/test+piece=0123456789";
+        let redact = |text: &str| VastError::Remote(text.into()).redact(key).to_string();
+        // The first 17 bytes of the key, `/` encoded, between unrelated text with a stray
+        // `%` and an incomplete escape around it.
+        assert_eq!(
+            redact("100% sure: vk1-redaction%2Ftes... ends %2"),
+            "Vast reported an error: 100% sure: <redacted>... ends %2"
+        );
+        // Lowercase hex decodes too, and an escaped unreserved byte.
+        assert_eq!(
+            redact("key=%76k1-redaction%2ftes;rest"),
+            "Vast reported an error: key=<redacted>;rest"
+        );
+        // Encoded text that is not the key is left alone, byte for byte.
+        assert_eq!(
+            redact("path=%2Fvar%2Flib%2Fvast ok"),
+            "Vast reported an error: path=%2Fvar%2Flib%2Fvast ok"
+        );
+    }
+
+    #[test]
+    fn a_prefilter_collision_does_not_hide_a_later_piece() {
+        // The text is one piece of the key, the key's last. Its first window is not in
+        // the text but falls in the same prefilter bucket and sorts just before it: the
+        // exact search must reject it without marking the piece as done.
+        let piece = *b"xylophon";
+        let target = bucket(window(&piece));
+        let head = (0u32..94 * 94 * 94 * 94)
+            .map(|n| {
+                let d = |k: u32| b'!' + (n / 94u32.pow(k) % 94) as u8;
+                [b'v', b'k', b'1', b'-', d(3), d(2), d(1), d(0)]
+            })
+            .find(|h| bucket(window(h)) == target && window(h) < window(&piece))
+            .expect("a colliding head");
+        let key = String::from_utf8([head, piece].concat()).expect("ascii");
+        let e = VastError::Remote("xylophon".into()).redact(&key);
+        assert_eq!(e.to_string(), "Vast reported an error: <redacted>");
+    }
 }
