@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/debug/vast-operator
 
-.PHONY: help demo test lint unit integration cluster cluster-down tools crds build clean bench bench-smoke fuzz leak-check
+.PHONY: help demo test lint unit integration cluster cluster-down tools crds build clean bench bench-smoke fuzz leak-check mutants
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -49,6 +49,22 @@ fuzz: ## Coverage-guided fuzzing of the Vast response parser with AFL++ (cargo-a
 	@grep -E '^(run_time|execs_done|execs_per_sec|corpus_count|edges_found|saved_crashes|saved_hangs) ' target/fuzz/out/default/fuzzer_stats
 	@crashes=$$(find target/fuzz/out/default/crashes -type f ! -name README.txt | wc -l); \
 	  if [ "$$crashes" -ne 0 ]; then echo "fuzz: $$crashes crashing inputs in target/fuzz/out/default/crashes"; exit 1; fi
+
+MUTANTS_ARGS ?=
+
+mutants: ## Mutation testing of the pure core (cargo-mutants, unit tests only; about 50 min; not in make test): counts per file from target/mutants.
+	command -v cargo-mutants >/dev/null || $(CARGO) install cargo-mutants --locked
+	@# Files, `--lib` and the output directory: .cargo/mutants.toml. In place: no cold build of a
+	@# copied tree; cargo-mutants puts each mutated file back (do not edit src/ meanwhile).
+	@# A mutant that fails a property test must not leave proptest-regressions/ behind.
+	@rc=0; PROPTEST_DISABLE_FAILURE_PERSISTENCE=1 nice -n 10 $(CARGO) mutants --in-place $(MUTANTS_ARGS) || rc=$$?; \
+	  cd target/mutants/mutants.out && awk -F: ' \
+	    { k = FILENAME; sub(/\.txt$$/, "", k); n[$$1, k]++; t[k]++; f[$$1] = 1 } \
+	    END { printf "%-26s %7s %7s %9s %9s\n", "file", "caught", "missed", "unviable", "timeout"; \
+	      for (x in f) printf "%-26s %7d %7d %9d %9d\n", x, n[x, "caught"], n[x, "missed"], n[x, "unviable"], n[x, "timeout"] | "sort"; \
+	      close("sort"); \
+	      printf "%-26s %7d %7d %9d %9d\n", "total", t["caught"], t["missed"], t["unviable"], t["timeout"] }' \
+	    caught.txt missed.txt unviable.txt timeout.txt; exit $$rc
 
 bench-smoke: tools ## The benchmark at a tiny size, debug build (CI runs it); its logs searched for API keys.
 	$(CARGO) build -p vast-operator -p vast-operator-bench

@@ -515,4 +515,167 @@ mod tests {
         svc.spec.get_or_insert_default().cluster_ip = Some("None".into());
         assert!(needs_recreate(&svc, &d.service));
     }
+
+    #[test]
+    fn objects_are_named_placed_labelled_and_owned_by_the_workergroup() {
+        let mut g = wg();
+        g.spec.discovery.headless = true;
+        let d = desired(
+            &g,
+            &[w(1001, "idle", Some("http://203.0.113.1:40001"))],
+            false,
+            &EndpointPolicy::default(),
+        );
+        let owner = |m: &ObjectMeta| -> Vec<(String, String, String, Option<bool>)> {
+            m.owner_references
+                .iter()
+                .flatten()
+                .map(|o| (o.kind.clone(), o.name.clone(), o.uid.clone(), o.controller))
+                .collect()
+        };
+        let ours = [(
+            "WorkerGroup".to_string(),
+            "llm".to_string(),
+            "u-1".to_string(),
+            Some(true),
+        )];
+        let svc = &d.service.metadata;
+        assert_eq!(svc.name.as_deref(), Some("llm"));
+        assert_eq!(svc.namespace.as_deref(), Some("ai"));
+        assert_eq!(owner(svc), ours);
+        let labels = svc.labels.clone().unwrap_or_default();
+        assert_eq!(
+            labels.get(LABEL_WORKERGROUP).map(String::as_str),
+            Some("llm")
+        );
+        assert_eq!(
+            labels.get(LABEL_MANAGED_BY_APP).map(String::as_str),
+            Some(APP_MANAGER)
+        );
+        let spec = d.service.spec.as_ref().expect("spec");
+        assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+        assert_eq!(spec.cluster_ip.as_deref(), Some("None"), "headless");
+        assert!(owned_by(&d.service, &g));
+
+        let slice = &d.slices["llm-v4-40001-0"];
+        assert_eq!(slice.metadata.name.as_deref(), Some("llm-v4-40001-0"));
+        assert_eq!(slice.metadata.namespace.as_deref(), Some("ai"));
+        assert_eq!(owner(&slice.metadata), ours);
+        assert!(owned_by(slice, &g));
+        assert_eq!(slice.endpoints[0].hostname.as_deref(), Some("w1001"));
+
+        // Not headless: the cluster assigns an address, and endpoints have no hostname.
+        let d = desired(
+            &wg(),
+            &[w(1001, "idle", Some("http://203.0.113.1:40001"))],
+            false,
+            &EndpointPolicy::default(),
+        );
+        assert_eq!(d.service.spec.as_ref().expect("spec").cluster_ip, None);
+        assert_eq!(d.slices["llm-v4-40001-0"].endpoints[0].hostname, None);
+    }
+
+    #[test]
+    fn worker_hostnames_are_dns_labels() {
+        assert_eq!(worker_hostname(1001), "w1001");
+        assert_eq!(worker_hostname(0), "w0");
+        assert_eq!(worker_hostname(-7), "wm7");
+    }
+
+    #[test]
+    fn ownership_is_by_uid_and_needs_one() {
+        let g = wg();
+        let d = desired(&g, &[], false, &EndpointPolicy::default());
+        assert!(owned_by(&d.service, &g));
+        let mut other = d.service.clone();
+        for o in other.metadata.owner_references.iter_mut().flatten() {
+            o.uid = "u-2".into();
+        }
+        assert!(
+            !owned_by(&other, &g),
+            "another WorkerGroup's (same name, new uid)"
+        );
+        let mut unowned = d.service.clone();
+        unowned.metadata.owner_references = None;
+        assert!(!owned_by(&unowned, &g));
+        // A WorkerGroup without a uid (not yet stored) owns nothing, not even an object
+        // whose owner reference has an empty uid.
+        let mut no_uid = wg();
+        no_uid.metadata.uid = None;
+        let mut blank = d.service.clone();
+        for o in blank.metadata.owner_references.iter_mut().flatten() {
+            o.uid = String::new();
+        }
+        assert!(!owned_by(&blank, &no_uid));
+        assert!(!owned_by(&d.service, &no_uid));
+    }
+
+    #[test]
+    fn a_service_matches_only_with_our_labels_mode_ports_and_no_selector() {
+        let d = desired(&wg(), &[], false, &EndpointPolicy::default());
+        let want = &d.service;
+        assert!(service_matches(want, want));
+        let mut no_label = want.clone();
+        no_label
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .remove(LABEL_WORKERGROUP);
+        assert!(!service_matches(&no_label, want), "label missing");
+        let mut headless = want.clone();
+        headless.spec.get_or_insert_default().cluster_ip = Some("None".into());
+        assert!(
+            !service_matches(&headless, want),
+            "headless, ClusterIP wanted"
+        );
+        assert!(
+            !service_matches(want, &headless),
+            "ClusterIP, headless wanted"
+        );
+        let mut selector = want.clone();
+        selector.spec.get_or_insert_default().selector =
+            Some(BTreeMap::from([("app".into(), "llm".into())]));
+        assert!(
+            !service_matches(&selector, want),
+            "a selector is someone else's"
+        );
+        let mut port = want.clone();
+        for p in port.spec.get_or_insert_default().ports.iter_mut().flatten() {
+            p.port = 9090;
+        }
+        assert!(!service_matches(&port, want), "another port");
+        let mut no_spec = want.clone();
+        no_spec.spec = None;
+        assert!(!service_matches(&no_spec, want));
+        // Slices too need our labels.
+        let d = desired(
+            &wg(),
+            &[w(1, "idle", Some("http://203.0.113.1:40001"))],
+            false,
+            &EndpointPolicy::default(),
+        );
+        let want = &d.slices["llm-v4-40001-0"];
+        let mut no_label = want.clone();
+        no_label.metadata.labels = None;
+        assert!(!slice_matches(&no_label, want));
+    }
+
+    #[test]
+    fn the_reason_lists_skips_then_refusals_and_nothing_else() {
+        let skipped_only = select(&[w(1, "idle", None)], &EndpointPolicy::default());
+        assert_eq!(skipped_reason(&skipped_only), "1 worker without URL");
+        let both = select(
+            &[
+                w(1, "idle", None),
+                w(2, "idle", None),
+                w(3, "idle", Some("http://10.96.0.1:443")),
+            ],
+            &EndpointPolicy::default(),
+        );
+        assert_eq!(
+            skipped_reason(&both),
+            format!("2 workers without URL; {}", refused_summary(&both))
+        );
+        assert!(!refused_summary(&both).is_empty());
+    }
 }

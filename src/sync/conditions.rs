@@ -79,3 +79,24 @@ pub fn is_true(conds: &[Condition], type_: &str) -> bool {
 pub fn is_false(conds: &[Condition], type_: &str) -> bool {
     find(conds, type_).is_some_and(|c| c.status == "False")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn true_and_false_need_the_condition_with_that_status() {
+        let now = Timestamp::from_second(1_800_000_000).expect("ts");
+        let conds = [
+            condition(READY, Verdict::new(true, "Synced", ""), None, &[], now),
+            condition(STALLED, Verdict::new(false, "Synced", ""), None, &[], now),
+        ];
+        assert!(is_true(&conds, READY));
+        assert!(!is_false(&conds, READY));
+        assert!(is_false(&conds, STALLED));
+        assert!(!is_true(&conds, STALLED));
+        // Absent is neither.
+        assert!(!is_true(&conds, RECONCILING));
+        assert!(!is_false(&conds, RECONCILING));
+    }
+}

@@ -661,4 +661,43 @@ mod tests {
             Some("http://203.0.113.1:80")
         );
     }
+
+    #[test]
+    fn exactly_at_the_cap_nothing_is_left_out() {
+        let workers: Vec<WorkerStatus> = (1..=3)
+            .map(|i| w(i, "idle", Some(&format!("http://203.0.113.{i}:7000"))))
+            .collect();
+        let s = select(&workers, &EndpointPolicy::new(Vec::new(), Vec::new(), 3));
+        assert_eq!(s.targets.len(), 3);
+        assert!(
+            !s.skipped.contains_key(&Skip::TooMany),
+            "{:?}: no \"0 workers beyond --max-endpoints\"",
+            s.skipped
+        );
+        assert_eq!(newly_over_limit(&s, &s, 3), None, "not over: no warning");
+    }
+
+    #[test]
+    fn a_refusal_note_names_ten_workers_a_rule_then_counts_the_rest() {
+        let refused = |n: i64| {
+            let workers: Vec<WorkerStatus> = (1..=n)
+                .map(|i| w(i, "idle", Some(&format!("http://10.0.0.{i}:80"))))
+                .collect();
+            newly_refused(
+                &Selection::default(),
+                &select(&workers, &EndpointPolicy::default()),
+            )
+            .expect("a note")
+        };
+        let ten = refused(10);
+        assert!(
+            ten.contains(": workers 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 by 10.0.0.0/8"),
+            "{ten}"
+        );
+        let eleven = refused(11);
+        assert!(
+            eleven.contains(": workers 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, and 1 more by 10.0.0.0/8"),
+            "{eleven}"
+        );
+    }
 }

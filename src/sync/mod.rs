@@ -1109,6 +1109,144 @@ mod tests {
         assert_eq!(p.status, first);
         assert_eq!(p.workers.len(), 1, "the last data stays");
     }
+
+    #[test]
+    fn each_outcome_has_its_metric_label() {
+        let terminal = PollOutcome::Terminal {
+            reason: "AuthenticationFailed",
+            message: String::new(),
+        };
+        let labels: Vec<&str> = [
+            synced(vec![]),
+            PollOutcome::Suspended,
+            PollOutcome::Transient("HTTP 503".into()),
+            terminal,
+        ]
+        .iter()
+        .map(PollOutcome::metric_label)
+        .collect();
+        assert_eq!(
+            labels,
+            ["synced", "suspended", "poll_failed", "terminal_error"]
+        );
+    }
+
+    #[test]
+    fn refusals_are_told_under_any_discovery_problem_but_an_unusable_service_name() {
+        let ws = vec![Worker {
+            url: Some("http://10.96.0.1:443".into()),
+            ..w(2, "idle")
+        }];
+        let refused_event = |reason: &'static str| {
+            let mut i = input(None, synced(ws.clone()), t(0));
+            i.discovery = DiscoveryUpdate::Published(Discovery {
+                problem: Some((reason, "a problem".into())),
+                ..Discovery::default()
+            });
+            plan(i).events.iter().any(|e| e.reason == "EndpointRefused")
+        };
+        assert!(refused_event("DiscoveryConflict"));
+        assert!(refused_event("DiscoveryFailed"));
+        assert!(
+            !refused_event("InvalidServiceName"),
+            "nothing was published"
+        );
+    }
+
+    #[test]
+    fn a_new_error_keeps_the_time_of_the_first_failure() {
+        let first = plan(input(None, synced(vec![w(1, "idle")]), t(0))).status;
+        let p1 = plan(input(
+            Some(&first),
+            PollOutcome::Transient("HTTP 503".into()),
+            t(30),
+        ));
+        let since = |s: &WorkerGroupStatus| cond(s, READY).message.clone();
+        assert_eq!(
+            since(&p1.status),
+            format!("HTTP 503 (failing since {})", t(30))
+        );
+        let p2 = plan(input(
+            Some(&p1.status),
+            PollOutcome::Transient("connection refused".into()),
+            t(60),
+        ));
+        assert!(p2.write);
+        assert_eq!(
+            since(&p2.status),
+            format!("connection refused (failing since {})", t(30))
+        );
+    }
+
+    #[test]
+    fn errors_that_differ_in_a_word_are_news_even_with_digits_in_them() {
+        let first = plan(input(None, synced(vec![w(1, "idle")]), t(0))).status;
+        let e = |s: &str| PollOutcome::Transient(s.into());
+        let p1 = plan(input(Some(&first), e("upstream 502 bad gateway"), t(10)));
+        let p2 = plan(input(Some(&p1.status), e("upstream 502 timed out"), t(20)));
+        assert!(p2.write, "another error is written");
+        assert!(
+            cond(&p2.status, READY)
+                .message
+                .starts_with("upstream 502 timed out")
+        );
+        // Commas, semicolons and quotes separate words too: only a number changed.
+        let p3 = plan(input(
+            Some(&p2.status),
+            e("upstream,503;\"timed\"out"),
+            t(30),
+        ));
+        assert!(!p3.write, "{}", cond(&p3.status, READY).message);
+    }
+
+    #[test]
+    fn after_a_restart_on_a_truncated_list_the_recorded_counts_say_what_was_told() {
+        static CAP: std::sync::LazyLock<EndpointPolicy> =
+            std::sync::LazyLock::new(|| EndpointPolicy::new(Vec::new(), Vec::new(), 3));
+        // Five workers, the status keeps two: a restart finds only a truncated baseline.
+        let ws = |refused: bool| -> Vec<Worker> {
+            (1..=5)
+                .map(|n| Worker {
+                    url: Some(if refused && n == 5 {
+                        "http://10.96.0.1:443".to_string()
+                    } else {
+                        format!("http://203.0.113.{n}:8000")
+                    }),
+                    ..w(n, "idle")
+                })
+                .collect()
+        };
+        let after_restart =
+            |workers: Vec<Worker>, recorded: DiscoveryStatus| -> Vec<&'static str> {
+                let mut i = input(None, synced(workers.clone()), t(0));
+                i.max_workers = 2;
+                let mut prev = plan(i).status;
+                assert!(prev.workers_truncated);
+                prev.discovery = Some(recorded);
+                let mut i = input(Some(&prev), synced(workers), t(30));
+                i.max_workers = 2;
+                i.endpoints = &CAP;
+                i.discovery = DiscoveryUpdate::Published(Discovery::default());
+                plan(i).events.iter().map(|e| e.reason).collect()
+            };
+        let recorded = |endpoints: i64, skipped: i64, refused: i64| DiscoveryStatus {
+            service_name: "svc".into(),
+            endpoints,
+            skipped,
+            refused,
+            reason: String::new(),
+        };
+        let refused = |events: &[&str]| events.contains(&"EndpointRefused");
+        let too_many = |events: &[&str]| events.contains(&"TooManyEndpoints");
+        // One refusal: told if status recorded none, not again if it recorded one.
+        assert!(refused(&after_restart(ws(true), recorded(3, 1, 0))));
+        assert!(!refused(&after_restart(ws(true), recorded(3, 1, 1))));
+        // Five publishable, three allowed: already told when the cap was filled with
+        // workers left out; news when the cap was not filled, or nothing was left out.
+        assert!(!too_many(&after_restart(ws(false), recorded(3, 2, 0))));
+        assert!(too_many(&after_restart(ws(false), recorded(2, 1, 0))));
+        assert!(too_many(&after_restart(ws(false), recorded(3, 0, 0))));
+    }
 }
 
 #[cfg(test)]

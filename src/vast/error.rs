@@ -327,4 +327,99 @@ mod tests {
         let w = parse_workers(br#"[{"id":1,"url":"http://worker.example.com"}]"#).expect("parse");
         assert_eq!(w[0].url.as_deref(), Some("http://worker.example.com"));
     }
+
+    #[test]
+    fn each_error_has_its_reason_and_metric_label() {
+        let s = || "x".to_string();
+        let all = [
+            (VastError::Transport(s()), "PollFailed", "transport_error"),
+            (VastError::RateLimited(s()), "PollFailed", "rate_limited"),
+            (
+                VastError::Authentication(s()),
+                "AuthenticationFailed",
+                "auth_failed",
+            ),
+            (VastError::NotFound(s()), "WorkergroupNotFound", "not_found"),
+            (
+                VastError::Http {
+                    status: 502,
+                    body: s(),
+                },
+                "PollFailed",
+                "http_error",
+            ),
+            (VastError::Remote(s()), "PollFailed", "remote_error"),
+            (VastError::Malformed(s()), "PollFailed", "malformed"),
+        ];
+        for (e, reason, label) in all {
+            assert_eq!((e.reason(), e.metric_label()), (reason, label), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn a_key_shorter_than_a_piece_is_redacted_whole_also_url_encoded() {
+        // Six bytes: only the whole key, as it is or as an encoder writes it, is replaced;
+        // the text is longer than a piece.
+        let key = "vk1-/+";
+        let redact = |text: &str| VastError::Remote(text.into()).redact(key).to_string();
+        assert_eq!(
+            redact("api_key=vk1-%2F%2B&x=1"),
+            "Vast reported an error: api_key=<redacted>&x=1"
+        );
+        assert_eq!(
+            redact("api_key=vk1-/+ rest"),
+            "Vast reported an error: api_key=<redacted> rest"
+        );
+    }
+
+    #[test]
+    fn a_key_of_one_piece_is_found_in_any_encoding_and_a_text_of_one_piece_is_searched() {
+        // Eight bytes, echoed with lowercase escapes (not what `url_encoded` writes).
+        let key = "vk1-a/b+";
+        let e = VastError::Remote("key vk1-a%2fb%2b refused".into()).redact(key);
+        assert_eq!(
+            e.to_string(),
+            "Vast reported an error: key <redacted> refused"
+        );
+        // A text that is exactly one piece of a longer key.
+        let key = "vk1-redaction/test+piece=0123456789";
+        let e = VastError::Remote("tion/tes".into()).redact(key);
+        assert_eq!(e.to_string(), "Vast reported an error: <redacted>");
+    }
+
+    #[test]
+    fn an_encoded_piece_is_redacted_exactly_where_it_was() {
+        let key = "vk1-redaction/test+piece=0123456789";
+        let redact = |text: &str| VastError::Remote(text.into()).redact(key).to_string();
+        // The first 17 bytes of the key, `/` encoded, between unrelated text with a stray
+        // `%` and an incomplete escape around it.
+        assert_eq!(
+            redact("100% sure: vk1-redaction%2Ftes... ends %2"),
+            "Vast reported an error: 100% sure: <redacted>... ends %2"
+        );
+        // Lowercase hex decodes too, and an escaped unreserved byte.
+        assert_eq!(
+            redact("key=%76k1-redaction%2ftes;rest"),
+            "Vast reported an error: key=<redacted>;rest"
+        );
+        // Encoded text that is not the key is left alone, byte for byte.
+        assert_eq!(
+            redact("path=%2Fvar%2Flib%2Fvast ok"),
+            "Vast reported an error: path=%2Fvar%2Flib%2Fvast ok"
+        );
+    }
+
+    #[test]
+    fn a_key_repeating_one_window_is_searched_once_per_distinct_window() {
+        // A MiB of one letter: a million key windows, all equal, each matching all 2041
+        // windows of the text. Each distinct window is marked once; marking it again for
+        // every repeat would cover the text a million times over (seconds, not millis).
+        let key = "a".repeat(1 << 20);
+        let text = "a".repeat(2048);
+        let start = std::time::Instant::now();
+        let e = VastError::Remote(text).redact(&key).to_string();
+        let took = start.elapsed();
+        assert_eq!(e, format!("Vast reported an error: {REDACTED}"));
+        assert!(took < std::time::Duration::from_millis(500), "{took:?}");
+    }
 }

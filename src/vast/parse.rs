@@ -346,6 +346,82 @@ mod tests {
         );
         assert!(!classify_response(503, b"").expect_err("503").is_terminal());
     }
+
+    #[test]
+    fn a_null_worker_list_falls_through_to_the_error_and_another_kind_is_named() {
+        let e = |body: &str| parse_workers(body.as_bytes()).expect_err("an error");
+        assert_eq!(
+            e(r#"{"workers": null, "error_msg": "workergroup not found"}"#),
+            VastError::NotFound("workergroup not found".into())
+        );
+        assert_eq!(
+            e(r#"{"workers": 5}"#),
+            VastError::Malformed("workers is a number, expected a list".into())
+        );
+        assert_eq!(
+            e(r#"{"workers": {"id": 1}}"#),
+            VastError::Malformed("workers is an object, expected a list".into())
+        );
+        assert_eq!(
+            e("true"),
+            VastError::Malformed("expected a list of workers, got a boolean".into())
+        );
+        assert_eq!(
+            e("null"),
+            VastError::Malformed("expected a list of workers, got null".into())
+        );
+    }
+
+    #[test]
+    fn every_phrase_about_the_key_alone_means_authentication() {
+        for text in [
+            "invalid api_key",
+            "bad API key",
+            "apikey missing",
+            "could not authenticate",
+            "Unauthorized",
+            "permission denied",
+        ] {
+            assert_eq!(
+                error_from_text(text.into()),
+                VastError::Authentication(text.into()),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            error_from_text("endpoint does not exist".into()),
+            VastError::NotFound("endpoint does not exist".into())
+        );
+        assert_eq!(
+            error_from_text("internal error".into()),
+            VastError::Remote("internal error".into())
+        );
+    }
+
+    #[test]
+    fn a_blank_status_is_unknown_and_ids_must_be_exact_integers() {
+        let one = |v: serde_json::Value| parse_worker(&v);
+        let w = one(serde_json::json!({"id": 1, "status": "   "})).expect("worker");
+        assert_eq!(w.status, "unknown");
+        let w = one(serde_json::json!({"id": 1, "status": " idle "})).expect("worker");
+        assert_eq!(w.status, "idle");
+        // A float id is taken only when whole and below 9e15 (exact in an f64).
+        assert_eq!(one(serde_json::json!({"id": 7.0})).map(|w| w.id), Some(7));
+        assert!(one(serde_json::json!({"id": 7.5})).is_none());
+        assert_eq!(
+            one(serde_json::json!({"id": 8.0e15})).map(|w| w.id),
+            Some(8_000_000_000_000_000)
+        );
+        assert!(one(serde_json::json!({"id": 9.0e15})).is_none());
+    }
+
+    #[test]
+    fn epochs_up_to_1e11_are_seconds_beyond_milliseconds() {
+        let at = |secs: f64| parse_time(&serde_json::json!(secs));
+        assert_eq!(at(1.0e11), Timestamp::from_second(100_000_000_000).ok());
+        assert_eq!(at(1.7e12), Timestamp::from_second(1_700_000_000).ok());
+        assert_eq!(at(1.7e9), Timestamp::from_second(1_700_000_000).ok());
+    }
 }
 
 #[cfg(test)]
