@@ -10,7 +10,7 @@
 //!
 //! | layer | modules |
 //! |---|---|
-//! | 0 | [`duration`], [`error`], [`shared`], [`text`] |
+//! | 0 | [`duration`], [`error`], [`reasons`], [`shared`], [`text`] |
 //! | 1 | [`crd`], [`runtime`] |
 //! | 2 | [`vast`] |
 //! | 3 | [`sync`] (pure: no I/O) |
@@ -24,6 +24,7 @@ pub mod crd;
 pub mod discovery;
 pub mod duration;
 pub mod error;
+pub mod reasons;
 pub mod runtime;
 pub mod shared;
 pub mod sync;

@@ -10,6 +10,7 @@ use std::process::Command;
 const LAYERS: &[(&str, u8)] = &[
     ("duration", 0),
     ("error", 0),
+    ("reasons", 0),
     ("shared", 0),
     ("text", 0),
     ("crd", 1),

@@ -18,6 +18,7 @@ use kube::{Client, ResourceExt};
 use super::context::Context;
 use super::key_cache::cache_key;
 use crate::crd::WorkerGroup;
+use crate::reasons::Reason;
 use crate::sync::PollOutcome;
 
 /// How long a read waits for the Secret watch's first list when `--secret-selector` is
@@ -55,7 +56,7 @@ pub async fn read(ctx: &Context, wg: &WorkerGroup) -> Result<String, PollOutcome
         }
         if version.is_none() {
             return Err(PollOutcome::Terminal {
-                reason: "SecretNotSelected",
+                reason: Reason::SecretNotSelected,
                 message: not_selected(selector, ns, name),
             });
         }
@@ -119,7 +120,7 @@ async fn fetch(
                     Some(s) => Ok(Some(s)),
                     None => {
                         return Err(PollOutcome::Terminal {
-                            reason: "SecretNotSelected",
+                            reason: Reason::SecretNotSelected,
                             message: not_selected(selector, &ns, &r.name),
                         });
                     }
@@ -132,13 +133,13 @@ async fn fetch(
         Ok(Some(s)) => s,
         Ok(None) => {
             return Err(PollOutcome::Terminal {
-                reason: "SecretNotFound",
+                reason: Reason::SecretNotFound,
                 message: format!("Secret {ns}/{} does not exist", r.name),
             });
         }
         Err(kube::Error::Api(s)) if s.code == 403 => {
             return Err(PollOutcome::Terminal {
-                reason: "SecretForbidden",
+                reason: Reason::SecretForbidden,
                 message: format!("the operator may not read Secret {ns}/{}", r.name),
             });
         }
@@ -159,7 +160,7 @@ async fn fetch(
         Some(v) if !v.is_empty() => match check(&v) {
             Ok(()) => Ok((secret.resource_version(), v)),
             Err(why) => Err(PollOutcome::Terminal {
-                reason: "SecretKeyInvalid",
+                reason: Reason::SecretKeyInvalid,
                 message: format!(
                     "key {:?} of Secret {ns}/{} is not a usable API key: {why}",
                     r.key, r.name
@@ -167,11 +168,11 @@ async fn fetch(
             }),
         },
         Some(_) => Err(PollOutcome::Terminal {
-            reason: "SecretKeyMissing",
+            reason: Reason::SecretKeyMissing,
             message: format!("key {:?} of Secret {ns}/{} is empty", r.key, r.name),
         }),
         None => Err(PollOutcome::Terminal {
-            reason: "SecretKeyMissing",
+            reason: Reason::SecretKeyMissing,
             message: format!("Secret {ns}/{} has no key {:?}", r.name, r.key),
         }),
     }

@@ -19,6 +19,7 @@ use super::requeue::{backoff, jitter, spread};
 use crate::crd::{WorkerGroup, WorkerGroupStatus, WorkerStatus};
 use crate::discovery;
 use crate::error::Error;
+use crate::reasons::Reason;
 use crate::runtime::metrics::GroupSnapshot;
 use crate::sync::schedule::{self, Next, Outcome};
 use crate::sync::{self, DiscoveryUpdate, EventSpec, Freshness, Plan, PollOutcome};
@@ -225,7 +226,7 @@ fn reqs_working(workers: &[WorkerStatus]) -> i64 {
 /// `spec.pollInterval`, or the terminal outcome of an unusable one.
 pub(super) fn poll_interval(wg: &WorkerGroup) -> Result<Duration, PollOutcome> {
     schedule::poll_interval(&wg.spec.poll_interval).map_err(|message| PollOutcome::Terminal {
-        reason: "InvalidSpec",
+        reason: Reason::InvalidSpec,
         message,
     })
 }
@@ -344,7 +345,7 @@ async fn publish(
         }),
         None => {
             if let Some((reason, msg)) = d.problem {
-                warn!(reason, message = %msg, "could not remove discovery objects; retrying next poll");
+                warn!(reason = %reason, message = %msg, "could not remove discovery objects; retrying next poll");
             }
             DiscoveryUpdate::Disabled
         }
@@ -373,7 +374,7 @@ async fn write_status(
         Err(e) => {
             if ctx.memory.status_write_failed(wg, true) {
                 let note = format!("the status could not be written: {e}");
-                let warning = EventSpec::warning("StatusUpdateFailed", "WriteStatus", note);
+                let warning = EventSpec::warning(Reason::StatusUpdateFailed, "WriteStatus", note);
                 emit_events(ctx, &[warning], &wg.object_ref(&())).await;
             }
             return Err(e);
@@ -433,13 +434,13 @@ async fn emit_events(ctx: &Context, events: &[EventSpec], at: &ObjectReference) 
             } else {
                 EventType::Normal
             },
-            reason: ev.reason.into(),
+            reason: ev.reason.as_str().into(),
             note: Some(ev.note.clone()),
             action: ev.action.into(),
             secondary: None,
         };
         if let Err(e) = ctx.recorder.publish(&event, at).await {
-            warn!(error = %e, reason = ev.reason, "could not publish event");
+            warn!(error = %e, reason = %ev.reason, "could not publish event");
         }
     }
 }
@@ -490,7 +491,7 @@ fn requeue(
             warn!(error = %err, failures, retry_in = ?delay, "poll failed");
         }
         (PollOutcome::Terminal { reason, message }, _) => {
-            warn!(reason, message = %message, "terminal error; retrying slowly");
+            warn!(reason = %reason, message = %message, "terminal error; retrying slowly");
         }
         _ => {}
     }

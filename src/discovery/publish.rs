@@ -17,6 +17,7 @@ use super::desired::{
     service_name_problem, skipped_reason, slice_matches,
 };
 use crate::crd::{DiscoveryStatus, WorkerGroup, WorkerStatus};
+use crate::reasons::Reason;
 use crate::sync::EndpointPolicy;
 use crate::text::cut;
 
@@ -26,7 +27,7 @@ pub struct Published {
     /// `status.discovery` (None when disabled).
     pub status: Option<DiscoveryStatus>,
     /// A conflict or failure message, when publishing did not fully succeed.
-    pub problem: Option<(&'static str, String)>,
+    pub problem: Option<(Reason, String)>,
     /// Writes made (creates, applies, deletes).
     pub writes: u32,
 }
@@ -58,7 +59,7 @@ pub async fn publish(
                 refused: 0,
                 reason: cut(problem.clone(), 1024),
             }),
-            problem: Some(("InvalidServiceName", problem)),
+            problem: Some((Reason::InvalidServiceName, problem)),
             writes: w.writes,
         };
     }
@@ -192,9 +193,9 @@ impl<'a> Writer<'a> {
     fn finish(self, published: Option<(&Desired, bool)>) -> Published {
         let problem = (!self.problems.is_empty()).then(|| {
             let reason = if self.conflict {
-                "DiscoveryConflict"
+                Reason::DiscoveryConflict
             } else {
-                "DiscoveryFailed"
+                Reason::DiscoveryFailed
             };
             (reason, self.problems.join("; "))
         });

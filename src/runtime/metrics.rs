@@ -16,6 +16,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::reasons::ConditionStatus;
+
 /// `Content-Type` of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -329,7 +331,13 @@ impl Metrics {
         }
         let mut keys = HashSet::new();
         for (type_, status) in &snap.conditions {
-            for s in ["True", "False", "Unknown"] {
+            for s in [
+                ConditionStatus::True,
+                ConditionStatus::False,
+                ConditionStatus::Unknown,
+            ]
+            .map(ConditionStatus::as_str)
+            {
                 let key = ConditionKey {
                     r#type: type_.clone(),
                     status: s.into(),

@@ -4,6 +4,7 @@
 use jiff::Timestamp;
 
 use crate::crd::Condition;
+use crate::reasons::{ConditionStatus, Reason};
 use crate::text::cut;
 
 /// Condition type: the status reflects a successful recent poll.
@@ -23,15 +24,15 @@ const MAX_MESSAGE: usize = 32768;
 pub struct Verdict {
     /// True or False.
     pub status: bool,
-    /// CamelCase reason.
-    pub reason: &'static str,
+    /// The reason.
+    pub reason: Reason,
     /// Human-readable details.
     pub message: String,
 }
 
 impl Verdict {
     /// A verdict.
-    pub fn new(status: bool, reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: bool, reason: Reason, message: impl Into<String>) -> Self {
         Self {
             status,
             reason,
@@ -49,7 +50,7 @@ pub fn condition(
     previous: &[Condition],
     now: Timestamp,
 ) -> Condition {
-    let status = if verdict.status { "True" } else { "False" };
+    let status = ConditionStatus::from_bool(verdict.status).as_str();
     let last_transition_time = previous
         .iter()
         .find(|c| c.type_ == type_ && c.status == status)
@@ -58,7 +59,7 @@ pub fn condition(
     Condition {
         type_: type_.to_string(),
         status: status.to_string(),
-        reason: verdict.reason.to_string(),
+        reason: verdict.reason.as_str().to_string(),
         message: cut(verdict.message, MAX_MESSAGE),
         last_transition_time,
         observed_generation: generation,
@@ -72,12 +73,12 @@ pub fn find<'a>(conds: &'a [Condition], type_: &str) -> Option<&'a Condition> {
 
 /// Whether condition `type_` is present with status True.
 pub fn is_true(conds: &[Condition], type_: &str) -> bool {
-    find(conds, type_).is_some_and(|c| c.status == "True")
+    find(conds, type_).is_some_and(|c| c.status == ConditionStatus::True)
 }
 
 /// Whether condition `type_` is present with status False.
 pub fn is_false(conds: &[Condition], type_: &str) -> bool {
-    find(conds, type_).is_some_and(|c| c.status == "False")
+    find(conds, type_).is_some_and(|c| c.status == ConditionStatus::False)
 }
 
 #[cfg(test)]
@@ -88,8 +89,20 @@ mod tests {
     fn true_and_false_need_the_condition_with_that_status() {
         let now = Timestamp::from_second(1_800_000_000).expect("ts");
         let conds = [
-            condition(READY, Verdict::new(true, "Synced", ""), None, &[], now),
-            condition(STALLED, Verdict::new(false, "Synced", ""), None, &[], now),
+            condition(
+                READY,
+                Verdict::new(true, Reason::Synced, ""),
+                None,
+                &[],
+                now,
+            ),
+            condition(
+                STALLED,
+                Verdict::new(false, Reason::Synced, ""),
+                None,
+                &[],
+                now,
+            ),
         ];
         assert!(is_true(&conds, READY));
         assert!(!is_false(&conds, READY));

@@ -3,14 +3,15 @@
 use crate::text::cut;
 
 use super::diff::MAX_NOTE;
+use crate::reasons::Reason;
 
 /// One event to emit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventSpec {
     /// Warning (true) or Normal.
     pub warning: bool,
-    /// PascalCase reason.
-    pub reason: &'static str,
+    /// The reason.
+    pub reason: Reason,
     /// What the controller did: PascalCase.
     pub action: &'static str,
     /// Human-readable note, at most [`MAX_NOTE`] bytes.
@@ -19,7 +20,7 @@ pub struct EventSpec {
 
 impl EventSpec {
     /// A Normal event.
-    pub fn normal(reason: &'static str, action: &'static str, note: impl Into<String>) -> Self {
+    pub fn normal(reason: Reason, action: &'static str, note: impl Into<String>) -> Self {
         Self {
             warning: false,
             reason,
@@ -29,7 +30,7 @@ impl EventSpec {
     }
 
     /// A Warning event.
-    pub fn warning(reason: &'static str, action: &'static str, note: impl Into<String>) -> Self {
+    pub fn warning(reason: Reason, action: &'static str, note: impl Into<String>) -> Self {
         Self {
             warning: true,
             ..Self::normal(reason, action, note)

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::PollOutcome;
+use super::outcome::PollOutcome;
+use crate::reasons::Reason;
 
 /// The default stale-after window is this many poll intervals...
 pub const STALE_INTERVALS: u32 = 3;
@@ -28,7 +29,7 @@ pub struct Stale {
     /// When Vast last answered successfully (None: never, as far as anyone recorded).
     pub last_success: Option<Timestamp>,
     /// The reason of the terminal error that made the data stale at once, if that is why.
-    pub terminal: Option<&'static str>,
+    pub terminal: Option<Reason>,
 }
 
 impl Stale {
@@ -51,7 +52,7 @@ impl Stale {
 /// Terminal reasons that mean Vast itself no longer vouches for the workers: stale at
 /// once. Other terminal errors (a missing Secret, an unusable spec) say nothing about the
 /// workers, which stay ready for the window like after any failure.
-pub const STALE_AT_ONCE: [&str; 2] = ["AuthenticationFailed", "WorkergroupNotFound"];
+pub const STALE_AT_ONCE: [Reason; 2] = [Reason::AuthenticationFailed, Reason::WorkergroupNotFound];
 
 /// How fresh the data of one reconcile is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,17 +172,17 @@ mod tests {
     #[test]
     fn a_terminal_error_is_stale_at_once() {
         let outcome = PollOutcome::Terminal {
-            reason: "AuthenticationFailed",
+            reason: Reason::AuthenticationFailed,
             message: "no".into(),
         };
         let f = Freshness::judge(&outcome, Some(t(0)), Duration::ZERO, t(1), W);
         let stale = f.stale().expect("stale");
-        assert_eq!(stale.terminal, Some("AuthenticationFailed"));
+        assert_eq!(stale.terminal, Some(Reason::AuthenticationFailed));
         assert!(stale.message().contains("AuthenticationFailed"));
         assert!(stale.message().contains(&t(0).to_string()));
         // A Kubernetes-side terminal error says nothing about the workers.
         let secret = PollOutcome::Terminal {
-            reason: "SecretNotFound",
+            reason: Reason::SecretNotFound,
             message: "gone".into(),
         };
         assert_eq!(

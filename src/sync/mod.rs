@@ -28,5 +28,5 @@ pub use endpoints::EndpointPolicy;
 pub use events::EventSpec;
 pub use freshness::{Freshness, Stale, stale_after};
 pub use outcome::PollOutcome;
-pub use plan::{Discovery, DiscoveryUpdate, Input, Plan, STALE, plan, same_content};
+pub use plan::{Discovery, DiscoveryUpdate, Input, Plan, plan, same_content};
 pub use workers::{is_ready_state, to_status_workers};

@@ -1,6 +1,7 @@
 //! What one poll found out ([`PollOutcome`]), the input of everything else in `sync`.
 
 use crate::crd::WorkerStatus;
+use crate::reasons::Reason;
 use crate::vast::{VastError, Worker};
 
 use super::workers::to_status_workers;
@@ -16,8 +17,8 @@ pub enum PollOutcome {
     Transient(String),
     /// An error that retrying will not fix (reason, message).
     Terminal {
-        /// CamelCase reason, e.g. `SecretNotFound`.
-        reason: &'static str,
+        /// The reason, e.g. [`Reason::SecretNotFound`].
+        reason: Reason,
         /// Message for the condition and the event.
         message: String,
     },

@@ -6,6 +6,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::crd::{DiscoveryStatus, WorkerGroupStatus, WorkerStatus};
+use crate::reasons::Reason;
 
 use super::conditions::{
     self, DISCOVERY_READY, READY, RECONCILING, STALLED, Verdict, condition, find, is_false,
@@ -66,7 +67,7 @@ pub struct Discovery {
     /// `status.discovery`.
     pub status: DiscoveryStatus,
     /// A problem (reason, message): `DiscoveryConflict` or `DiscoveryFailed`.
-    pub problem: Option<(&'static str, String)>,
+    pub problem: Option<(Reason, String)>,
     /// The endpoints were published not ready because the data is stale.
     pub stale: Option<Stale>,
 }
@@ -106,7 +107,7 @@ pub fn plan(input: Input<'_>) -> Plan {
     if let (DiscoveryUpdate::Published(d), Some(found)) = (&input.discovery, &found)
         && d.problem
             .as_ref()
-            .is_none_or(|(reason, _)| *reason != "InvalidServiceName")
+            .is_none_or(|(reason, _)| *reason != Reason::InvalidServiceName)
     {
         endpoint_events(&base, found, &input, &mut judged.events);
     }
@@ -229,19 +230,19 @@ fn judge(input: &Input<'_>, base: &Baseline<'_>) -> (Judged, Option<Found>) {
             let mut events = Vec::new();
             if !found.changes.is_empty() {
                 events.push(EventSpec::normal(
-                    "WorkersChanged",
+                    Reason::WorkersChanged,
                     "Sync",
                     found.changes.note(),
                 ));
             }
-            if prev_reason.is_some_and(|r| r != "Synced" && r != "Suspended") {
+            if prev_reason.is_some_and(|r| r != Reason::Synced && r != Reason::Suspended) {
                 let note = format!("polling Vast works again; {msg}");
-                events.push(EventSpec::normal("SyncRecovered", "Sync", note));
+                events.push(EventSpec::normal(Reason::SyncRecovered, "Sync", note));
             }
             let judged = Judged {
-                ready: Verdict::new(true, "Synced", msg),
-                reconciling: Verdict::new(false, "Synced", ""),
-                stalled: Verdict::new(false, "Synced", ""),
+                ready: Verdict::new(true, Reason::Synced, msg),
+                reconciling: Verdict::new(false, Reason::Synced, ""),
+                stalled: Verdict::new(false, Reason::Synced, ""),
                 events,
             };
             return (judged, Some(found));
@@ -253,14 +254,14 @@ fn judge(input: &Input<'_>, base: &Baseline<'_>) -> (Judged, Option<Found>) {
                 None => "polling is suspended; Vast was never polled".to_string(),
             };
             let mut events = Vec::new();
-            if prev_reason != Some("Suspended") {
+            if prev_reason.is_none_or(|r| r != Reason::Suspended) {
                 let note = "spec.suspend is true: Vast is no longer polled";
-                events.push(EventSpec::normal("Suspended", "Suspend", note));
+                events.push(EventSpec::normal(Reason::Suspended, "Suspend", note));
             }
             Judged {
-                ready: Verdict::new(was_ready, "Suspended", msg),
-                reconciling: Verdict::new(false, "Suspended", ""),
-                stalled: Verdict::new(false, "Suspended", ""),
+                ready: Verdict::new(was_ready, Reason::Suspended, msg),
+                reconciling: Verdict::new(false, Reason::Suspended, ""),
+                stalled: Verdict::new(false, Reason::Suspended, ""),
                 events,
             }
         }
@@ -269,34 +270,35 @@ fn judge(input: &Input<'_>, base: &Baseline<'_>) -> (Judged, Option<Found>) {
             // The message keeps the time of the first failure and changes only when the
             // error text does, so a repeating error writes nothing.
             let msg = match prev_ready {
-                Some(c) if c.reason == "PollFailed" && same_error(&c.message, err) => {
+                Some(c) if c.reason == Reason::PollFailed && same_error(&c.message, err) => {
                     c.message.clone()
                 }
-                Some(c) if c.reason == "PollFailed" => {
+                Some(c) if c.reason == Reason::PollFailed => {
                     format!("{err} (failing since {})", c.last_transition_time)
                 }
                 _ => format!("{err} (failing since {})", input.now),
             };
             let mut events = Vec::new();
-            if prev_reason != Some("PollFailed") {
+            if prev_reason.is_none_or(|r| r != Reason::PollFailed) {
                 let note = format!("{err}; retrying with backoff");
-                events.push(EventSpec::warning("SyncFailed", "Sync", note));
+                events.push(EventSpec::warning(Reason::SyncFailed, "Sync", note));
             }
             let reconciling = if base.synced_current {
-                Verdict::new(false, "Retrying", "")
+                Verdict::new(false, Reason::Retrying, "")
             } else {
-                Verdict::new(true, "Progressing", PENDING)
+                Verdict::new(true, Reason::Progressing, PENDING)
             };
             Judged {
-                ready: Verdict::new(false, "PollFailed", msg),
+                ready: Verdict::new(false, Reason::PollFailed, msg),
                 reconciling,
-                stalled: Verdict::new(false, "Retrying", ""),
+                stalled: Verdict::new(false, Reason::Retrying, ""),
                 events,
             }
         }
         PollOutcome::Terminal { reason, message } => {
+            let reason = *reason;
             let mut events = Vec::new();
-            if prev_reason != Some(*reason) {
+            if prev_reason.is_none_or(|r| r != reason) {
                 events.push(EventSpec::warning(reason, "Sync", message.clone()));
             }
             Judged {
@@ -332,9 +334,6 @@ fn same_error(message: &str, err: &str) -> bool {
     }
     words(before) == words(err)
 }
-
-/// `DiscoveryReady` reason: the endpoints are published not ready, the data being stale.
-pub const STALE: &str = "Stale";
 
 /// The message of `Reconciling=True`.
 const PENDING: &str = "the current spec has not been synced yet";
@@ -377,11 +376,11 @@ fn add_discovery(
     };
     next.discovery = Some(d.status.clone());
     let verdict = match (&d.problem, &d.stale) {
-        (Some((reason, msg)), _) => Verdict::new(false, reason, msg.clone()),
-        (None, Some(stale)) => Verdict::new(false, STALE, stale.message()),
+        (Some((reason, msg)), _) => Verdict::new(false, *reason, msg.clone()),
+        (None, Some(stale)) => Verdict::new(false, Reason::Stale, stale.message()),
         (None, None) => Verdict::new(
             true,
-            "Published",
+            Reason::Published,
             format!(
                 "{} endpoints published under Service {}",
                 d.status.endpoints, d.status.service_name
@@ -389,7 +388,7 @@ fn add_discovery(
         ),
     };
     let prev_reason = find(prev_conds, DISCOVERY_READY).map(|c| c.reason.as_str());
-    if !verdict.status && prev_reason != Some(verdict.reason) {
+    if !verdict.status && prev_reason.is_none_or(|r| r != verdict.reason) {
         events.push(EventSpec::warning(
             verdict.reason,
             "Publish",
@@ -439,11 +438,15 @@ fn endpoint_events(
         )
     };
     if let Some(note) = refused {
-        events.push(EventSpec::warning("EndpointRefused", "Publish", note));
+        events.push(EventSpec::warning(Reason::EndpointRefused, "Publish", note));
     }
     if now.over_limit() > 0 && !over_before {
         let note = endpoints::over_limit_note(&now, policy.max_endpoints);
-        events.push(EventSpec::warning("TooManyEndpoints", "Publish", note));
+        events.push(EventSpec::warning(
+            Reason::TooManyEndpoints,
+            "Publish",
+            note,
+        ));
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 
 use super::*;
+use crate::reasons::Reason;
 use crate::sync::*;
 use crate::vast::Worker;
 use jiff::Timestamp;
@@ -38,7 +39,11 @@ fn outcome() -> impl Strategy<Value = PollOutcome> {
         Just(PollOutcome::Suspended),
         "[a-z0-9 ]{0,40}".prop_map(PollOutcome::Transient),
         (
-            prop::sample::select(vec!["AuthenticationFailed", "NotFound", "SecretNotFound"]),
+            prop::sample::select(vec![
+                Reason::AuthenticationFailed,
+                Reason::WorkergroupNotFound,
+                Reason::SecretNotFound,
+            ]),
             "[a-z ]{0,30}"
         )
             .prop_map(|(reason, message)| PollOutcome::Terminal { reason, message }),

@@ -3,6 +3,7 @@
 use super::*;
 use crate::crd::Condition;
 use crate::crd::DiscoveryStatus;
+use crate::reasons::Reason;
 use crate::vast::Worker;
 use jiff::Timestamp;
 use std::time::Duration;
@@ -180,7 +181,7 @@ fn transient_error_before_first_sync_is_reconciling() {
 fn terminal_error_stalls_once() {
     let first = plan(input(None, synced(vec![w(1, "idle")]), t(0))).status;
     let terminal = || PollOutcome::Terminal {
-        reason: "AuthenticationFailed",
+        reason: Reason::AuthenticationFailed,
         message: "Vast refused the API key".into(),
     };
     let p = plan(input(Some(&first), terminal(), t(30)));
@@ -307,7 +308,7 @@ fn discovery_results_become_a_condition_and_unchanged_keeps_it() {
             refused: 0,
             reason: String::new(),
         },
-        problem: Some(("DiscoveryConflict", "Service svc exists".into())),
+        problem: Some((Reason::DiscoveryConflict, "Service svc exists".into())),
         stale: None,
     });
     let p = plan(i);
@@ -478,14 +479,21 @@ fn stale_endpoints_say_so_once_and_recover() {
     i.discovery = published(Some(stale.clone()));
     let p = plan(i);
     let c = cond(&p.status, DISCOVERY_READY);
-    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", STALE));
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", Reason::Stale.as_str())
+    );
     assert!(c.message.contains(&t(0).to_string()), "{}", c.message);
-    assert!(p.events.iter().any(|e| e.reason == STALE && e.warning));
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.reason == Reason::Stale && e.warning)
+    );
     // Still stale later, with another error text: no new event; the condition holds.
     let mut i = input(Some(&p.status), failing(), t(400));
     i.discovery = published(Some(stale));
     let again = plan(i);
-    assert!(again.events.iter().all(|e| e.reason != STALE));
+    assert!(again.events.iter().all(|e| e.reason != Reason::Stale));
     assert_eq!(
         cond(&again.status, DISCOVERY_READY),
         cond(&p.status, DISCOVERY_READY)
@@ -550,7 +558,7 @@ fn a_failure_below_the_threshold_changes_nothing() {
 #[test]
 fn each_outcome_has_its_metric_label() {
     let terminal = PollOutcome::Terminal {
-        reason: "AuthenticationFailed",
+        reason: Reason::AuthenticationFailed,
         message: String::new(),
     };
     let labels: Vec<&str> = [
@@ -574,7 +582,7 @@ fn refusals_are_told_under_any_discovery_problem_but_an_unusable_service_name() 
         url: Some("http://10.96.0.1:443".into()),
         ..w(2, "idle")
     }];
-    let refused_event = |reason: &'static str| {
+    let refused_event = |reason: Reason| {
         let mut i = input(None, synced(ws.clone()), t(0));
         i.discovery = DiscoveryUpdate::Published(Discovery {
             problem: Some((reason, "a problem".into())),
@@ -582,10 +590,10 @@ fn refusals_are_told_under_any_discovery_problem_but_an_unusable_service_name() 
         });
         plan(i).events.iter().any(|e| e.reason == "EndpointRefused")
     };
-    assert!(refused_event("DiscoveryConflict"));
-    assert!(refused_event("DiscoveryFailed"));
+    assert!(refused_event(Reason::DiscoveryConflict));
+    assert!(refused_event(Reason::DiscoveryFailed));
     assert!(
-        !refused_event("InvalidServiceName"),
+        !refused_event(Reason::InvalidServiceName),
         "nothing was published"
     );
 }
@@ -663,7 +671,7 @@ fn after_a_restart_on_a_truncated_list_the_recorded_counts_say_what_was_told() {
         i.max_workers = 2;
         i.endpoints = &CAP;
         i.discovery = DiscoveryUpdate::Published(Discovery::default());
-        plan(i).events.iter().map(|e| e.reason).collect()
+        plan(i).events.iter().map(|e| e.reason.as_str()).collect()
     };
     let recorded = |endpoints: i64, skipped: i64, refused: i64| DiscoveryStatus {
         service_name: "svc".into(),

@@ -10,6 +10,7 @@ use kube::Resource;
 
 use crate::crd::{POLL_INTERVAL_RANGE, RESYNC_ANNOTATION, WorkerGroup};
 use crate::duration;
+use crate::reasons::{ConditionStatus, Reason};
 
 /// The interval used where a WorkerGroup's own cannot be read (the CRD's default).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
@@ -55,10 +56,11 @@ pub fn synced_at(wg: &WorkerGroup) -> Option<Timestamp> {
     let status = wg.status.as_ref()?;
     let synced = status.observed_generation == wg.meta().generation
         && !wg.spec.suspend
-        && status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == super::READY && c.status == "True" && c.reason == "Synced");
+        && status.conditions.iter().any(|c| {
+            c.type_ == super::conditions::READY
+                && c.status == ConditionStatus::True
+                && c.reason == Reason::Synced
+        });
     status.last_sync_time.filter(|_| synced)
 }
 

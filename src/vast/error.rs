@@ -1,5 +1,6 @@
 //! Why a Vast call failed, classified for the conditions, with the key redacted.
 
+use crate::reasons::Reason;
 use crate::text::cut;
 
 /// Longest text of Vast's kept in an error message.
@@ -43,11 +44,11 @@ impl VastError {
     }
 
     /// The condition and event reason for this error.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            VastError::Authentication(_) => "AuthenticationFailed",
-            VastError::NotFound(_) => "WorkergroupNotFound",
-            _ => "PollFailed",
+            VastError::Authentication(_) => Reason::AuthenticationFailed,
+            VastError::NotFound(_) => Reason::WorkergroupNotFound,
+            _ => Reason::PollFailed,
         }
     }
 
@@ -352,7 +353,11 @@ mod tests {
             (VastError::Malformed(s()), "PollFailed", "malformed"),
         ];
         for (e, reason, label) in all {
-            assert_eq!((e.reason(), e.metric_label()), (reason, label), "{e:?}");
+            assert_eq!(
+                (e.reason().as_str(), e.metric_label()),
+                (reason, label),
+                "{e:?}"
+            );
         }
     }
 
