@@ -327,6 +327,60 @@ mod tests {
         wg
     }
 
+    /// A WorkerGroup of generation 2 whose status has `conditions`, `observedGeneration`
+    /// `observed` and `lastSyncTime` t(0), suspended or not.
+    fn synced_group(conditions: serde_json::Value, observed: i64, suspend: bool) -> WorkerGroup {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup",
+            "metadata": {"name": "g", "generation": 2},
+            "spec": {"workergroupId": 1, "apiKeySecretRef": {"name": "s"}, "suspend": suspend},
+            "status": {"observedGeneration": observed, "lastSyncTime": t(0).to_string(),
+                       "conditions": conditions}
+        }))
+        .expect("workergroup")
+    }
+
+    fn cond(type_: &str, status: &str, reason: &str) -> serde_json::Value {
+        serde_json::json!([{"type": type_, "status": status, "reason": reason, "message": "",
+                            "lastTransitionTime": t(0).to_string()}])
+    }
+
+    #[test]
+    fn only_a_synced_current_unsuspended_group_counts_as_synced_at_start_up() {
+        let ready = cond("Ready", "True", "Synced");
+        assert_eq!(
+            synced_at(&synced_group(ready.clone(), 2, false)),
+            Some(t(0))
+        );
+        // An older generation, a suspended group, another status, reason or type: not.
+        assert_eq!(synced_at(&synced_group(ready.clone(), 1, false)), None);
+        assert_eq!(synced_at(&synced_group(ready, 2, true)), None);
+        assert_eq!(
+            synced_at(&synced_group(cond("Ready", "False", "Synced"), 2, false)),
+            None
+        );
+        assert_eq!(
+            synced_at(&synced_group(cond("Ready", "True", "Suspended"), 2, false)),
+            None
+        );
+        assert_eq!(
+            synced_at(&synced_group(cond("Stalled", "True", "Synced"), 2, false)),
+            None
+        );
+        let mut no_time = synced_group(cond("Ready", "True", "Synced"), 2, false);
+        if let Some(s) = no_time.status.as_mut() {
+            s.last_sync_time = None;
+        }
+        assert_eq!(synced_at(&no_time), None);
+    }
+
+    #[test]
+    fn due_exactly_now_is_overdue_and_spread() {
+        // Synced exactly one interval ago: nothing is left of the interval, so the object
+        // is spread like an overdue one, not polled at once with all the others.
+        assert_eq!(start_up_delay(Some(t(0)), S(10), t(10), 0.5), Some(S(5)));
+    }
+
     #[test]
     fn as_of_is_whole_seconds_back() {
         let now = Timestamp::from_millisecond(1_800_000_000_400).expect("now");
