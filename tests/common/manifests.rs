@@ -274,14 +274,7 @@ pub async fn refusing_policy(
                 "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}}}),
         ),
     ] {
-        let ar = kube::api::ApiResource {
-            group: "admissionregistration.k8s.io".into(),
-            version: "v1".into(),
-            api_version: "admissionregistration.k8s.io/v1".into(),
-            kind: kind.into(),
-            plural: plural.into(),
-        };
-        let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &ar);
+        let api = admission_api(client, kind, plural);
         let mut obj = body;
         obj["apiVersion"] = serde_json::json!("admissionregistration.k8s.io/v1");
         obj["kind"] = serde_json::json!(kind);
@@ -297,6 +290,18 @@ pub async fn refusing_policy(
     }
 }
 
+/// The API of an admissionregistration.k8s.io/v1 kind.
+fn admission_api(client: &kube::Client, kind: &str, plural: &str) -> Api<kube::api::DynamicObject> {
+    let ar = kube::api::ApiResource {
+        group: "admissionregistration.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "admissionregistration.k8s.io/v1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    };
+    Api::all_with(client.clone(), &ar)
+}
+
 /// Deletes the policy and binding `name` of [`refusing_policy`].
 pub async fn remove_policy(client: &kube::Client, name: &str) {
     for (kind, plural) in [
@@ -306,14 +311,7 @@ pub async fn remove_policy(client: &kube::Client, name: &str) {
         ),
         ("ValidatingAdmissionPolicy", "validatingadmissionpolicies"),
     ] {
-        let ar = kube::api::ApiResource {
-            group: "admissionregistration.k8s.io".into(),
-            version: "v1".into(),
-            api_version: "admissionregistration.k8s.io/v1".into(),
-            kind: kind.into(),
-            plural: plural.into(),
-        };
-        let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &ar);
+        let api = admission_api(client, kind, plural);
         let _ = api.delete(name, &DeleteParams::default()).await;
     }
 }
