@@ -5,117 +5,97 @@
 
 use std::fmt;
 
-/// A condition or event reason.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Reason {
-    /// Ready: the status reflects a successful recent poll.
-    Synced,
-    /// Ready: a transient error; the last-known workers stay.
-    PollFailed,
-    /// Ready: the referenced Secret does not exist.
-    SecretNotFound,
-    /// Ready: the Secret has no such key.
-    SecretKeyMissing,
-    /// Ready: the operator may not read the Secret.
-    SecretForbidden,
-    /// Ready: the key cannot be a key (too long, not visible ASCII).
-    SecretKeyInvalid,
-    /// Ready: the Secret is outside `--secret-selector`.
-    SecretNotSelected,
-    /// Ready: Vast refused the key.
-    AuthenticationFailed,
-    /// Ready: Vast does not know the workergroup.
-    WorkergroupNotFound,
-    /// Ready: the spec cannot be used.
-    InvalidSpec,
-    /// Ready (unchanged) and an event: `spec.suspend` is true.
-    Suspended,
-    /// Reconciling and Stalled, False: a transient error, which retrying may fix.
-    Retrying,
-    /// Reconciling: the current spec has not been synced yet.
-    Progressing,
-    /// DiscoveryReady: the Service and EndpointSlices match the workers.
-    Published,
-    /// DiscoveryReady: an object of that name is not ours.
-    DiscoveryConflict,
-    /// DiscoveryReady: the apiserver refused a write.
-    DiscoveryFailed,
-    /// DiscoveryReady: endpoints published not ready, the data being stale.
-    Stale,
-    /// DiscoveryReady: the Service name is not a DNS-1035 label.
-    InvalidServiceName,
-    /// Event: the worker set or a state changed.
-    WorkersChanged,
-    /// Event: polling started failing transiently.
-    SyncFailed,
-    /// Event: polling works again after an error.
-    SyncRecovered,
-    /// Event: workers newly refused by the address policy.
-    EndpointRefused,
-    /// Event: the publishable workers went over `--max-endpoints`.
-    TooManyEndpoints,
-    /// Event: the apiserver refused the status write.
-    StatusUpdateFailed,
+/// Where a reason is written: as a condition's reason, as an event's, or both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Only in conditions.
+    Condition,
+    /// Only in events.
+    Event,
+    /// In both.
+    Both,
 }
 
-impl Reason {
-    /// Every reason.
-    pub const ALL: [Reason; 24] = [
-        Reason::Synced,
-        Reason::PollFailed,
-        Reason::SecretNotFound,
-        Reason::SecretKeyMissing,
-        Reason::SecretForbidden,
-        Reason::SecretKeyInvalid,
-        Reason::SecretNotSelected,
-        Reason::AuthenticationFailed,
-        Reason::WorkergroupNotFound,
-        Reason::InvalidSpec,
-        Reason::Suspended,
-        Reason::Retrying,
-        Reason::Progressing,
-        Reason::Published,
-        Reason::DiscoveryConflict,
-        Reason::DiscoveryFailed,
-        Reason::Stale,
-        Reason::InvalidServiceName,
-        Reason::WorkersChanged,
-        Reason::SyncFailed,
-        Reason::SyncRecovered,
-        Reason::EndpointRefused,
-        Reason::TooManyEndpoints,
-        Reason::StatusUpdateFailed,
-    ];
-
-    /// The reason as written in conditions and events.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Reason::Synced => "Synced",
-            Reason::PollFailed => "PollFailed",
-            Reason::SecretNotFound => "SecretNotFound",
-            Reason::SecretKeyMissing => "SecretKeyMissing",
-            Reason::SecretForbidden => "SecretForbidden",
-            Reason::SecretKeyInvalid => "SecretKeyInvalid",
-            Reason::SecretNotSelected => "SecretNotSelected",
-            Reason::AuthenticationFailed => "AuthenticationFailed",
-            Reason::WorkergroupNotFound => "WorkergroupNotFound",
-            Reason::InvalidSpec => "InvalidSpec",
-            Reason::Suspended => "Suspended",
-            Reason::Retrying => "Retrying",
-            Reason::Progressing => "Progressing",
-            Reason::Published => "Published",
-            Reason::DiscoveryConflict => "DiscoveryConflict",
-            Reason::DiscoveryFailed => "DiscoveryFailed",
-            Reason::Stale => "Stale",
-            Reason::InvalidServiceName => "InvalidServiceName",
-            Reason::WorkersChanged => "WorkersChanged",
-            Reason::SyncFailed => "SyncFailed",
-            Reason::SyncRecovered => "SyncRecovered",
-            Reason::EndpointRefused => "EndpointRefused",
-            Reason::TooManyEndpoints => "TooManyEndpoints",
-            Reason::StatusUpdateFailed => "StatusUpdateFailed",
+/// The one list of reasons: each variant with its kind, so that `ALL`, `as_str` and
+/// `kind` cannot leave one out.
+macro_rules! reasons {
+    ($($(#[doc = $doc:literal])* $name:ident: $kind:ident,)*) => {
+        /// A condition or event reason.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Reason {
+            $($(#[doc = $doc])* $name,)*
         }
-    }
+
+        impl Reason {
+            /// Every reason.
+            pub const ALL: &[Reason] = &[$(Reason::$name,)*];
+
+            /// The reason as written in conditions and events.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Reason::$name => stringify!($name),)*
+                }
+            }
+
+            /// Where it is written.
+            pub const fn kind(self) -> Kind {
+                match self {
+                    $(Reason::$name => Kind::$kind,)*
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// Ready: the status reflects a successful recent poll.
+    Synced: Condition,
+    /// Ready: a transient error; the last-known workers stay.
+    PollFailed: Condition,
+    /// Ready and an event: the referenced Secret does not exist.
+    SecretNotFound: Both,
+    /// Ready and an event: the Secret has no such key.
+    SecretKeyMissing: Both,
+    /// Ready and an event: the operator may not read the Secret.
+    SecretForbidden: Both,
+    /// Ready and an event: the key cannot be a key (too long, not visible ASCII).
+    SecretKeyInvalid: Both,
+    /// Ready and an event: the Secret is outside `--secret-selector`.
+    SecretNotSelected: Both,
+    /// Ready and an event: Vast refused the key.
+    AuthenticationFailed: Both,
+    /// Ready and an event: Vast does not know the workergroup.
+    WorkergroupNotFound: Both,
+    /// Ready and an event: the spec cannot be used.
+    InvalidSpec: Both,
+    /// Ready (unchanged) and an event: `spec.suspend` is true.
+    Suspended: Both,
+    /// Reconciling and Stalled, False: a transient error, which retrying may fix.
+    Retrying: Condition,
+    /// Reconciling: the current spec has not been synced yet.
+    Progressing: Condition,
+    /// DiscoveryReady: the Service and EndpointSlices match the workers.
+    Published: Condition,
+    /// DiscoveryReady and an event: an object of that name is not ours.
+    DiscoveryConflict: Both,
+    /// DiscoveryReady and an event: the apiserver refused a write.
+    DiscoveryFailed: Both,
+    /// DiscoveryReady and an event: endpoints published not ready, the data being stale.
+    Stale: Both,
+    /// DiscoveryReady and an event: the Service name is not a DNS-1035 label.
+    InvalidServiceName: Both,
+    /// Event: the worker set or a state changed.
+    WorkersChanged: Event,
+    /// Event: polling started failing transiently.
+    SyncFailed: Event,
+    /// Event: polling works again after an error.
+    SyncRecovered: Event,
+    /// Event: workers newly refused by the address policy.
+    EndpointRefused: Event,
+    /// Event: the publishable workers went over `--max-endpoints`.
+    TooManyEndpoints: Event,
+    /// Event: the apiserver refused the status write.
+    StatusUpdateFailed: Event,
 }
 
 impl fmt::Display for Reason {
@@ -193,49 +173,55 @@ impl PartialEq<ConditionStatus> for String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
-    /// The reasons the README's two tables (conditions, events) name.
-    fn readme_reasons() -> std::collections::BTreeSet<String> {
+    /// The reasons a README table names in its reason column (the table under
+    /// `header`).
+    fn readme_table(header: &str, column: usize) -> BTreeSet<String> {
         let readme = include_str!("../README.md");
-        let mut out = std::collections::BTreeSet::new();
-        for header in [
-            "| condition | status | reason | when |",
-            "| type | reason | when |",
-        ] {
-            let start = readme.find(header).expect("a reason table in the README");
-            let column = if header.starts_with("| condition") {
-                3
-            } else {
-                2
-            };
-            for row in readme[start..]
-                .lines()
-                .skip(2)
-                .take_while(|l| l.starts_with('|'))
-            {
-                let cell = row.split('|').nth(column).unwrap_or_default();
-                for (i, part) in cell.split('`').enumerate() {
-                    if i % 2 == 1 {
-                        out.insert(part.to_string());
-                    }
+        let start = readme
+            .find(header)
+            .unwrap_or_else(|| panic!("no table {header:?} in the README"));
+        let mut out = BTreeSet::new();
+        for row in readme[start..]
+            .lines()
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+        {
+            let cell = row.split('|').nth(column).unwrap_or_default();
+            for (i, part) in cell.split('`').enumerate() {
+                if i % 2 == 1 {
+                    out.insert(part.to_string());
                 }
             }
         }
+        assert!(out.len() > 5, "the table {header:?} was not read: {out:?}");
         out
+    }
+
+    fn of_kind(kinds: &[Kind]) -> BTreeSet<String> {
+        Reason::ALL
+            .iter()
+            .filter(|r| kinds.contains(&r.kind()))
+            .map(|r| r.as_str().to_string())
+            .collect()
     }
 
     #[test]
     fn the_readme_tables_name_every_reason_and_no_other() {
-        let ours: std::collections::BTreeSet<String> =
-            Reason::ALL.iter().map(|r| r.as_str().to_string()).collect();
-        assert_eq!(ours.len(), Reason::ALL.len(), "a reason twice in ALL");
-        let readme = readme_reasons();
-        let missing: Vec<_> = ours.difference(&readme).collect();
-        let unknown: Vec<_> = readme.difference(&ours).collect();
-        assert!(
-            missing.is_empty() && unknown.is_empty(),
-            "README reason tables: missing {missing:?}, not a reason {unknown:?}"
+        let conditions = readme_table("| condition | status | reason | when |", 3);
+        let events = readme_table("| type | reason | when |", 2);
+        assert_eq!(
+            conditions,
+            of_kind(&[Kind::Condition, Kind::Both]),
+            "the README's condition table and the condition reasons differ"
+        );
+        assert_eq!(
+            events,
+            of_kind(&[Kind::Event, Kind::Both]),
+            "the README's event table and the event reasons differ"
         );
     }
 

@@ -52,9 +52,10 @@ pub const DEFAULT_STATUS_HEARTBEAT: &str = "10m";
 /// `--terminal-retry`'s default, likewise.
 pub const DEFAULT_TERMINAL_RETRY: &str = "5m";
 
-/// A default duration of this file (a unit test shows that each one parses).
+/// A default duration of this file: constants of ours, so a failed parse is a bug (the
+/// unit test below parses each one).
 fn default_duration(text: &str) -> Duration {
-    crate::duration::parse(text).unwrap_or(Duration::from_secs(300))
+    crate::duration::parse(text).expect("a default duration of context.rs")
 }
 
 impl Default for Config {

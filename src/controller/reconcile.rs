@@ -345,7 +345,7 @@ async fn publish(
         }),
         None => {
             if let Some((reason, msg)) = d.problem {
-                warn!(reason = %reason, message = %msg, "could not remove discovery objects; retrying next poll");
+                warn!(reason = reason.as_str(), message = %msg, "could not remove discovery objects; retrying next poll");
             }
             DiscoveryUpdate::Disabled
         }
@@ -440,7 +440,7 @@ async fn emit_events(ctx: &Context, events: &[EventSpec], at: &ObjectReference) 
             secondary: None,
         };
         if let Err(e) = ctx.recorder.publish(&event, at).await {
-            warn!(error = %e, reason = %ev.reason, "could not publish event");
+            warn!(error = %e, reason = ev.reason.as_str(), "could not publish event");
         }
     }
 }
@@ -491,7 +491,7 @@ fn requeue(
             warn!(error = %err, failures, retry_in = ?delay, "poll failed");
         }
         (PollOutcome::Terminal { reason, message }, _) => {
-            warn!(reason = %reason, message = %message, "terminal error; retrying slowly");
+            warn!(reason = reason.as_str(), message = %message, "terminal error; retrying slowly");
         }
         _ => {}
     }

@@ -425,6 +425,8 @@ mod tests {
         let e = VastError::Remote(text).redact(&key).to_string();
         let took = start.elapsed();
         assert_eq!(e, format!("Vast reported an error: {REDACTED}"));
-        assert!(took < std::time::Duration::from_millis(500), "{took:?}");
+        // The real search takes about 0.1 s in a debug build; the mutant marking every
+        // repeat takes longer than the 20 s test timeout. 5 s leaves room for a loaded machine.
+        assert!(took < std::time::Duration::from_secs(5), "{took:?}");
     }
 }
