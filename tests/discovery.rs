@@ -1202,26 +1202,57 @@ async fn a_refused_slice_write_is_discovery_failed_and_the_sync_goes_on() {
     h.stop().await;
 }
 
-#[tokio::test]
-async fn objects_of_ours_the_watch_does_not_show_are_adopted_not_a_conflict() {
-    let mut h = Harness::start("disc-adopt").await;
-    // The operator is down while the WorkerGroup is created and a Service and a slice
-    // owned by it appear that the operator's watches do not select (no managed-by
-    // label, as if written by an older version, or not yet seen): its first creates
-    // are answered 409.
+/// A harness whose operator is down while the WorkerGroup `g` on workergroup `id` (one
+/// worker at `http://203.0.113.<id % 100>:7000`) is applied with `spec`: what a test
+/// creates next is there before the operator starts again. Returns the ownerReferences
+/// of an object owned by `g`.
+async fn paused_with_group(
+    test: &str,
+    id: i64,
+    spec: serde_json::Value,
+) -> (Harness, serde_json::Value) {
+    let mut h = Harness::start(test).await;
     h.pause().await;
+    let url = format!("http://203.0.113.{}:7000", id % 100);
     h.vast.state.put_group(
-        116,
+        id,
         KEY,
         Shape::Array,
-        vec![worker_json(1, "idle", Some("http://203.0.113.16:7000"))],
+        vec![worker_json(1, "idle", Some(&url))],
     );
     h.secret("vast", "api-key", KEY).await;
-    let wg = h.apply_group("g", spec(116)).await;
+    let wg = h.apply_group("g", spec).await;
     let owner = json!([{
         "apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup", "name": "g",
         "uid": wg.metadata.uid.clone().expect("uid"), "controller": true
     }]);
+    (h, owner)
+}
+
+/// Once a poll after now shows the reconcile that published over: no `DiscoveryConflict`
+/// and no `DiscoveryFailed` was told.
+async fn no_discovery_problem_told(h: &Harness, id: i64) {
+    let seen = h.vast.state.calls(id);
+    eventually("another poll", Duration::from_secs(30), || async {
+        (h.vast.state.calls(id) > seen).then_some(())
+    })
+    .await;
+    let events = h.events("g").await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.1 == "DiscoveryConflict" || e.1 == "DiscoveryFailed"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn objects_of_ours_the_watch_does_not_show_are_adopted_not_a_conflict() {
+    // The operator is down while the WorkerGroup is created and a Service and a slice
+    // owned by it appear that the operator's watches do not select (no managed-by
+    // label, as if written by an older version, or not yet seen): its first creates
+    // are answered 409.
+    let (mut h, owner) = paused_with_group("disc-adopt", 116, spec(116)).await;
     let services = h.ns.api::<Service>();
     let svc: Service = serde_json::from_value(json!({
         "metadata": {"name": "g", "labels": {"left": "over"}, "ownerReferences": owner},
@@ -1291,42 +1322,18 @@ async fn objects_of_ours_the_watch_does_not_show_are_adopted_not_a_conflict() {
             .expect("slice");
     assert_eq!(now.metadata.uid, slice.metadata.uid, "the same slice");
     // Once a later poll shows that reconcile over: no conflict, no failure was told.
-    let seen = h.vast.state.calls(116);
-    eventually("another poll", Duration::from_secs(30), || async {
-        (h.vast.state.calls(116) > seen).then_some(())
-    })
-    .await;
-    let events = h.events("g").await;
-    assert!(
-        !events
-            .iter()
-            .any(|e| e.1 == "DiscoveryConflict" || e.1 == "DiscoveryFailed"),
-        "{events:?}"
-    );
+    no_discovery_problem_told(&h, 116).await;
     h.stop().await;
 }
 
 #[tokio::test]
 async fn an_owned_service_of_the_other_headless_kind_is_recreated_not_failed() {
-    let mut h = Harness::start("disc-adopt-headless").await;
     // As above, but the unseen Service of ours has a ClusterIP while the WorkerGroup now
     // wants it headless: a replace cannot change that (the apiserver refuses a new
     // clusterIP), so it is deleted and created again.
-    h.pause().await;
-    h.vast.state.put_group(
-        117,
-        KEY,
-        Shape::Array,
-        vec![worker_json(1, "idle", Some("http://203.0.113.17:7000"))],
-    );
-    h.secret("vast", "api-key", KEY).await;
     let mut s = spec(117);
     s["discovery"] = json!({"headless": true});
-    let wg = h.apply_group("g", s).await;
-    let owner = json!([{
-        "apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup", "name": "g",
-        "uid": wg.metadata.uid.clone().expect("uid"), "controller": true
-    }]);
+    let (mut h, owner) = paused_with_group("disc-adopt-headless", 117, s).await;
     let services = h.ns.api::<Service>();
     let svc: Service = serde_json::from_value(json!({
         "metadata": {"name": "g", "ownerReferences": owner},
@@ -1351,17 +1358,6 @@ async fn an_owned_service_of_the_other_headless_kind_is_recreated_not_failed() {
         Some("None"),
         "headless"
     );
-    let seen = h.vast.state.calls(117);
-    eventually("another poll", Duration::from_secs(30), || async {
-        (h.vast.state.calls(117) > seen).then_some(())
-    })
-    .await;
-    let events = h.events("g").await;
-    assert!(
-        !events
-            .iter()
-            .any(|e| e.1 == "DiscoveryConflict" || e.1 == "DiscoveryFailed"),
-        "{events:?}"
-    );
+    no_discovery_problem_told(&h, 117).await;
     h.stop().await;
 }
