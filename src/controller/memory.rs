@@ -5,7 +5,7 @@
 
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use kube::Resource;
@@ -25,6 +25,9 @@ struct Entry {
     status_write_failing: bool,
     share: Option<crate::vast::ShareKey>,
     looked_at: bool,
+    /// The start-up spread of this term: polled not before this, unless the spec (its
+    /// generation) changes or a resync is asked for.
+    start_up_until: Option<(Instant, Option<i64>)>,
     reconciled: bool,
 }
 
@@ -147,10 +150,34 @@ impl Memory {
         self.with(|map| Self::entry(map, wg).last_poll = Some(Instant::now()));
     }
 
-    /// Whether this is the first reconcile of this object in this term (and marks it
-    /// seen).
-    pub fn first_look(&self, wg: &WorkerGroup) -> bool {
-        self.with(|map| !std::mem::replace(&mut Self::entry(map, wg).looked_at, true))
+    /// How long this term's first poll of the object still waits (the start-up
+    /// spread). The first reconcile of the term takes `delay()`; a reconcile woken before
+    /// that has passed (a watch's first list sends every object again) waits for the
+    /// rest, so that wake-ups cannot undo the spread. A spec change or `bypass` (a
+    /// resync) ends the wait.
+    pub fn start_up_wait(
+        &self,
+        wg: &WorkerGroup,
+        bypass: bool,
+        delay: impl FnOnce() -> Option<Duration>,
+    ) -> Option<Duration> {
+        let now = Instant::now();
+        let generation = wg.meta().generation;
+        self.with(|map| {
+            let e = Self::entry(map, wg);
+            if !std::mem::replace(&mut e.looked_at, true) {
+                let wait = if bypass { None } else { delay() };
+                e.start_up_until = wait.map(|d| (now + d, generation));
+                return wait;
+            }
+            match e.start_up_until {
+                Some((until, g)) if !bypass && g == generation && until > now => Some(until - now),
+                _ => {
+                    e.start_up_until = None;
+                    None
+                }
+            }
+        })
     }
 
     /// This term has reconciled the object for real (past the start-up spread): it was
@@ -235,10 +262,34 @@ mod tests {
     }
 
     #[test]
+    fn a_wake_up_during_the_start_up_spread_waits_for_the_rest_of_it() {
+        let m = Memory::default();
+        let g = wg("g", "u1");
+        let long = Duration::from_secs(3600);
+        assert_eq!(m.start_up_wait(&g, false, || Some(long)), Some(long));
+        // Woken again (a watch's first list): the rest of the wait, not a poll now.
+        let rest = m
+            .start_up_wait(&g, false, || panic!("the first look is over"))
+            .expect("still waiting");
+        assert!(
+            rest <= long && rest > long - Duration::from_secs(60),
+            "{rest:?}"
+        );
+        // A resync ends it, and so does a spec change.
+        assert_eq!(m.start_up_wait(&g, true, || None), None);
+        assert_eq!(m.start_up_wait(&g, false, || None), None, "over once ended");
+        let other = wg("h", "u2");
+        assert!(m.start_up_wait(&other, false, || Some(long)).is_some());
+        let mut changed = other.clone();
+        changed.metadata.generation = Some(2);
+        assert_eq!(m.start_up_wait(&changed, false, || None), None);
+    }
+
+    #[test]
     fn a_failure_reported_after_deletion_does_not_recreate_memory() {
         let m = Memory::default();
         let g = wg("g", "u1");
-        assert!(m.first_look(&g));
+        assert_eq!(m.start_up_wait(&g, false, || None), None);
         assert_eq!(m.api_failed(&g), 1);
         assert_eq!(m.api_failed(&g), 2);
         m.forget(&ObjectRef::from_obj(&g));

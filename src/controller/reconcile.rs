@@ -68,12 +68,10 @@ async fn steps(wg: &Arc<WorkerGroup>, ctx: &Arc<Context>) -> (Result<Action, Err
         return (Ok(Action::requeue(wait)), "resync_deferred");
     }
     let interval = poll_interval(wg);
-    if ctx.memory.first_look(wg)
-        && resync.is_none()
-        && let Ok(every) = interval
-        && let Some(wait) =
-            schedule::start_up_delay(schedule::synced_at(wg), every, Timestamp::now(), spread())
-    {
+    if let Some(wait) = ctx.memory.start_up_wait(wg, resync.is_some(), || {
+        let every = interval.as_ref().ok()?;
+        schedule::start_up_delay(schedule::synced_at(wg), *every, Timestamp::now(), spread())
+    }) {
         // The series stay on show meanwhile (a new term starts without them).
         if let Some(status) = &wg.status {
             record_status_metrics(ctx, wg, status, None);
