@@ -208,10 +208,11 @@ async fn https_to_vast_with_a_private_ca_and_plain_http_refused() {
     assert_eq!(fake.state.calls(78), 1, "only the trusted call got through");
 }
 
-/// What the container image relies on, checked without a container engine: the binary
-/// (built as the Dockerfile builds it, same linkage) needs only the libraries of the
-/// distroless cc base (glibc, libgcc), and runs as uid 65532 from a directory it cannot
-/// write, with no home and no temporary directory.
+/// What the container image relies on, checked quickly without a container engine (the
+/// image itself: tests/image.rs, `make image-test`): the binary (the image's has the
+/// same linkage) needs only the libraries of the distroless cc base (glibc, libgcc), and
+/// runs as uid 65532 from a directory it cannot write, with no home and no temporary
+/// directory; its plain log, not on a terminal, carries no terminal escapes.
 #[tokio::test]
 async fn the_binary_needs_only_the_base_images_libraries_and_runs_as_uid_65532() {
     let bin = env!("CARGO_BIN_EXE_vast-operator");
@@ -303,6 +304,11 @@ async fn the_binary_needs_only_the_base_images_libraries_and_runs_as_uid_65532()
     .expect("join");
     assert!(out.1.contains("serving"), "{}", out.1);
     assert!(out.1.contains("kubeconfig"), "{}", out.1);
+    assert!(
+        !out.1.contains('\u{1b}'),
+        "terminal escapes in a log that is no terminal's: {:?}",
+        out.1
+    );
     assert!(
         !out.1.to_lowercase().contains("permission denied"),
         "{}",
