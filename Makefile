@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/debug/vast-operator
 
-.PHONY: help demo test lint unit integration cluster cluster-down tools crds build clean bench bench-smoke fuzz leak-check mutants
+.PHONY: help demo test lint unit integration cluster cluster-down tools crds build clean bench bench-smoke fuzz leak-check mutants image image-test
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -74,6 +74,15 @@ bench-smoke: tools ## The benchmark at a tiny size, debug build (CI runs it); it
 	  --operator target/debug/vast-operator --out target/bench/smoke.jsonl
 	rm -rf target/bench/leak && mkdir -p target/bench/leak && cp target/bench/operator-10*.log target/bench/smoke.jsonl target/bench/leak/
 	hack/leak-search.sh target/bench/leak --min-files 4 --min-lines 100
+
+IMAGE ?= localhost/vast-operator:dev
+export IMAGE
+
+image: ## Build the release binary and the container image IMAGE (podman; CONTAINER_ENGINE=docker; IMAGE_BASE: distroless, or `local` from Debian's packages); last line `image: <name>`.
+	@hack/image.sh
+
+image-test: image tools ## Run IMAGE as the chart's pod would (real control plane, fake Vast over HTTPS), its logs searched for API keys.
+	hack/image-test.sh
 
 cluster: ## Start the local control plane with CoreDNS (idempotent); prints the KUBECONFIG and VAST_CLUSTER_DNS exports.
 	@hack/cluster.sh up

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# `make image`: builds the operator with cargo (profile dist, target/dist/vast-operator)
+# and packages it with the Dockerfile, through hack/container.sh (CONTAINER_ENGINE,
+# podman by default). The last line printed is `image: <IMAGE>`.
+#
+#   IMAGE        the name to tag (default localhost/vast-operator:dev)
+#   IMAGE_BASE   the base image: gcr.io/distroless/cc-debian12:nonroot (the default),
+#                `local` for the one hack/image-base.sh makes from Debian's packages, or
+#                any other name. When the default cannot be found or pulled (no registry
+#                reachable), the local one is made and used instead, saying so.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+engine="$root/hack/container.sh"
+image=${IMAGE:-localhost/vast-operator:dev}
+distroless=gcr.io/distroless/cc-debian12:nonroot
+local_base=localhost/vast-operator-base:cc-debian12
+base=${IMAGE_BASE:-$distroless}
+
+"$engine" install
+
+cargo build --locked --profile dist -p vast-operator
+
+if [[ $base == local ]]; then
+  hack/image-base.sh "$local_base"
+  base=$local_base
+elif ! "$engine" image inspect "$base" >/dev/null 2>&1; then
+  echo "[image] pulling $base" >&2
+  if ! "$engine" pull -q "$base" >/dev/null 2>"$root/target/image-pull.log"; then
+    if [[ -n ${IMAGE_BASE:-} ]]; then
+      echo "image: cannot pull IMAGE_BASE=$base:" >&2
+      cat "$root/target/image-pull.log" >&2
+      exit 1
+    fi
+    echo "[image] $base cannot be pulled here (no registry reachable?); using the same contents made from Debian's packages: $local_base (hack/image-base.sh)" >&2
+    hack/image-base.sh "$local_base"
+    base=$local_base
+  fi
+fi
+
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+# The build context is the binary alone: nothing else of the tree is sent or can be
+# copied in.
+context="$root/target/image-context"
+rm -rf "$context"
+mkdir -p "$context"
+cp target/dist/vast-operator "$context/vast-operator"
+"$engine" build --quiet -f Dockerfile \
+  --build-arg "BASE=$base" --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
+  -t "$image" "$context" >/dev/null
+size=$("$engine" image inspect --format '{{.Size}}' "$image")
+echo "[image] $image on $base: $((size / 1000000)) MB, version $version, revision $revision" >&2
+echo "image: $image"
