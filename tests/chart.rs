@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{OperatorProcess, TestNs, eventually, ready_is};
+use common::{OperatorProcess, TestNs, eventually, helm, helm_off_runtime, ready_is, text};
 use fake_vast::{Shape, worker_json};
 use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
 use kube::api::{Api, PostParams};
@@ -24,44 +24,6 @@ const KUBE: &str = "1.34.4";
 
 fn chart() -> PathBuf {
     common::repo_root().join("charts/vast-operator")
-}
-
-fn helm(args: &[&str]) -> Output {
-    let helm = common::repo_root().join("hack/bin/helm");
-    Command::new(&helm)
-        .args(args)
-        .env("KUBECONFIG", common::kubeconfig())
-        .env(
-            "HELM_CACHE_HOME",
-            common::repo_root().join("target/helm/cache"),
-        )
-        .env(
-            "HELM_CONFIG_HOME",
-            common::repo_root().join("target/helm/config"),
-        )
-        .env(
-            "HELM_DATA_HOME",
-            common::repo_root().join("target/helm/data"),
-        )
-        .output()
-        .unwrap_or_else(|e| panic!("run {} (hack/tools.sh helm builds it): {e}", helm.display()))
-}
-
-async fn helm_off_runtime(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        helm(&a)
-    })
-    .await
-    .expect("join")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn yaml_value(file: &str, key: &str) -> String {

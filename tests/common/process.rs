@@ -151,3 +151,36 @@ pub async fn https_get_insecure(url: &str, token: &str) -> Option<(u16, String)>
     let code = resp.status().as_u16();
     Some((code, resp.text().await.ok()?))
 }
+
+/// `helm` (of `hack/bin`) with `args` against the test control plane, its caches in
+/// `target/helm`.
+pub fn helm(args: &[&str]) -> Output {
+    let helm = repo_root().join("hack/bin/helm");
+    Command::new(&helm)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig())
+        .env("HELM_CACHE_HOME", repo_root().join("target/helm/cache"))
+        .env("HELM_CONFIG_HOME", repo_root().join("target/helm/config"))
+        .env("HELM_DATA_HOME", repo_root().join("target/helm/data"))
+        .output()
+        .unwrap_or_else(|e| panic!("run {} (hack/tools.sh helm builds it): {e}", helm.display()))
+}
+
+/// [`helm`] off the async runtime.
+pub async fn helm_off_runtime(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        helm(&a)
+    })
+    .await
+    .expect("join")
+}
+
+/// What a command printed, stdout then stderr.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
