@@ -59,6 +59,25 @@ async fn slices(h: &Harness, svc: &str) -> SliceView {
         .collect()
 }
 
+/// For each slice of `svc`, whether it carries `service.kubernetes.io/headless` (the
+/// label kube-proxy skips slices by).
+async fn headless_labels(h: &Harness, svc: &str) -> Vec<bool> {
+    let api: Api<EndpointSlice> = h.ns.api();
+    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={svc}"));
+    api.list(&lp)
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            s.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.get("service.kubernetes.io/headless").is_some())
+        })
+        .collect()
+}
+
 async fn wait_slices(
     h: &Harness,
     svc: &str,
@@ -372,6 +391,11 @@ async fn disable_rename_headless_and_delete_clean_up() {
     let spec_ = svc.spec.expect("spec");
     assert_eq!(spec_.cluster_ip.as_deref(), Some("None"), "headless");
     assert_eq!(spec_.ports.expect("ports")[0].name.as_deref(), Some("api"));
+    assert_eq!(
+        headless_labels(&h, "renamed").await,
+        [true],
+        "a headless Service's slice is labelled for kube-proxy to skip"
+    );
 
     // Back to ClusterIP: the Service is recreated (clusterIP is immutable).
     let mut s = spec(104);
@@ -382,6 +406,12 @@ async fn disable_rename_headless_and_delete_clean_up() {
         let ip = svc.spec?.cluster_ip?;
         (ip != "None").then_some(())
     })
+    .await;
+    eventually(
+        "the slice loses the headless label",
+        Duration::from_secs(20),
+        || async { (headless_labels(&h, "renamed").await == [false]).then_some(()) },
+    )
     .await;
 
     // A port change updates the Service in place, leaving one port.

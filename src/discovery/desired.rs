@@ -10,8 +10,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
 use super::{
-    APP_MANAGER, LABEL_MANAGED_BY_APP, LABEL_WORKERGROUP, MANAGED_BY, MAX_ENDPOINTS,
-    SERVICE_NAME_LABEL, SLICE_MANAGED_BY_LABEL,
+    APP_MANAGER, HEADLESS_LABEL, LABEL_MANAGED_BY_APP, LABEL_WORKERGROUP, MANAGED_BY,
+    MAX_ENDPOINTS, SERVICE_NAME_LABEL, SLICE_MANAGED_BY_LABEL,
 };
 use crate::crd::{WorkerGroup, WorkerStatus};
 use crate::sync::endpoints::{EndpointPolicy, Selection, Target, refused_summary, select};
@@ -153,6 +153,9 @@ pub fn desired(
             );
             let mut labels = base_labels(wg, &svc_name);
             labels.insert(SLICE_MANAGED_BY_LABEL.into(), MANAGED_BY.into());
+            if d.headless {
+                labels.insert(HEADLESS_LABEL.into(), String::new());
+            }
             let slice = EndpointSlice {
                 metadata: ObjectMeta {
                     name: Some(name.clone()),
@@ -226,9 +229,17 @@ fn labels_include(
         .all(|(k, v)| have.get(k) == Some(v))
 }
 
-/// Whether an existing slice already has the desired content.
+fn has_label(meta: &ObjectMeta, key: &str) -> bool {
+    meta.labels.as_ref().is_some_and(|l| l.contains_key(key))
+}
+
+/// Whether an existing slice already has the desired content: the labels wanted (and
+/// the headless label only where wanted: a slice left with it by a Service that was
+/// headless would be skipped by kube-proxy), the address type, endpoints and ports.
 pub fn slice_matches(existing: &EndpointSlice, want: &EndpointSlice) -> bool {
     labels_include(&existing.metadata.labels, &want.metadata.labels)
+        && has_label(&existing.metadata, HEADLESS_LABEL)
+            == has_label(&want.metadata, HEADLESS_LABEL)
         && existing.address_type == want.address_type
         && existing.endpoints == want.endpoints
         && existing.ports == want.ports
@@ -563,6 +574,19 @@ mod tests {
         assert_eq!(owner(&slice.metadata), ours);
         assert!(owned_by(slice, &g));
         assert_eq!(slice.endpoints[0].hostname.as_deref(), Some("w1001"));
+        let headless_label = |s: &EndpointSlice| {
+            s.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(HEADLESS_LABEL))
+                .cloned()
+        };
+        assert_eq!(
+            headless_label(slice),
+            Some(String::new()),
+            "kube-proxy skips it"
+        );
+        let headless_slice = slice.clone();
 
         // Not headless: the cluster assigns an address, and endpoints have no hostname.
         let d = desired(
@@ -573,6 +597,25 @@ mod tests {
         );
         assert_eq!(d.service.spec.as_ref().expect("spec").cluster_ip, None);
         assert_eq!(d.slices["llm-v4-40001-0"].endpoints[0].hostname, None);
+        let slice = &d.slices["llm-v4-40001-0"];
+        assert_eq!(headless_label(slice), None, "kube-proxy programs it");
+        // A slice left labelled headless is rewritten, even with the same endpoints.
+        let mut left = headless_slice;
+        left.endpoints = slice.endpoints.clone();
+        assert!(!slice_matches(&left, slice));
+        assert!(slice_matches(slice, slice));
+        let mut unlabelled = slice.clone();
+        unlabelled.endpoints[0].hostname = Some("w1001".into());
+        let mut want_headless = unlabelled.clone();
+        want_headless
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .insert(HEADLESS_LABEL.into(), String::new());
+        assert!(
+            !slice_matches(&unlabelled, &want_headless),
+            "a headless slice without the label gets it"
+        );
     }
 
     #[test]

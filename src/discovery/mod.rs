@@ -30,5 +30,10 @@ pub const APP_MANAGER: &str = "vast-operator";
 /// Most endpoints in one EndpointSlice.
 pub const MAX_ENDPOINTS: usize = 1000;
 
+/// On the slices of a headless Service, as the EndpointSlice controller sets it: every
+/// kube-proxy watches every slice and skips those with this label (a headless Service
+/// has no virtual IP to program), so our slices cost the nodes nothing.
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 const SLICE_MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
