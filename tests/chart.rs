@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use common::{OperatorProcess, TestNs, eventually, helm, helm_off_runtime, ready_is, text};
 use fake_vast::{Shape, worker_json};
-use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::api::Api;
 use serde_json::json;
 use vast_operator::crd::WorkerGroup;
 
@@ -659,14 +659,7 @@ async fn installed_with_helm_the_charts_own_identity_is_enough_in_both_modes() {
     assert!(queried.len() >= 8, "{queried:?}");
     // /metrics is HTTPS behind a token: the scraper's, checked with the chart's RBAC.
     assert!(args.contains(&"--metrics-secure"), "{args:?}");
-    let sa: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": "scraper"}})).expect("sa");
-    admin
-        .api::<ServiceAccount>()
-        .create(&PostParams::default(), &sa)
-        .await
-        .expect("scraper");
-    let scraper = common::service_account_token(&admin.client, &admin.name, "scraper").await;
+    let scraper = admin.service_account_with_token("scraper").await;
     let https = op.metrics.replace("http://", "https://");
     let exported = eventually("the load series", Duration::from_secs(30), || async {
         let text = common::https_get_insecure(&format!("{https}/metrics"), &scraper)

@@ -19,7 +19,7 @@ use common::{TestNs, eventually, free_port, helm_off_runtime, http_get, ready_is
 use fake_vast::{Shape, worker_json};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
@@ -528,13 +528,7 @@ async fn the_image_runs_as_the_charts_pod_leads_syncs_over_https_and_hands_over(
         .create(&PostParams::default(), &cm)
         .await
         .expect("vast-ca");
-    let sa: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": "scraper"}})).expect("sa");
-    admin
-        .api::<ServiceAccount>()
-        .create(&PostParams::default(), &sa)
-        .await
-        .expect("scraper");
+    let scraper = admin.service_account_with_token("scraper").await;
 
     // The chart, pointed at the image as the README says: repository and tag.
     let image = image();
@@ -609,7 +603,6 @@ async fn the_image_runs_as_the_charts_pod_leads_syncs_over_https_and_hands_over(
     let readyz = format!("{}/readyz", a.health);
     let (code, _) = until(&[&a], "/readyz answers", wait, || http_get(&readyz)).await;
     assert_eq!(code, 200);
-    let scraper = common::service_account_token(&admin.client, &admin.name, "scraper").await;
     let url = format!("{}/metrics", a.metrics);
     let metrics = until(
         &[&a],

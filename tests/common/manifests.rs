@@ -103,6 +103,19 @@ impl TestNs {
             .expect("apply secret");
     }
 
+    /// Creates the ServiceAccount `name` here and returns a token of it (a scraper of
+    /// `/metrics`, say).
+    pub async fn service_account_with_token(&self, name: &str) -> String {
+        let sa: k8s_openapi::api::core::v1::ServiceAccount =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
+                .expect("service account");
+        self.api::<k8s_openapi::api::core::v1::ServiceAccount>()
+            .create(&PostParams::default(), &sa)
+            .await
+            .expect("create service account");
+        service_account_token(&self.client, &self.name, name).await
+    }
+
     /// Applies a WorkerGroup `name` with `spec` (server-side, as the tests' manager).
     pub async fn apply_group(&self, name: &str, spec: serde_json::Value) -> WorkerGroup {
         self.api::<WorkerGroup>()
