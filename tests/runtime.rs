@@ -125,6 +125,25 @@ async fn two_replicas_one_leader_failover_release_and_metrics() {
         lm.contains("vast_operator_reconciles_total{result=\"synced\"}"),
         "{lm}"
     );
+    // Both count what their watch caches hold (the standby's are warm too): exactly this
+    // namespace's objects, and their resident memory.
+    for p in [leader, standby] {
+        let text = eventually("the caches counted", wait, || async {
+            let text = metrics_of(p).await;
+            ["WorkerGroup", "Secret", "Service", "EndpointSlice"]
+                .iter()
+                .all(|k| {
+                    metric(
+                        &text,
+                        &format!("vast_operator_cache_objects{{kind=\"{k}\"}}"),
+                    ) == Some(1.0)
+                })
+                .then_some(text)
+        })
+        .await;
+        let rss = metric(&text, "vast_operator_resident_memory_bytes").unwrap_or(0.0);
+        assert!(rss > 4.0 * 1024.0 * 1024.0, "resident memory {rss}");
+    }
     let sm = metrics_of(standby).await;
     assert!(
         !sm.contains("vast_operator_vast_requests_total{"),

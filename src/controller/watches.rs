@@ -66,9 +66,14 @@ impl Watches {
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
         let (stores, mut tasks) = discovery::Stores::start(client, ns);
+        stores.count_in(&ctx.metrics);
         let _ = ctx.stores.set(stores);
         let (groups, writer) = reflector::store::<WorkerGroup>();
         let _ = ctx.groups.set(groups.clone());
+        ctx.metrics.count_cache("WorkerGroup", {
+            let groups = groups.clone();
+            move || groups.len()
+        });
         let triggers = ctx.triggers.clone();
         let listed = Listed::default();
         tasks.push(tokio::spawn(watch_groups(
@@ -79,6 +84,10 @@ impl Watches {
             on_listed,
         )));
         let (secrets, secrets_writer) = reflector::store::<PartialObjectMeta<Secret>>();
+        ctx.metrics.count_cache("Secret", {
+            let secrets = secrets.clone();
+            move || secrets.len()
+        });
         let _ = ctx.secrets.set(secrets);
         let mut secrets_config = watcher::Config::default();
         if let Some(selector) = &ctx.config.secret_selector {

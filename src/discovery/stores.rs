@@ -19,6 +19,7 @@ use super::desired::owned_by;
 use super::{APP_MANAGER, LABEL_MANAGED_BY_APP, MANAGED_BY, SLICE_MANAGED_BY_LABEL};
 use crate::crd::WorkerGroup;
 use crate::runtime::listed::Listed;
+use crate::runtime::metrics::Metrics;
 
 /// Watches of the Services and EndpointSlices the operator manages.
 #[derive(Clone)]
@@ -96,6 +97,14 @@ impl Stores {
             },
             handles,
         )
+    }
+
+    /// Has `metrics` count the objects of both caches at every scrape.
+    pub fn count_in(&self, metrics: &Metrics) {
+        let services = self.services.clone();
+        metrics.count_cache("Service", move || services.len());
+        let slices = self.slices.clone();
+        metrics.count_cache("EndpointSlice", move || slices.len());
     }
 
     /// Waits up to `timeout` until both watches have listed, so the stores can be trusted

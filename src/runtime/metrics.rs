@@ -3,7 +3,9 @@
 //! Process-wide figures (reconciles, Vast requests, leadership) and per-WorkerGroup
 //! series labelled `namespace` and `name`. A WorkerGroup's series are removed when it is
 //! deleted ([`Metrics::forget_group`]). Nothing here knows the WorkerGroup type; no label
-//! or value ever holds a key.
+//! or value ever holds a key. The sizes of the watch caches and the resident memory are
+//! read at every scrape ([`Metrics::count_cache`]), so an alert can come before the
+//! memory limit does.
 
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -20,6 +22,14 @@ use crate::reasons::ConditionStatus;
 
 /// `Content-Type` of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+/// How many objects one cache holds, read at a scrape.
+type CacheSize = Box<dyn Fn() -> usize + Send + Sync>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
@@ -116,6 +126,9 @@ pub struct Metrics {
     queue_wait: QueueWait,
     queues: Mutex<HashSet<QueueLabels>>,
     groups: Mutex<HashMap<(String, String), GroupSeries>>,
+    cache_objects: Family<KindLabels, Gauge>,
+    caches: Mutex<Vec<(&'static str, CacheSize)>>,
+    resident: Gauge,
 }
 
 impl Default for Metrics {
@@ -157,6 +170,18 @@ impl Metrics {
             "vast_shared_answers",
             "Polls answered by another poll's Vast call (in flight or just made) instead of a call of their own",
             vast_shared.clone(),
+        );
+        let cache_objects = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "cache_objects",
+            "Objects held in this process's watch caches, by kind (WorkerGroup, Secret metadata, Service, EndpointSlice)",
+            cache_objects.clone(),
+        );
+        let resident = Gauge::default();
+        registry.register(
+            "resident_memory_bytes",
+            "Resident memory of this process (VmRSS of /proc/self/status; 0 where that cannot be read)",
+            resident.clone(),
         );
         let leader = Gauge::default();
         registry.register(
@@ -230,11 +255,44 @@ impl Metrics {
             queue_wait,
             queues: Mutex::new(HashSet::new()),
             groups: Mutex::new(HashMap::new()),
+            cache_objects,
+            caches: Mutex::new(Vec::new()),
+            resident,
+        }
+    }
+
+    /// Counts the objects of the cache of `kind` (`size`) at every scrape, as
+    /// `vast_operator_cache_objects{kind}`.
+    pub fn count_cache(
+        &self,
+        kind: &'static str,
+        size: impl Fn() -> usize + Send + Sync + 'static,
+    ) {
+        self.caches.lock().push((kind, Box::new(size)));
+    }
+
+    /// Reads what is read at a scrape: the caches' sizes and the resident memory.
+    fn refresh(&self) {
+        for (kind, size) in self.caches.lock().iter() {
+            let n = i64::try_from(size()).unwrap_or(i64::MAX);
+            self.cache_objects
+                .get_or_create(&KindLabels {
+                    kind: (*kind).to_string(),
+                })
+                .set(n);
+        }
+        if let Some(bytes) = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .as_deref()
+            .and_then(resident_bytes)
+        {
+            self.resident.set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
     }
 
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
+        self.refresh();
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out = "# EOF\n".into();
@@ -431,9 +489,61 @@ impl Metrics {
     }
 }
 
+/// The resident memory in a `/proc/<pid>/status` text: its `VmRSS:` line, in bytes.
+fn resident_bytes(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    let mut parts = line.split_whitespace();
+    let n: u64 = parts.next()?.parse().ok()?;
+    match parts.next() {
+        Some("kB") => n.checked_mul(1024),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_sizes_are_read_at_every_scrape() {
+        let m = Metrics::new();
+        let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(3));
+        let seen = n.clone();
+        m.count_cache("EndpointSlice", move || {
+            seen.load(std::sync::atomic::Ordering::Relaxed)
+        });
+        m.count_cache("WorkerGroup", || 7);
+        let text = m.encode();
+        assert!(
+            text.contains("vast_operator_cache_objects{kind=\"EndpointSlice\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vast_operator_cache_objects{kind=\"WorkerGroup\"} 7\n"),
+            "{text}"
+        );
+        n.store(5, std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            m.encode()
+                .contains("vast_operator_cache_objects{kind=\"EndpointSlice\"} 5\n")
+        );
+        // This process's own resident memory, on Linux.
+        let rss = m
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix("vast_operator_resident_memory_bytes "))
+            .and_then(|v| v.parse::<u64>().ok());
+        assert!(rss.is_some_and(|b| b > 1 << 20), "{rss:?}");
+    }
+
+    #[test]
+    fn resident_memory_is_the_vmrss_line() {
+        let status = "Name:\tvast-operator\nVmHWM:\t  90000 kB\nVmRSS:\t   51234 kB\nThreads:\t9\n";
+        assert_eq!(resident_bytes(status), Some(51234 * 1024));
+        assert_eq!(resident_bytes("VmRSS: 12 MB\n"), None, "an unknown unit");
+        assert_eq!(resident_bytes("VmRSS: many kB\n"), None);
+        assert_eq!(resident_bytes("Name: x\n"), None);
+    }
 
     #[test]
     fn queue_waits_are_per_namespace_and_go_with_it() {
