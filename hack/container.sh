@@ -5,13 +5,17 @@
 #   hack/container.sh ARGS...        run the engine: `hack/container.sh images`, `... build ...`
 #
 # CONTAINER_ENGINE picks the engine: podman (the default) or docker. With podman, every
-# command gets `--storage-driver vfs --runtime runc` (images stay in podman's default
-# storage, so `podman --storage-driver vfs image inspect NAME` finds them; crun fails
-# here with "cgroups in hybrid mode not supported", and overlay needs a kernel and
-# filesystem these machines may lack), and `run`, `create` and `build` get explicit
-# ulimits (podman's defaults fail setrlimit here). Docker gets the arguments as they are.
+# command gets PODMAN_FLAGS, by default `--storage-driver vfs --runtime runc`, what this
+# project's machines need (images stay in podman's default storage, so
+# `podman --storage-driver vfs image inspect NAME` finds them; crun fails there with
+# "cgroups in hybrid mode not supported", and overlay needs a kernel and filesystem they
+# may lack). A podman whose storage already uses overlay refuses vfs ("database
+# configuration mismatch"): set PODMAN_FLAGS= (empty) to use your own configuration.
+# `run`, `create` and `build` get explicit ulimits (podman's defaults fail setrlimit
+# there). Docker gets the arguments as they are.
 set -euo pipefail
 engine=${CONTAINER_ENGINE:-podman}
+read -r -a global <<<"${PODMAN_FLAGS---storage-driver vfs --runtime runc}"
 
 install() {
   if [[ $engine != podman ]]; then
@@ -20,12 +24,14 @@ install() {
   fi
   local missing=()
   command -v podman >/dev/null || missing+=(podman)
-  command -v runc >/dev/null || missing+=(runc)
+  if [[ " ${global[*]} " == *" --runtime runc "* ]]; then
+    command -v runc >/dev/null || missing+=(runc)
+  fi
   # Rootless podman maps ids with newuidmap; as root it is not needed.
   if [[ $(id -u) -ne 0 ]] && ! command -v newuidmap >/dev/null; then missing+=(uidmap); fi
   ((${#missing[@]})) || return 0
-  if [[ $(id -u) -ne 0 ]]; then
-    echo "container: ${missing[*]} missing and not root to install them (apt-get install ${missing[*]})" >&2
+  if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+    echo "container: ${missing[*]} missing; install them (on Debian, as root: apt-get install ${missing[*]}), or use CONTAINER_ENGINE=docker" >&2
     exit 1
   fi
   echo "[container] installing ${missing[*]} from Debian" >&2
@@ -43,7 +49,6 @@ if [[ $engine != podman ]]; then
   exec "$engine" "$@"
 fi
 command -v podman >/dev/null || { echo "container: podman is missing: hack/container.sh install" >&2; exit 1; }
-global=(--storage-driver vfs --runtime runc)
 sub=$1
 shift
 case $sub in

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Makes, from Debian's packages, a base image with the contents of distroless
-# `gcr.io/distroless/cc-debian12:nonroot`, for machines that reach no container
-# registry (this project's CI): glibc and libgcc, CA certificates, tzdata, netbase's
+# Makes, from Debian's packages, a base image with the part of distroless
+# `gcr.io/distroless/cc-debian12:nonroot` that the operator needs, for machines that
+# reach no container registry (this project's CI): glibc and libgcc (not cc's libssl3,
+# openssl, libstdc++6 and libgomp1: the binary links none of them), CA certificates, tzdata, netbase's
 # /etc/services and /etc/protocols, an /etc/passwd and /etc/group with root, nobody and
 # nonroot (65532), /tmp, /home/nonroot, the packages' copyright files, and their control
 # records in /var/lib/dpkg/status.d/ (where image scanners look, as in distroless).
@@ -24,6 +25,7 @@ label=ai.vast.operator.base-packages
 
 command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null \
   || { echo "image-base: apt-get and dpkg-deb are needed (a Debian machine)" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "image-base: python3 is needed (apt-get install python3)" >&2; exit 1; }
 . /etc/os-release
 if [[ ${ID:-} != debian || ${VERSION_ID:-} != 12 ]]; then
   echo "image-base: the packages must be Debian 12's (bookworm), as cc-debian12's are; this machine is ${PRETTY_NAME:-unknown}" >&2
@@ -34,16 +36,20 @@ candidates() {
   apt-cache show --no-all-versions "${packages[@]}" 2>/dev/null \
     | awk '/^Package:/ {p = $2} /^Version:/ {printf "%s=%s ", p, $2}' | sed 's/ $//'
 }
-want=$(candidates)
-if [[ $(wc -w <<<"$want") -ne ${#packages[@]} ]]; then
-  [[ $(id -u) -eq 0 ]] || { echo "image-base: apt knows no candidate for some of ${packages[*]}; run apt-get update as root" >&2; exit 1; }
-  echo "[image-base] apt-get update" >&2
+apt_update() {
+  [[ $(id -u) -eq 0 ]] || { echo "image-base: $1; run apt-get update as root" >&2; exit 1; }
+  echo "[image-base] apt-get update ($1)" >&2
   apt-get update -qq
-  want=$(candidates)
+}
+want=$(candidates || true)
+if [[ $(wc -w <<<"$want") -ne ${#packages[@]} ]]; then
+  apt_update "apt knows no candidate for some of ${packages[*]}"
+  want=$(candidates || true)
+  [[ $(wc -w <<<"$want") -eq ${#packages[@]} ]] || { echo "image-base: apt offers no ${packages[*]} even after an update" >&2; exit 1; }
 fi
 # This script's own hash too: a change to how the base is made makes it again.
 want="$want recipe=$(sha256sum "$0" | cut -c1-16)"
-have=$("$engine" image inspect --format "{{index .Labels \"$label\"}}" "$name" 2>/dev/null || true)
+have=$("$engine" image inspect --format "{{index .Config.Labels \"$label\"}}" "$name" 2>/dev/null || true)
 if [[ $have == "$want" ]]; then
   echo "[image-base] $name is up to date ($want)" >&2
   exit 0
@@ -53,7 +59,18 @@ work="$root/target/image-base"
 rm -rf "$work"
 mkdir -p "$work/debs" "$work/root"
 # apt drops to its own user to download and warns when that user cannot write here.
-(cd "$work/debs" && apt-get download -q "${packages[@]}" 2>&1 | grep -v 'unsandboxed as root' >&2 || true)
+download() {
+  local rc=0
+  (cd "$work/debs" && apt-get download -q "${packages[@]}") >"$work/download.log" 2>&1 || rc=$?
+  grep -v 'unsandboxed as root' "$work/download.log" >&2 || true
+  return "$rc"
+}
+if ! download; then
+  # Lists older than the mirror: the versions they name are gone (404).
+  apt_update "apt-get download failed"
+  want="$(candidates || true) recipe=$(sha256sum "$0" | cut -c1-16)"
+  download || { echo "image-base: apt-get download ${packages[*]} failed (above)" >&2; exit 1; }
+fi
 for p in "${packages[@]}"; do
   compgen -G "$work/debs/${p}_*.deb" >/dev/null || { echo "image-base: $p was not downloaded" >&2; exit 1; }
 done
@@ -72,7 +89,7 @@ find "$r/usr/share/doc" -type f ! -name copyright -delete
 find "$r/usr/share/doc" -type l -delete
 # The CA bundle update-ca-certificates would write (the packages' scripts never run).
 mkdir -p "$r/etc/ssl/certs"
-find "$r/usr/share/ca-certificates" -name '*.crt' | LC_ALL=C sort | xargs cat >"$r/etc/ssl/certs/ca-certificates.crt"
+find "$r/usr/share/ca-certificates" -name '*.crt' -print0 | LC_ALL=C sort -z | xargs -0 cat >"$r/etc/ssl/certs/ca-certificates.crt"
 [[ -s $r/etc/ssl/certs/ca-certificates.crt ]] || { echo "image-base: no CA certificates" >&2; exit 1; }
 cat >"$r/etc/passwd" <<'EOF'
 root:x:0:0:root:/root:/sbin/nologin
@@ -115,7 +132,7 @@ with tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as tar:
             tar.add(path, arcname=os.path.relpath(path, root), recursive=False, filter=entry)
 EOF
 
-"$engine" import --quiet \
+"$engine" import \
   --change 'USER 65532:65532' --change 'WORKDIR /home/nonroot' \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \

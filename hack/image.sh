@@ -19,6 +19,18 @@ base=${IMAGE_BASE:-$distroless}
 
 "$engine" install
 
+# The binary is the host's own build, so the host must make one the base can run: Linux
+# on amd64 (the base's architecture) with a glibc no newer than the base's (2.36).
+if [[ $(uname -s) != Linux || $(uname -m) != x86_64 ]]; then
+  echo "image: the binary is built on this machine and must be Linux x86_64 for the base image; this is $(uname -s) $(uname -m)" >&2
+  exit 1
+fi
+glibc=$(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}')
+if [[ -z $glibc ]] || [[ $(printf '%s\n2.36\n' "$glibc" | sort -V | tail -n 1) != 2.36 ]]; then
+  echo "image: this machine's glibc is ${glibc:-not glibc}; a binary built here may need symbols the base's glibc 2.36 lacks: build on Debian 12 (bookworm) or older" >&2
+  exit 1
+fi
+
 cargo build --locked --profile dist -p vast-operator
 
 if [[ $base == local ]]; then
@@ -32,7 +44,7 @@ elif ! "$engine" image inspect "$base" >/dev/null 2>&1; then
       cat "$root/target/image-pull.log" >&2
       exit 1
     fi
-    echo "[image] $base cannot be pulled here (no registry reachable?); using the same contents made from Debian's packages: $local_base (hack/image-base.sh)" >&2
+    echo "[image] $base cannot be pulled here ($(tail -n 1 "$root/target/image-pull.log" | cut -c1-160)); using what the operator needs of it, made from Debian's packages: $local_base (hack/image-base.sh)" >&2
     hack/image-base.sh "$local_base"
     base=$local_base
   fi
@@ -40,6 +52,10 @@ fi
 
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+# A tree with uncommitted changes is not that commit.
+if [[ $revision != unknown && -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]]; then
+  revision="$revision-dirty"
+fi
 # The build context is the binary alone: nothing else of the tree is sent or can be
 # copied in.
 context="$root/target/image-context"
@@ -49,6 +65,12 @@ cp target/dist/vast-operator "$context/vast-operator"
 "$engine" build --quiet -f Dockerfile \
   --build-arg "BASE=$base" --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
   -t "$image" "$context" >/dev/null
+# The image must start: a binary the base cannot run fails here, not in a pod.
+if ! out=$("$engine" run --rm --network none "$image" --version 2>&1); then
+  echo "image: $image was built but its binary does not run on the base $base:" >&2
+  echo "$out" >&2
+  exit 1
+fi
 size=$("$engine" image inspect --format '{{.Size}}' "$image")
 echo "[image] $image on $base: $((size / 1000000)) MB, version $version, revision $revision" >&2
 echo "image: $image"
