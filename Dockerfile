@@ -6,7 +6,7 @@
 #
 # BASE is distroless cc-debian12 (glibc, libgcc, CA certificates, tzdata, user nonroot =
 # 65532, no shell). Where no registry is reachable, hack/image-base.sh makes an image
-# with the same contents from Debian's packages, and `make image` uses it.
+# with the part of it the operator needs from Debian's packages, and `make image` uses it.
 ARG BASE=gcr.io/distroless/cc-debian12:nonroot
 FROM ${BASE}
 ARG VERSION=0.0.0

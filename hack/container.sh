@@ -24,7 +24,12 @@ install() {
   fi
   local missing=()
   command -v podman >/dev/null || missing+=(podman)
-  if [[ " ${global[*]} " == *" --runtime runc "* ]]; then
+  local f prev="" runc=""
+  for f in ${global[@]+"${global[@]}"}; do
+    if [[ $f == --runtime=*runc || ($prev == --runtime && $f == *runc) ]]; then runc=1; fi
+    prev=$f
+  done
+  if [[ -n $runc ]]; then
     command -v runc >/dev/null || missing+=(runc)
   fi
   # Rootless podman maps ids with newuidmap; as root it is not needed.
@@ -53,7 +58,7 @@ sub=$1
 shift
 case $sub in
   run | create | build)
-    exec podman "${global[@]}" "$sub" --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 "$@" ;;
+    exec podman ${global[@]+"${global[@]}"} "$sub" --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 "$@" ;;
   *)
-    exec podman "${global[@]}" "$sub" "$@" ;;
+    exec podman ${global[@]+"${global[@]}"} "$sub" "$@" ;;
 esac

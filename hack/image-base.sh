@@ -68,7 +68,9 @@ download() {
 if ! download; then
   # Lists older than the mirror: the versions they name are gone (404).
   apt_update "apt-get download failed"
-  want="$(candidates || true) recipe=$(sha256sum "$0" | cut -c1-16)"
+  want=$(candidates || true)
+  [[ $(wc -w <<<"$want") -eq ${#packages[@]} ]] || { echo "image-base: apt offers no ${packages[*]} after an update" >&2; exit 1; }
+  want="$want recipe=$(sha256sum "$0" | cut -c1-16)"
   download || { echo "image-base: apt-get download ${packages[*]} failed (above)" >&2; exit 1; }
 fi
 for p in "${packages[@]}"; do
@@ -137,6 +139,6 @@ EOF
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
   --change "LABEL $label=\"$want\"" \
-  --message "the contents of distroless cc-debian12:nonroot from Debian's packages ($want)" \
+  --message "the part of distroless cc-debian12:nonroot the operator needs, from Debian's packages ($want)" \
   "$work/base.tar" "$name" >/dev/null
 echo "[image-base] made $name from $want ($(du -sk "$r" | cut -f1) KiB)" >&2

@@ -392,7 +392,11 @@ fn run_pod(t: &Template, ns: &str, pod: &str, ports: Option<(u16, u16)>) -> Pod 
     cmd.arg("--read-only");
     // podman's --read-only also mounts writable tmpfs on /tmp, /var/tmp and /run; a pod
     // with readOnlyRootFilesystem and no emptyDir has none.
-    if std::env::var("CONTAINER_ENGINE").map_or(true, |e| e == "podman") {
+    if std::env::var("CONTAINER_ENGINE")
+        .ok()
+        .filter(|e| !e.is_empty())
+        .is_none_or(|e| e == "podman")
+    {
         cmd.arg("--read-only-tmpfs=false");
     }
     let drop = sc.capabilities.and_then(|c| c.drop).unwrap_or_default();
@@ -494,6 +498,19 @@ where
     }
 }
 
+/// A Helm release of the test, uninstalled on drop (its ClusterRoles and bindings are
+/// cluster-wide: a failed run must not leave them on a reused control plane).
+struct Release {
+    name: String,
+    namespace: String,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = common::helm(&["uninstall", &self.name, "--namespace", &self.namespace]);
+    }
+}
+
 async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
     leases.get_opt(name).await.ok()??.spec?.holder_identity
 }
@@ -570,6 +587,10 @@ async fn the_image_runs_as_the_charts_pod_leads_syncs_over_https_and_hands_over(
         args.extend(["--set".to_string(), s.clone()]);
     }
     let out = helm_off_runtime(args).await;
+    let installed = Release {
+        name: release.clone(),
+        namespace: sys.name.clone(),
+    };
     assert!(out.status.success(), "{}", text(&out));
     let dir = common::repo_root()
         .join("target/image-test")
@@ -752,14 +773,9 @@ async fn the_image_runs_as_the_charts_pod_leads_syncs_over_https_and_hands_over(
     }
     drop((a, b));
     let _ = std::fs::remove_dir_all(&dir);
-    let out = helm_off_runtime(vec![
-        "uninstall".to_string(),
-        release.clone(),
-        "--namespace".to_string(),
-        sys.name.clone(),
-    ])
-    .await;
-    assert!(out.status.success(), "{}", text(&out));
+    tokio::task::spawn_blocking(move || drop(installed))
+        .await
+        .expect("helm uninstall");
     for ns in [team, sys, admin] {
         ns.cleanup().await;
     }
