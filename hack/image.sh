@@ -65,7 +65,10 @@ context="$root/target/image-context"
 rm -rf "$context"
 mkdir -p "$context"
 cp target/dist/vast-operator "$context/vast-operator"
-"$engine" build --quiet -f Dockerfile \
+# --no-cache: buildah's layer cache keys a LABEL step by its text, not by the build
+# arguments in it, so a new revision over the same binary got the old image and labels
+# (seen in a clean-clone CI run). The build is one COPY: seconds either way.
+"$engine" build --quiet --no-cache -f Dockerfile \
   --build-arg "BASE=$base" --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
   -t "$image" "$context" >/dev/null
 # The image must start: a binary the base cannot run fails here, not in a pod.
