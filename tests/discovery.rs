@@ -185,6 +185,14 @@ async fn mixed_states_ports_families_and_skips() {
         ),
     ]);
     assert_eq!(s, expected);
+    // This apiserver (1.34) streams lists: the caches of our Services and slices start
+    // with a WatchList, never a LIST.
+    let r = h.requests.snapshot();
+    for resource in ["services", "endpointslices"] {
+        let n = |verb: &str| r.get(&(verb.into(), resource.into())).copied().unwrap_or(0);
+        assert!(n("WATCHLIST") >= 1, "{resource}: {r:?}");
+        assert_eq!(n("LIST"), 0, "{resource}: {r:?}");
+    }
 
     let st = wg.status.clone().expect("status");
     let d = st.discovery.clone().expect("discovery status");
@@ -665,7 +673,10 @@ async fn an_update_never_takes_over_an_object_recreated_by_someone_else() {
     // The update we would send for the object we saw is refused for its uid...
     let mut stale_view = ours.clone();
     stale_view.metadata.resource_version = theirs.metadata.resource_version.clone();
-    let body = vast_operator::discovery::publish::update_body(&want, &stale_view);
+    let body = vast_operator::discovery::publish::update_body(
+        &want,
+        &vast_operator::discovery::Seen::of(&stale_view),
+    );
     let res = services.replace("g", &pp, &body).await;
     assert!(
         matches!(&res, Err(kube::Error::Api(s)) if s.code == 409 && s.message.contains("UID")),

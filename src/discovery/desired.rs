@@ -2,6 +2,8 @@
 //! exists. Pure: no I/O.
 
 use std::collections::BTreeMap;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::Hasher;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
@@ -213,8 +215,8 @@ pub fn owned_by<K: Resource>(obj: &K, wg: &WorkerGroup) -> bool {
 /// name (`now`, read again) is another one that this WorkerGroup does not own (a uid
 /// precondition failed), rather than ours changed since it was read. Judged from the
 /// objects, not from the wording of the apiserver's message.
-pub fn replaced_by_another<K: Resource>(seen: &K, now: Option<&K>, wg: &WorkerGroup) -> bool {
-    now.is_some_and(|now| now.meta().uid != seen.meta().uid && !owned_by(now, wg))
+pub fn replaced_by_another<K: Resource>(seen: &Seen, now: Option<&K>, wg: &WorkerGroup) -> bool {
+    now.is_some_and(|now| now.meta().uid != seen.uid && !owned_by(now, wg))
 }
 
 fn labels_include(
@@ -229,20 +231,94 @@ fn labels_include(
         .all(|(k, v)| have.get(k) == Some(v))
 }
 
-fn has_label(meta: &ObjectMeta, key: &str) -> bool {
-    meta.labels.as_ref().is_some_and(|l| l.contains_key(key))
+/// What publishing needs of an existing object to replace or delete that very object: a
+/// replace carries its uid and resourceVersion as preconditions, a delete its uid.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// The object's name.
+    pub name: String,
+    /// Its uid.
+    pub uid: Option<String>,
+    /// Its resourceVersion when seen.
+    pub resource_version: Option<String>,
 }
 
-/// Whether an existing slice already has the desired content: the labels wanted (and
-/// the headless label only where wanted: a slice left with it by a Service that was
-/// headless would be skipped by kube-proxy), the address type, endpoints and ports.
-pub fn slice_matches(existing: &EndpointSlice, want: &EndpointSlice) -> bool {
-    labels_include(&existing.metadata.labels, &want.metadata.labels)
-        && has_label(&existing.metadata, HEADLESS_LABEL)
-            == has_label(&want.metadata, HEADLESS_LABEL)
-        && existing.address_type == want.address_type
-        && existing.endpoints == want.endpoints
-        && existing.ports == want.ports
+impl Seen {
+    /// Name, uid and resourceVersion of `obj`.
+    pub fn of<K: Resource>(obj: &K) -> Self {
+        let m = obj.meta();
+        Self {
+            name: m.name.clone().unwrap_or_default(),
+            uid: m.uid.clone(),
+            resource_version: m.resource_version.clone(),
+        }
+    }
+}
+
+/// What the operator keeps in memory of one of its EndpointSlices (there is about one
+/// per worker): its identity and a fingerprint of what [`slice_matches`] compares, not
+/// its endpoints, ports or labels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeptSlice {
+    /// Name, uid and resourceVersion.
+    pub seen: Seen,
+    /// [`slice_fingerprint`] of the slice as the apiserver holds it.
+    pub fingerprint: Option<u64>,
+}
+
+impl KeptSlice {
+    /// What is kept of `slice`.
+    pub fn of(slice: &EndpointSlice) -> Self {
+        Self {
+            seen: Seen::of(slice),
+            fingerprint: slice_fingerprint(slice),
+        }
+    }
+}
+
+/// The labels of a slice that the comparison reads: each one [`desired`] may set.
+const SLICE_LABELS: [&str; 4] = [
+    LABEL_WORKERGROUP,
+    SERVICE_NAME_LABEL,
+    SLICE_MANAGED_BY_LABEL,
+    HEADLESS_LABEL,
+];
+
+/// A 64-bit digest of what makes a slice right: the values of our labels (a missing one
+/// counts; others' labels do not), the address type, the endpoints and the ports. Equal
+/// content gives an equal digest in one process; it is never written anywhere. None only
+/// if the content cannot be serialized (which never matches).
+pub fn slice_fingerprint(slice: &EndpointSlice) -> Option<u64> {
+    struct Digest(DefaultHasher);
+    impl std::io::Write for Digest {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.write(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let labels = slice.metadata.labels.as_ref();
+    let ours: Vec<Option<&String>> = SLICE_LABELS
+        .iter()
+        .map(|k| labels.and_then(|l| l.get(*k)))
+        .collect();
+    let mut d = Digest(DefaultHasher::new());
+    serde_json::to_writer(
+        &mut d,
+        &(ours, &slice.address_type, &slice.endpoints, &slice.ports),
+    )
+    .ok()?;
+    Some(d.0.finish())
+}
+
+/// Whether a slice of ours, as kept in memory, already has the desired content: the
+/// labels wanted (and the headless label only where wanted: a slice left with it by a
+/// Service that was headless would be skipped by kube-proxy), the address type,
+/// endpoints and ports.
+pub fn slice_matches(kept: &KeptSlice, want: &EndpointSlice) -> bool {
+    kept.fingerprint.is_some() && kept.fingerprint == slice_fingerprint(want)
 }
 
 /// Whether an existing Service already has the desired content.
@@ -317,7 +393,7 @@ mod tests {
             }))
             .expect("service")
         };
-        let seen = svc("a", Some("wg-uid"));
+        let seen = Seen::of(&svc("a", Some("wg-uid")));
         assert!(replaced_by_another(&seen, Some(&svc("b", None)), &wg));
         assert!(replaced_by_another(
             &seen,
@@ -333,7 +409,7 @@ mod tests {
             "ours again"
         );
         assert!(
-            !replaced_by_another(&seen, None, &wg),
+            !replaced_by_another::<Service>(&seen, None, &wg),
             "gone: made at the next poll"
         );
     }
@@ -497,6 +573,80 @@ mod tests {
     }
 
     #[test]
+    fn the_fingerprint_covers_what_matching_compares_and_nothing_else() {
+        let d = desired(
+            &wg(),
+            &[w(1, "idle", Some("http://203.0.113.1:40001"))],
+            false,
+            &EndpointPolicy::default(),
+        );
+        let want = &d.slices["llm-v4-40001-0"];
+        let fp = slice_fingerprint(want);
+        assert!(fp.is_some());
+        // What the apiserver or others add does not count...
+        let mut added = want.clone();
+        added.metadata.resource_version = Some("12".into());
+        added.metadata.uid = Some("u".into());
+        added.metadata.generation = Some(3);
+        added.metadata.annotations = Some(BTreeMap::from([("a".into(), "b".into())]));
+        added
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .insert("team".into(), "x".into());
+        assert_eq!(slice_fingerprint(&added), fp);
+        // ...each part of the content does.
+        type Change = (&'static str, fn(&mut EndpointSlice));
+        let changes: Vec<Change> = vec![
+            ("address", |s| {
+                s.endpoints[0].addresses[0] = "203.0.113.2".into()
+            }),
+            ("readiness", |s| {
+                s.endpoints[0].conditions.get_or_insert_default().ready = Some(false)
+            }),
+            ("hostname", |s| s.endpoints[0].hostname = Some("w1".into())),
+            ("an endpoint more", |s| {
+                let e = s.endpoints[0].clone();
+                s.endpoints.push(e)
+            }),
+            ("port", |s| {
+                s.ports.get_or_insert_default()[0].port = Some(40002)
+            }),
+            ("address type", |s| s.address_type = "IPv6".into()),
+            ("our label", |s| {
+                s.metadata
+                    .labels
+                    .get_or_insert_default()
+                    .insert(SERVICE_NAME_LABEL.into(), "other".into());
+            }),
+            ("our label gone", |s| {
+                s.metadata
+                    .labels
+                    .get_or_insert_default()
+                    .remove(LABEL_WORKERGROUP);
+            }),
+            ("headless label", |s| {
+                s.metadata
+                    .labels
+                    .get_or_insert_default()
+                    .insert(HEADLESS_LABEL.into(), String::new());
+            }),
+        ];
+        for (what, change) in changes {
+            let mut s = want.clone();
+            change(&mut s);
+            assert_ne!(slice_fingerprint(&s), fp, "{what}");
+            assert!(!slice_matches(&KeptSlice::of(&s), want), "{what}");
+        }
+        // A fingerprint that could not be made matches nothing.
+        let none = KeptSlice {
+            seen: Seen::of(want),
+            fingerprint: None,
+        };
+        assert!(!slice_matches(&none, want));
+    }
+
+    #[test]
     fn matching_ignores_server_additions() {
         let d = desired(
             &wg(),
@@ -511,13 +661,13 @@ mod tests {
             .labels
             .get_or_insert_default()
             .insert("extra".into(), "x".into());
-        assert!(slice_matches(&have, want));
+        assert!(slice_matches(&KeptSlice::of(&have), want));
         have.endpoints[0].conditions = Some(EndpointConditions {
             ready: Some(false),
             serving: Some(false),
             terminating: Some(false),
         });
-        assert!(!slice_matches(&have, want));
+        assert!(!slice_matches(&KeptSlice::of(&have), want));
 
         let mut svc = d.service.clone();
         svc.spec.get_or_insert_default().cluster_ip = Some("10.0.0.7".into());
@@ -602,8 +752,8 @@ mod tests {
         // A slice left labelled headless is rewritten, even with the same endpoints.
         let mut left = headless_slice;
         left.endpoints = slice.endpoints.clone();
-        assert!(!slice_matches(&left, slice));
-        assert!(slice_matches(slice, slice));
+        assert!(!slice_matches(&KeptSlice::of(&left), slice));
+        assert!(slice_matches(&KeptSlice::of(slice), slice));
         let mut unlabelled = slice.clone();
         unlabelled.endpoints[0].hostname = Some("w1001".into());
         let mut want_headless = unlabelled.clone();
@@ -613,7 +763,7 @@ mod tests {
             .get_or_insert_default()
             .insert(HEADLESS_LABEL.into(), String::new());
         assert!(
-            !slice_matches(&unlabelled, &want_headless),
+            !slice_matches(&KeptSlice::of(&unlabelled), &want_headless),
             "a headless slice without the label gets it"
         );
     }
@@ -700,7 +850,7 @@ mod tests {
         let want = &d.slices["llm-v4-40001-0"];
         let mut no_label = want.clone();
         no_label.metadata.labels = None;
-        assert!(!slice_matches(&no_label, want));
+        assert!(!slice_matches(&KeptSlice::of(&no_label), want));
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! addresses, so clients reach a workergroup the Kubernetes way.
 //!
 //! [`desired`] computes the desired objects from the workers and compares them with
-//! what exists (pure); [`stores`] watches our objects; [`publish`] creates, replaces and
-//! deletes only what differs. The objects of a deleted WorkerGroup go with it through
+//! what exists (pure); [`stores`] watches our objects and keeps only what the comparison
+//! reads; [`publish`] creates, replaces and deletes only what differs. The objects of a deleted WorkerGroup go with it through
 //! their ownerReferences (the cluster's garbage collector). Objects are never taken
 //! over: a Service or slice of the same name that the WorkerGroup does not own is a
 //! conflict, reported, not overwritten.
@@ -13,8 +13,8 @@ pub mod publish;
 pub mod stores;
 
 pub use desired::{
-    Desired, desired, needs_recreate, owned_by, service_matches, service_name, skipped_reason,
-    slice_matches,
+    Desired, KeptSlice, Seen, desired, needs_recreate, owned_by, service_matches, service_name,
+    skipped_reason, slice_fingerprint, slice_matches,
 };
 pub use publish::{Published, publish};
 pub use stores::Stores;

@@ -13,8 +13,8 @@ use kube::{Client, Resource, ResourceExt};
 
 use super::Stores;
 use super::desired::{
-    Desired, desired, needs_recreate, owned_by, replaced_by_another, service_matches, service_name,
-    service_name_problem, skipped_reason, slice_matches,
+    Desired, KeptSlice, Seen, desired, needs_recreate, owned_by, replaced_by_another,
+    service_matches, service_name, service_name_problem, skipped_reason, slice_matches,
 };
 use crate::crd::{DiscoveryStatus, WorkerGroup, WorkerStatus};
 use crate::reasons::Reason;
@@ -116,13 +116,13 @@ impl<'a> Writer<'a> {
     }
 
     /// Discovery is off: everything of ours goes.
-    async fn remove_all(&mut self, services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) {
+    async fn remove_all(&mut self, services: &[Arc<Service>], slices: &[Arc<KeptSlice>]) {
         let (svc_api, slice_api) = (self.services.clone(), self.slices.clone());
         for s in services {
-            self.delete(&svc_api, &**s).await;
+            self.delete(&svc_api, &Seen::of(&**s)).await;
         }
         for s in slices {
-            self.delete(&slice_api, &**s).await;
+            self.delete(&slice_api, &s.seen).await;
         }
     }
 
@@ -132,16 +132,16 @@ impl<'a> Writer<'a> {
         let api = self.services.clone();
         let name = service_name(self.wg);
         for s in ours.iter().filter(|s| s.name_any() != name) {
-            self.delete(&api, &**s).await;
+            self.delete(&api, &Seen::of(&**s)).await;
         }
         match ours.iter().find(|s| s.name_any() == name) {
             Some(cur) if service_matches(cur, &want.service) => true,
             Some(cur) if !needs_recreate(cur, &want.service) => {
-                self.update(&api, &want.service, cur).await
+                self.update(&api, &want.service, &Seen::of(&**cur)).await
             }
             found => {
                 if let Some(cur) = found {
-                    self.delete(&api, &**cur).await;
+                    self.delete(&api, &Seen::of(&**cur)).await;
                 }
                 self.create(&api, &want.service, needs_recreate).await
             }
@@ -152,25 +152,20 @@ impl<'a> Writer<'a> {
     /// left labelled with an old Service name would route that name's traffic to the
     /// workers), and all of them when the Service name is held by someone else; creates
     /// or updates the wanted ones once the Service is in place.
-    async fn ensure_slices(
-        &mut self,
-        ours: &[Arc<EndpointSlice>],
-        want: &Desired,
-        service_ok: bool,
-    ) {
+    async fn ensure_slices(&mut self, ours: &[Arc<KeptSlice>], want: &Desired, service_ok: bool) {
         let api = self.slices.clone();
-        let existing: BTreeMap<String, &Arc<EndpointSlice>> =
-            ours.iter().map(|s| (s.name_any(), s)).collect();
+        let existing: BTreeMap<&String, &KeptSlice> =
+            ours.iter().map(|s| (&s.seen.name, &**s)).collect();
         let wanted: BTreeSet<&String> = want.slices.keys().collect();
-        for (_, cur) in existing.iter().filter(|(n, _)| !wanted.contains(n)) {
-            self.delete(&api, &***cur).await;
+        for (_, cur) in existing.iter().filter(|(n, _)| !wanted.contains(*n)) {
+            self.delete(&api, &cur.seen).await;
         }
         if !service_ok {
             if self.conflict {
                 // The Service name is someone else's: our slices, labelled with it,
                 // would route that Service's traffic to our workers. They all go.
-                for (_, cur) in existing.iter().filter(|(n, _)| wanted.contains(n)) {
-                    self.delete(&api, &***cur).await;
+                for (_, cur) in existing.iter().filter(|(n, _)| wanted.contains(*n)) {
+                    self.delete(&api, &cur.seen).await;
                 }
             }
             return;
@@ -179,7 +174,7 @@ impl<'a> Writer<'a> {
             match existing.get(name) {
                 Some(cur) if slice_matches(cur, slice) => {}
                 Some(cur) => {
-                    self.update(&api, slice, cur).await;
+                    self.update(&api, slice, &cur.seen).await;
                 }
                 None => {
                     self.create(&api, slice, |_, _| false).await;
@@ -242,7 +237,7 @@ impl<'a> Writer<'a> {
             }
             Err(kube::Error::Api(s)) if s.code == 409 => match api.get_opt(&name).await {
                 Ok(Some(cur)) if owned_by(&cur, self.wg) && recreate(&cur, obj) => {
-                    self.delete(api, &cur).await;
+                    self.delete(api, &Seen::of(&cur)).await;
                     match api.create(&self.post, obj).await {
                         Ok(_) => {
                             self.writes += 1;
@@ -257,7 +252,9 @@ impl<'a> Writer<'a> {
                         }
                     }
                 }
-                Ok(Some(cur)) if owned_by(&cur, self.wg) => self.update(api, obj, &cur).await,
+                Ok(Some(cur)) if owned_by(&cur, self.wg) => {
+                    self.update(api, obj, &Seen::of(&cur)).await
+                }
                 Ok(Some(_)) => {
                     self.conflict = true;
                     self.problems.push(format!(
@@ -281,15 +278,15 @@ impl<'a> Writer<'a> {
         }
     }
 
-    /// Replaces `cur`, an object of ours, with `obj`. The objects are wholly ours, so a
+    /// Replaces `seen`, an object of ours, with `obj`. The objects are wholly ours, so a
     /// replace (not a merge) leaves nothing behind that is no longer wanted, and its
-    /// body carries `cur`'s uid and resourceVersion as preconditions: an object deleted
+    /// body carries `seen`'s uid and resourceVersion as preconditions: an object deleted
     /// and recreated by someone else under the same name is refused, never taken over.
     /// Returns whether it worked.
-    async fn update<K: Object>(&mut self, api: &Api<K>, obj: &K, cur: &K) -> bool {
+    async fn update<K: Object>(&mut self, api: &Api<K>, obj: &K, seen: &Seen) -> bool {
         let name = obj.meta().name.clone().unwrap_or_default();
         let kind = K::kind(&());
-        let body = update_body(obj, cur);
+        let body = update_body(obj, seen);
         match api.replace(&name, &self.post, &body).await {
             Ok(_) => {
                 self.writes += 1;
@@ -298,7 +295,7 @@ impl<'a> Writer<'a> {
             // A precondition failed: which one, the object under the name tells.
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 let now = api.get_opt(&name).await.ok().flatten();
-                if replaced_by_another(cur, now.as_ref(), self.wg) {
+                if replaced_by_another(seen, now.as_ref(), self.wg) {
                     self.conflict = true;
                     self.problems.push(format!(
                         "{kind} {name} was replaced by an object this WorkerGroup does not own"
@@ -318,16 +315,16 @@ impl<'a> Writer<'a> {
     }
 
     /// Deletes the object seen (uid precondition), not one recreated under its name.
-    async fn delete<K: Object>(&mut self, api: &Api<K>, seen: &K) {
-        let name = seen.name_any();
+    async fn delete<K: Object>(&mut self, api: &Api<K>, seen: &Seen) {
+        let name = &seen.name;
         let dp = DeleteParams {
             preconditions: Some(Preconditions {
-                uid: seen.meta().uid.clone(),
+                uid: seen.uid.clone(),
                 resource_version: None,
             }),
             ..Default::default()
         };
-        match api.delete(&name, &dp).await {
+        match api.delete(name, &dp).await {
             Ok(_) => self.writes += 1,
             // Gone, or replaced by someone else's: nothing of ours to delete.
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
@@ -338,11 +335,11 @@ impl<'a> Writer<'a> {
     }
 }
 
-/// The replace body of `obj` for the existing `cur`: `cur`'s uid and resourceVersion as
-/// preconditions (409 when the object is another one, or changed since).
-pub fn update_body<K: Resource + Clone>(obj: &K, cur: &K) -> K {
+/// The replace body of `obj` for the existing object `seen`: its uid and resourceVersion
+/// as preconditions (409 when the object is another one, or changed since).
+pub fn update_body<K: Resource + Clone>(obj: &K, seen: &Seen) -> K {
     let mut body = obj.clone();
-    body.meta_mut().uid = cur.meta().uid.clone();
-    body.meta_mut().resource_version = cur.meta().resource_version.clone();
+    body.meta_mut().uid = seen.uid.clone();
+    body.meta_mut().resource_version = seen.resource_version.clone();
     body
 }

@@ -1,33 +1,39 @@
 //! Watches of the Services and EndpointSlices the operator manages, so that publishing
 //! reads what exists without a request per poll.
+//!
+//! The caches keep only what publishing reads, indexed by the uid of the owning
+//! WorkerGroup (no scan per reconcile). A Service is kept without its status, annotations
+//! and `managedFields`. An EndpointSlice, of which there is about one per worker, is kept
+//! as a [`KeptSlice`]: its name, uid, resourceVersion and the [`slice_fingerprint`] of
+//! its content; its endpoints, ports and labels are dropped as each watch event arrives.
+//! Both watches stream their initial lists where the apiserver can ([`streamed`]).
+//!
+//! [`slice_fingerprint`]: super::desired::slice_fingerprint
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-
-use parking_lot::RwLock;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
-use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
+use parking_lot::RwLock;
 
-use super::desired::owned_by;
+use super::desired::KeptSlice;
 use super::{APP_MANAGER, LABEL_MANAGED_BY_APP, MANAGED_BY, SLICE_MANAGED_BY_LABEL};
 use crate::crd::WorkerGroup;
 use crate::runtime::listed::Listed;
 use crate::runtime::metrics::Metrics;
+use crate::runtime::watch::streamed;
 
 /// Watches of the Services and EndpointSlices the operator manages.
 #[derive(Clone)]
 pub struct Stores {
-    pub(super) services: Store<Service>,
-    pub(super) slices: Store<EndpointSlice>,
-    service_owners: OwnerIndex<Service>,
-    slice_owners: OwnerIndex<EndpointSlice>,
+    services: Cache<Service>,
+    slices: Cache<KeptSlice>,
     services_listed: Listed,
     slices_listed: Listed,
 }
@@ -40,12 +46,10 @@ impl Stores {
         client: Client,
         namespace: Option<&str>,
     ) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
-        let (services, svc_writer) = reflector::store::<Service>();
-        let (slices, slice_writer) = reflector::store::<EndpointSlice>();
         let (svc_api, slice_api) = match namespace {
             Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client, ns),
+                Api::<Service>::namespaced(client.clone(), ns),
+                Api::<EndpointSlice>::namespaced(client, ns),
             ),
             None => (Api::all(client.clone()), Api::all(client)),
         };
@@ -54,44 +58,36 @@ impl Stores {
         let slice_cfg =
             watcher::Config::default().labels(&format!("{SLICE_MANAGED_BY_LABEL}={MANAGED_BY}"));
         let (services_listed, slices_listed) = (Listed::default(), Listed::default());
-        let (service_owners, slice_owners) = (OwnerIndex::default(), OwnerIndex::default());
+        let (services, slices) = (Cache::default(), Cache::default());
         let handles = vec![
             tokio::spawn(
-                watcher(svc_api, svc_cfg)
+                streamed(svc_api, svc_cfg, "Services")
                     .default_backoff()
-                    .modify(|s: &mut Service| {
-                        s.metadata.managed_fields = None;
-                        s.metadata.annotations = None;
-                        s.status = None;
-                    })
-                    .reflect(svc_writer)
-                    .for_each(
-                        service_owners
-                            .clone()
-                            .updater("Services", services_listed.clone()),
-                    ),
+                    .for_each(services.clone().updater(
+                        "Services",
+                        services_listed.clone(),
+                        |mut s: Service| {
+                            s.metadata.managed_fields = None;
+                            s.metadata.annotations = None;
+                            s.status = None;
+                            s
+                        },
+                    )),
             ),
             tokio::spawn(
-                watcher(slice_api, slice_cfg)
+                streamed(slice_api, slice_cfg, "EndpointSlices")
                     .default_backoff()
-                    .modify(|s: &mut EndpointSlice| {
-                        s.metadata.managed_fields = None;
-                        s.metadata.annotations = None;
-                    })
-                    .reflect(slice_writer)
-                    .for_each(
-                        slice_owners
-                            .clone()
-                            .updater("EndpointSlices", slices_listed.clone()),
-                    ),
+                    .for_each(slices.clone().updater(
+                        "EndpointSlices",
+                        slices_listed.clone(),
+                        |s: EndpointSlice| KeptSlice::of(&s),
+                    )),
             ),
         ];
         (
             Self {
                 services,
                 slices,
-                service_owners,
-                slice_owners,
                 services_listed,
                 slices_listed,
             },
@@ -117,72 +113,97 @@ impl Stores {
         tokio::time::timeout(timeout, both).await.is_ok()
     }
 
-    /// Our Services owned by `wg`, found through the owner index (no scan).
-    pub(super) fn ours_services(&self, wg: &WorkerGroup) -> Vec<Arc<Service>> {
-        self.service_owners.owned(&self.services, wg)
+    /// Our Services owned by `wg` (in its namespace), found through the owner index.
+    pub fn ours_services(&self, wg: &WorkerGroup) -> Vec<Arc<Service>> {
+        self.services.owned(wg)
     }
 
-    /// Our EndpointSlices owned by `wg`, likewise.
-    pub(super) fn ours_slices(&self, wg: &WorkerGroup) -> Vec<Arc<EndpointSlice>> {
-        self.slice_owners.owned(&self.slices, wg)
+    /// What is kept of our EndpointSlices owned by `wg`, likewise.
+    pub fn ours_slices(&self, wg: &WorkerGroup) -> Vec<Arc<KeptSlice>> {
+        self.slices.owned(wg)
     }
 }
 
-/// Objects by the uid of the WorkerGroup that owns them, kept from the watch events.
-struct OwnerIndex<K: Resource<DynamicType = ()>>(Arc<RwLock<Index<K>>>);
+/// Namespace and name.
+type Key = (String, String);
 
-impl<K: Resource<DynamicType = ()>> Clone for OwnerIndex<K> {
+/// The kept form of each watched object, by key and by the uid of each WorkerGroup
+/// owning it, kept from the watch events. During a (re)list the new contents are built
+/// aside and swapped in at its end, as kube-runtime's reflector does.
+struct Cache<V>(Arc<RwLock<Index<V>>>);
+
+impl<V> Clone for Cache<V> {
     fn clone(&self) -> Self {
         Self(self.0.clone())
     }
 }
 
-impl<K: Resource<DynamicType = ()>> Default for OwnerIndex<K> {
+impl<V> Default for Cache<V> {
     fn default() -> Self {
         Self(Arc::new(RwLock::new(Index {
-            live: Owners::default(),
+            live: Objects::default(),
             relist: None,
         })))
     }
 }
 
-struct Index<K: Resource<DynamicType = ()>> {
-    live: Owners<K>,
-    /// During a (re)list: the index being built.
-    relist: Option<Owners<K>>,
+struct Index<V> {
+    live: Objects<V>,
+    /// During a (re)list: the contents being built.
+    relist: Option<Objects<V>>,
 }
 
-/// Owner uid -> objects, and back.
-struct Owners<K: Resource<DynamicType = ()>> {
-    by_owner: HashMap<String, HashSet<ObjectRef<K>>>,
-    of_object: HashMap<ObjectRef<K>, Vec<String>>,
+struct Entry<V> {
+    /// The uids of the WorkerGroups in its ownerReferences.
+    owners: Vec<String>,
+    kept: Arc<V>,
 }
 
-impl<K: Resource<DynamicType = ()>> Default for Owners<K> {
+/// Key -> kept object; owner uid -> keys.
+struct Objects<V> {
+    by_key: HashMap<Key, Entry<V>>,
+    by_owner: HashMap<String, HashSet<Key>>,
+}
+
+impl<V> Default for Objects<V> {
     fn default() -> Self {
         Self {
+            by_key: HashMap::new(),
             by_owner: HashMap::new(),
-            of_object: HashMap::new(),
         }
     }
 }
 
-impl<K: Resource<DynamicType = ()>> Owners<K> {
-    fn put(&mut self, obj: &K) {
-        let key = ObjectRef::from_obj(obj);
+fn key_of<K: Resource>(obj: &K) -> Key {
+    (
+        obj.meta().namespace.clone().unwrap_or_default(),
+        obj.meta().name.clone().unwrap_or_default(),
+    )
+}
+
+impl<V> Objects<V> {
+    fn put(&mut self, key: Key, owners: Vec<String>, kept: V) {
         self.remove(&key);
-        let uids: Vec<String> = owner_uids(obj).collect();
-        for uid in &uids {
+        for uid in &owners {
             self.by_owner
                 .entry(uid.clone())
                 .or_default()
                 .insert(key.clone());
         }
-        self.of_object.insert(key, uids);
+        self.by_key.insert(
+            key,
+            Entry {
+                owners,
+                kept: Arc::new(kept),
+            },
+        );
     }
 
-    fn remove(&mut self, key: &ObjectRef<K>) {
-        for uid in self.of_object.remove(key).unwrap_or_default() {
+    fn remove(&mut self, key: &Key) {
+        let Some(old) = self.by_key.remove(key) else {
+            return;
+        };
+        for uid in old.owners {
             if let Some(set) = self.by_owner.get_mut(&uid) {
                 set.remove(key);
                 if set.is_empty() {
@@ -193,64 +214,75 @@ impl<K: Resource<DynamicType = ()>> Owners<K> {
     }
 }
 
-fn owner_uids<K: Resource>(obj: &K) -> impl Iterator<Item = String> + '_ {
+/// The uids of the WorkerGroups among the owners of `obj`.
+fn owner_uids<K: Resource>(obj: &K) -> Vec<String> {
     obj.meta()
         .owner_references
         .iter()
         .flatten()
         .filter(|r| r.kind == "WorkerGroup")
         .map(|r| r.uid.clone())
+        .collect()
 }
 
-impl<K> OwnerIndex<K>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    fn apply(&self, event: &watcher::Event<K>) {
+impl<V> Cache<V> {
+    fn apply<K: Resource>(&self, event: watcher::Event<K>, keep: impl Fn(K) -> V) {
         let mut o = self.0.write();
         match event {
-            watcher::Event::Init => o.relist = Some(Owners::default()),
-            watcher::Event::InitApply(obj) => o.relist.get_or_insert_default().put(obj),
+            watcher::Event::Init => o.relist = Some(Objects::default()),
+            watcher::Event::InitApply(obj) => {
+                let (key, owners) = (key_of(&obj), owner_uids(&obj));
+                o.relist.get_or_insert_default().put(key, owners, keep(obj));
+            }
             watcher::Event::InitDone => {
                 if let Some(fresh) = o.relist.take() {
                     o.live = fresh;
                 }
             }
-            watcher::Event::Apply(obj) => o.live.put(obj),
-            watcher::Event::Delete(obj) => o.live.remove(&ObjectRef::from_obj(obj)),
+            watcher::Event::Apply(obj) => {
+                let (key, owners) = (key_of(&obj), owner_uids(&obj));
+                o.live.put(key, owners, keep(obj));
+            }
+            watcher::Event::Delete(obj) => o.live.remove(&key_of(&obj)),
         }
     }
 
-    /// The objects in `store` owned by `wg` (checked again against the object).
-    fn owned(&self, store: &Store<K>, wg: &WorkerGroup) -> Vec<Arc<K>> {
+    fn len(&self) -> usize {
+        self.0.read().live.by_key.len()
+    }
+
+    /// What is kept of the objects in `wg`'s namespace that `wg` owns (by its uid).
+    fn owned(&self, wg: &WorkerGroup) -> Vec<Arc<V>> {
         let Some(uid) = wg.meta().uid.as_deref() else {
             return Vec::new();
         };
-        let ns = wg.namespace();
+        let ns = wg.namespace().unwrap_or_default();
         let o = self.0.read();
         o.live
             .by_owner
             .get(uid)
             .into_iter()
             .flatten()
-            .filter_map(|key| store.get(key))
-            .filter(|obj| obj.namespace() == ns && owned_by(&**obj, wg))
+            .filter(|key| key.0 == ns)
+            .filter_map(|key| o.live.by_key.get(key))
+            .map(|e| e.kept.clone())
             .collect()
     }
 
-    /// A `for_each` step: keeps the index, sets `listed` once the store holds a list
-    /// (the reflector has applied each event before this step sees it), and logs watch
-    /// errors.
-    fn updater(
+    /// A `for_each` step: keeps `keep(obj)` of each object, sets `listed` once the cache
+    /// holds a list, and logs watch errors.
+    fn updater<K: Resource>(
         self,
         what: &'static str,
         listed: Listed,
+        keep: impl Fn(K) -> V,
     ) -> impl FnMut(Result<watcher::Event<K>, watcher::Error>) -> futures::future::Ready<()> {
         move |ev| {
-            match &ev {
+            match ev {
                 Ok(event) => {
-                    self.apply(event);
-                    if matches!(event, watcher::Event::InitDone) {
+                    let done = matches!(event, watcher::Event::InitDone);
+                    self.apply(event, &keep);
+                    if done {
                         listed.set();
                     }
                 }
@@ -265,44 +297,100 @@ where
 
 #[cfg(test)]
 mod tests {
+    use super::super::desired::{Seen, slice_fingerprint, slice_matches};
     use super::*;
 
-    fn slice(name: &str, owners: &[&str]) -> EndpointSlice {
+    fn slice(name: &str, owners: &[&str], ip: &str) -> EndpointSlice {
         let refs: Vec<serde_json::Value> = owners
             .iter()
             .map(|u| serde_json::json!({"apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup", "name": "g", "uid": u}))
             .collect();
         serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name, "namespace": "ns", "ownerReferences": refs},
-            "addressType": "IPv4", "endpoints": []
+            "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"),
+                         "resourceVersion": "7", "ownerReferences": refs,
+                         "labels": {"endpointslice.kubernetes.io/managed-by": MANAGED_BY}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
+            "ports": [{"name": "http", "port": 40001, "protocol": "TCP"}]
         }))
         .expect("slice")
     }
 
-    fn owned(o: &Owners<EndpointSlice>, uid: &str) -> Vec<String> {
-        let mut v: Vec<String> = o
-            .by_owner
-            .get(uid)
-            .into_iter()
-            .flatten()
-            .map(|r| r.name.clone())
+    fn group(uid: &str, ns: &str) -> WorkerGroup {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup",
+            "metadata": {"name": "g", "namespace": ns, "uid": uid},
+            "spec": {"workergroupId": 1, "apiKeySecretRef": {"name": "s"}}
+        }))
+        .expect("wg")
+    }
+
+    fn names(c: &Cache<KeptSlice>, uid: &str) -> Vec<String> {
+        let mut v: Vec<String> = c
+            .owned(&group(uid, "ns"))
+            .iter()
+            .map(|k| k.seen.name.clone())
             .collect();
         v.sort();
         v
     }
 
+    fn apply(c: &Cache<KeptSlice>, ev: watcher::Event<EndpointSlice>) {
+        c.apply(ev, |s: EndpointSlice| KeptSlice::of(&s));
+    }
+
     #[test]
     fn the_owner_index_follows_applies_moves_and_deletes() {
-        let mut o = Owners::<EndpointSlice>::default();
-        o.put(&slice("a", &["u1"]));
-        o.put(&slice("b", &["u1"]));
-        o.put(&slice("c", &["u2"]));
-        assert_eq!(owned(&o, "u1"), ["a", "b"]);
-        o.put(&slice("b", &["u2"]));
-        assert_eq!(owned(&o, "u1"), ["a"]);
-        assert_eq!(owned(&o, "u2"), ["b", "c"]);
-        o.remove(&ObjectRef::from_obj(&slice("a", &[])));
-        assert!(owned(&o, "u1").is_empty());
-        assert!(!o.by_owner.contains_key("u1"), "empty owners go");
+        let c = Cache::<KeptSlice>::default();
+        for (n, o) in [("a", "u1"), ("b", "u1"), ("c", "u2")] {
+            apply(&c, watcher::Event::Apply(slice(n, &[o], "192.0.2.1")));
+        }
+        assert_eq!(names(&c, "u1"), ["a", "b"]);
+        apply(&c, watcher::Event::Apply(slice("b", &["u2"], "192.0.2.1")));
+        assert_eq!(names(&c, "u1"), ["a"]);
+        assert_eq!(names(&c, "u2"), ["b", "c"]);
+        apply(&c, watcher::Event::Delete(slice("a", &[], "192.0.2.1")));
+        assert!(names(&c, "u1").is_empty());
+        assert!(
+            !c.0.read().live.by_owner.contains_key("u1"),
+            "empty owners go"
+        );
+        assert_eq!(c.len(), 2);
+        // Another namespace's WorkerGroup of the same uid owns nothing here.
+        assert!(c.owned(&group("u2", "other")).is_empty());
+    }
+
+    #[test]
+    fn a_relist_is_swapped_in_whole_at_its_end() {
+        let c = Cache::<KeptSlice>::default();
+        apply(&c, watcher::Event::Apply(slice("a", &["u1"], "192.0.2.1")));
+        apply(&c, watcher::Event::Init);
+        apply(
+            &c,
+            watcher::Event::InitApply(slice("b", &["u1"], "192.0.2.1")),
+        );
+        assert_eq!(names(&c, "u1"), ["a"], "the old contents until InitDone");
+        apply(&c, watcher::Event::InitDone);
+        assert_eq!(names(&c, "u1"), ["b"], "a is gone: not in the list");
+    }
+
+    #[test]
+    fn a_slice_is_kept_as_its_identity_and_fingerprint() {
+        let c = Cache::<KeptSlice>::default();
+        let full = slice("a", &["u1"], "192.0.2.1");
+        apply(&c, watcher::Event::Apply(full.clone()));
+        let kept = c.owned(&group("u1", "ns"));
+        let kept = &*kept[0];
+        assert_eq!(
+            kept.seen,
+            Seen {
+                name: "a".into(),
+                uid: Some("uid-a".into()),
+                resource_version: Some("7".into()),
+            }
+        );
+        assert_eq!(kept.fingerprint, slice_fingerprint(&full));
+        assert!(slice_matches(kept, &full));
+        assert!(!slice_matches(kept, &slice("a", &["u1"], "192.0.2.2")));
     }
 }

@@ -11,3 +11,4 @@ pub mod listed;
 pub mod metrics;
 pub mod metrics_auth;
 pub mod telemetry;
+pub mod watch;

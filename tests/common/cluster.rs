@@ -10,12 +10,14 @@ use super::repo_root;
 
 fn start_cluster() -> PathBuf {
     // Use the cluster of `make cluster` when KUBECONFIG points at it, and never any
-    // other: tests create and delete namespaces and CRDs.
+    // other: tests create and delete namespaces and CRDs. Never for a test that needs
+    // kube-apiserver flags of its own: the shared one does not have them.
     let ours = std::env::var_os("VAST_CLUSTER_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join(".cluster"))
         .join("kubeconfig");
     if let Some(path) = std::env::var_os("KUBECONFIG").map(PathBuf::from)
+        && APISERVER_FLAGS.get().is_none()
         && path.exists()
         && path.canonicalize().ok() == ours.canonicalize().ok()
     {

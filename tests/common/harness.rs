@@ -61,7 +61,8 @@ pub fn test_config(ns: &str) -> vast_operator::controller::Config {
     }
 }
 
-/// Requests the in-process operator sent to the apiserver: (verb, resource) counts, read
+/// Requests the in-process operator sent to the apiserver: (verb, resource) counts (verb
+/// WATCHLIST: a watch streaming its initial list), read
 /// on the client side, so that other clients of the cluster (kube-controller-manager's
 /// garbage collector looks owners up) do not count.
 
@@ -92,8 +93,11 @@ impl Requests {
         } else {
             ""
         };
-        let watch = req.uri().query().is_some_and(|q| q.contains("watch=true"));
+        let query = req.uri().query().unwrap_or_default();
+        let watch = query.contains("watch=true");
         let verb = match (req.method().as_str(), watch) {
+            // A watch whose initial list is streamed (WatchList).
+            (_, true) if query.contains("sendInitialEvents=true") => "WATCHLIST".to_string(),
             (_, true) => "WATCH".to_string(),
             ("PATCH", _)
                 if req
