@@ -184,12 +184,61 @@ async fn requests_by_verb(client: &Client) -> Result<BTreeMap<String, f64>> {
     Ok(vast_testkit::apiserver::requests_by_verb(&text, RESOURCES))
 }
 
+fn total(requests: &BTreeMap<String, f64>) -> f64 {
+    requests.values().sum()
+}
+
 fn delta(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
     after
         .iter()
         .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
         .filter(|(_, v)| *v > 0.0)
         .collect()
+}
+
+/// CPU seconds so far of the control plane: the apiserver's own
+/// `process_cpu_seconds_total`, and etcd's from /proc (its pid file in the cluster's
+/// directory).
+#[derive(Clone, Copy, Default)]
+struct PlaneCpu {
+    apiserver: f64,
+    etcd: f64,
+}
+
+async fn plane_cpu(client: &Client, cluster: &Cluster) -> Result<PlaneCpu> {
+    let text = vast_testkit::apiserver::metrics_text(client).await?;
+    let etcd = std::fs::read_to_string(cluster.dir().join("etcd.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .map_or(0.0, vast_testkit::operator::cpu_seconds);
+    Ok(PlaneCpu {
+        apiserver: vast_testkit::metrics::sum(&text, "process_cpu_seconds_total"),
+        etcd,
+    })
+}
+
+/// The control plane's CPU between two samples, over `span` seconds.
+fn plane_json(before: PlaneCpu, after: PlaneCpu, span: f64) -> serde_json::Value {
+    let (api, etcd) = (after.apiserver - before.apiserver, after.etcd - before.etcd);
+    json!({
+        "apiserver_cpu_s": api,
+        "apiserver_cores": api / span,
+        "etcd_cpu_s": etcd,
+        "etcd_cores": etcd / span,
+    })
+}
+
+/// The cumulative buckets of the operator's reconcile queue wait, from its `/metrics`.
+async fn reconcile_wait(http: &reqwest::Client, base: &str) -> Vec<(f64, f64)> {
+    let text = match http.get(format!("{base}/metrics")).send().await {
+        Ok(resp) => resp.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    vast_testkit::metrics::buckets(
+        &text,
+        "vast_operator_queue_wait_seconds",
+        &[("queue", "reconcile")],
+    )
 }
 
 /// A sample from the operator's `/metrics` (at `base`, its [`OperatorProcess::metrics`]),
@@ -357,6 +406,7 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
 
     // Phase 1: first sync of N new WorkerGroups.
     let (req0, calls0, cpu0) = (requests_by_verb(&client).await?, calls(), op.cpu_seconds());
+    let plane0 = plane_cpu(&client, &cluster).await?;
     let t0 = Instant::now();
     let api: Api<WorkerGroup> = Api::namespaced(client.clone(), ns);
     futures::stream::iter(0..n)
@@ -405,6 +455,8 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
         .max()
         .map_or(Duration::ZERO, |t| *t - t0);
     let (req1, calls1, cpu1) = (requests_by_verb(&client).await?, calls(), op.cpu_seconds());
+    let plane1 = plane_cpu(&client, &cluster).await?;
+    let first_span = t0.elapsed().as_secs_f64();
 
     // Phase 2: steady state. A measurement window: nothing changes at Vast.
     let polls1 = polls(http.clone(), op.metrics.clone()).await;
@@ -416,6 +468,8 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
     .await;
     tokio::time::sleep(interval * args.steady_intervals).await;
     let (req2, calls2, cpu2) = (requests_by_verb(&client).await?, calls(), op.cpu_seconds());
+    let plane2 = plane_cpu(&client, &cluster).await?;
+    let wait2 = reconcile_wait(&http, &op.metrics).await;
     let polls2 = polls(http.clone(), op.metrics.clone()).await;
     let shared2 = operator_metric(
         &http,
@@ -474,6 +528,8 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (req3, calls3, cpu3) = (requests_by_verb(&client).await?, calls(), op.cpu_seconds());
+    let plane3 = plane_cpu(&client, &cluster).await?;
+    let wait3 = reconcile_wait(&http, &op.metrics).await;
     // The churn intervals plus the wait for the last changes.
     let churn_span = churn_started.elapsed().as_secs_f64() / interval.as_secs_f64();
     let peak_rss = peak_rss_mib(&op);
@@ -505,7 +561,10 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
             "all_synced_s": first_sync.as_secs_f64(),
             "vast_calls": calls1 - calls0,
             "apiserver_requests": delta(&req1, &req0),
+            "apiserver_requests_per_workergroup": total(&delta(&req1, &req0)) / n as f64,
             "operator_cpu_s": cpu1 - cpu0,
+            "operator_cores": (cpu1 - cpu0) / first_span,
+            "plane": plane_json(plane0, plane1, first_span),
         },
         "steady": {
             "intervals": args.steady_intervals,
@@ -517,6 +576,7 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
             "operator_cpu_s": cpu_steady,
             "operator_cores": cpu_steady / (interval.as_secs_f64() * intervals),
             "operator_cpu_per_poll_ms": cpu_steady / steady_polls * 1000.0,
+            "plane": plane_json(plane1, plane2, interval.as_secs_f64() * intervals),
         },
         "churn": {
             "intervals": args.churn_intervals,
@@ -524,11 +584,15 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
             "span_intervals": churn_span,
             "vast_calls_per_distinct_per_interval": (calls3 - calls2) as f64 / distinct as f64 / churn_span,
             "apiserver_requests": delta(&req3, &req2),
+            "apiserver_requests_per_change": total(&delta(&req3, &req2)) / changed.max(1) as f64,
+            "reconcile_queue_wait_p99_at_most_s": vast_testkit::metrics::quantile_bound(&wait2, &wait3, 0.99),
             "latency_p50_s": percentile(&latencies, 0.5),
             "latency_p99_s": percentile(&latencies, 0.99),
             "latency_samples": latencies.len(),
             "not_seen": missing,
             "operator_cpu_s": cpu3 - cpu2,
+            "operator_cores": (cpu3 - cpu2) / (churn_span * interval.as_secs_f64()),
+            "plane": plane_json(plane2, plane3, churn_span * interval.as_secs_f64()),
         },
         "operator_peak_rss_mib": peak_rss,
     });
