@@ -533,6 +533,7 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
     // The churn intervals plus the wait for the last changes.
     let churn_span = churn_started.elapsed().as_secs_f64() / interval.as_secs_f64();
     let peak_rss = peak_rss_mib(&op);
+    let rss_end = op.rss_kib() as f64 / 1024.0;
     let (mut latencies, missing) = {
         let s = seen.lock().unwrap_or_else(|p| p.into_inner());
         (s.latencies.clone(), s.pending.len())
@@ -595,6 +596,7 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
             "plane": plane_json(plane2, plane3, churn_span * interval.as_secs_f64()),
         },
         "operator_peak_rss_mib": peak_rss,
+        "operator_rss_after_churn_mib": rss_end,
     });
     if let Some(start) = start {
         row["start"] = start;

@@ -144,6 +144,11 @@ impl OperatorProcess {
     pub fn peak_rss_kib(&self) -> u64 {
         peak_rss_kib(self.child.id())
     }
+
+    /// Resident set size now (`VmRSS`), KiB.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.child.id())
+    }
 }
 
 impl Drop for OperatorProcess {
@@ -166,10 +171,19 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 
 /// Peak resident set size (`VmHWM`) of process `pid`, KiB (0 when it is gone).
 pub fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
+/// Resident set size now (`VmRSS`) of process `pid`, KiB (0 when it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
