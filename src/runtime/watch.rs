@@ -5,10 +5,13 @@
 //! 1.33) and can be turned off with `--feature-gates=WatchList=false`.
 //!
 //! kube-runtime streams from resourceVersion "0", which the apiserver may serve from a
-//! watch cache that is a little behind. That suits the caches of our Services and
-//! EndpointSlices, whose every write carries a uid or resourceVersion precondition (a
-//! stale view costs one refused write and is caught up by the next poll); the
-//! WorkerGroup and Secret watches keep their consistent lists (see `controller::watches`).
+//! watch cache that is a little behind (with several apiservers, one may be further
+//! behind than another). That suits the caches of our Services and EndpointSlices:
+//! every write carries a uid or resourceVersion precondition, so a stale view costs a
+//! refused write, caught up by the next poll; and an object the stale list still shows
+//! after its deletion (which the watch then reports) is written again at the next poll
+//! at the latest. The WorkerGroup and Secret watches keep their consistent lists (see
+//! `controller::watches`): a stale WorkerGroup or key would act on old intent.
 
 use futures::{Stream, StreamExt};
 use kube::Resource;
@@ -16,10 +19,17 @@ use kube::api::Api;
 use kube::core::Status;
 use kube::runtime::watcher::{self, watcher};
 use serde::de::DeserializeOwned;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long the first streamed list may take before the watch falls back to paged lists.
+/// A streamed list comes from the apiserver's watch cache: some 200,000 slices take
+/// seconds, not minutes.
+pub const FIRST_STREAM_DEADLINE: Duration = Duration::from_secs(120);
 
 /// The events of a watch of `api` with `config`, its initial list streamed when the
-/// apiserver accepts that, else paged (decided at the first answer, logged once).
-/// Errors come through as from [`watcher()`], for a backoff to follow.
+/// apiserver serves that, else paged (see [`streaming_or_else`]; logged once). Errors
+/// come through as from [`watcher()`], for a backoff to follow.
 pub fn streamed<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -28,17 +38,81 @@ pub fn streamed<K>(
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    let streaming = watcher(api.clone(), config.clone().streaming_lists()).take_while(move |ev| {
-        let refused = matches!(ev, Err(watcher::Error::WatchStartFailed(kube::Error::Api(s))) if refuses_streaming(s));
-        if refused {
-            tracing::info!(
-                "the apiserver does not serve streaming lists (WatchList) for our {what}; paged lists instead"
-            );
+    let streaming = watcher(api.clone(), config.clone().streaming_lists());
+    let paged = watcher(api, config);
+    streaming_or_else(streaming, paged, FIRST_STREAM_DEADLINE, what)
+}
+
+/// `streaming` until its first list has come, then on with it; `paged` instead, for
+/// good, when the first list does not come: the apiserver refuses the protocol
+/// ([`refuses_streaming`]), the list does not finish within `deadline` of its start, or
+/// it starts again before it finished (the stream ended or a proxy dropped the
+/// parameter, so that no end-of-list bookmark ever comes). The events of an unfinished
+/// list are followed by `paged`'s `Init`, which starts the list again from nothing.
+pub fn streaming_or_else<K, S, P>(
+    streaming: S,
+    paged: P,
+    deadline: Duration,
+    what: &'static str,
+) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send
+where
+    K: Send + 'static,
+    S: Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+    P: Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+{
+    struct First<S> {
+        stream: std::pin::Pin<Box<S>>,
+        /// Set at the first `Init`; None once the first list has finished, or before.
+        until: Option<Instant>,
+        listed: bool,
+    }
+    let first = First {
+        stream: Box::pin(streaming),
+        until: None,
+        listed: false,
+    };
+    let guarded = futures::stream::unfold(first, move |mut st| async move {
+        let next = match st.until {
+            Some(until) if !st.listed => {
+                match tokio::time::timeout_at(until, st.stream.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        tracing::warn!(
+                            "the streamed list of our {what} did not finish within {}s; paged lists instead",
+                            deadline.as_secs()
+                        );
+                        return None;
+                    }
+                }
+            }
+            _ => st.stream.next().await,
+        };
+        let event = next?;
+        if !st.listed {
+            match &event {
+                Err(watcher::Error::WatchStartFailed(kube::Error::Api(s)))
+                    if refuses_streaming(s) =>
+                {
+                    tracing::info!(
+                        "the apiserver does not serve streaming lists (WatchList) for our {what}; paged lists instead"
+                    );
+                    return None;
+                }
+                Ok(watcher::Event::Init) if st.until.is_some() => {
+                    tracing::warn!(
+                        "the streamed list of our {what} started again before it finished; paged lists instead"
+                    );
+                    return None;
+                }
+                Ok(watcher::Event::Init) => st.until = Some(Instant::now() + deadline),
+                Ok(watcher::Event::InitDone) => st.listed = true,
+                _ => {}
+            }
         }
-        futures::future::ready(!refused)
+        Some((event, st))
     });
-    // Polled only once the streaming watch has ended, which it does only when refused.
-    streaming.chain(watcher(api, config))
+    // Polled only once the guarded stream has ended, which it does only on a fallback.
+    guarded.chain(paged)
 }
 
 /// Whether a failed watch start says the apiserver does not take `sendInitialEvents`: it
@@ -79,5 +153,132 @@ mod tests {
             422,
             "something else is invalid"
         )));
+    }
+
+    type Ev = watcher::Result<watcher::Event<String>>;
+
+    fn name(ev: &Ev) -> String {
+        match ev {
+            Ok(watcher::Event::Init) => "Init".into(),
+            Ok(watcher::Event::InitApply(o)) => o.clone(),
+            Ok(watcher::Event::InitDone) => "InitDone".into(),
+            Ok(watcher::Event::Apply(o)) => format!("Apply({o})"),
+            Ok(watcher::Event::Delete(o)) => format!("Delete({o})"),
+            Err(e) => format!("Err({e})"),
+        }
+    }
+
+    fn events(names: &[&str]) -> Vec<Ev> {
+        names
+            .iter()
+            .map(|n| match *n {
+                "Init" => Ok(watcher::Event::Init),
+                "InitDone" => Ok(watcher::Event::InitDone),
+                n => Ok(watcher::Event::InitApply(n.to_string())),
+            })
+            .collect()
+    }
+
+    /// A stream of `first`, then nothing more and no end (a watch that stays open).
+    fn open(first: Vec<Ev>) -> impl Stream<Item = Ev> + Send + 'static {
+        futures::stream::iter(first).chain(futures::stream::pending())
+    }
+
+    /// What the guarded watch gives until it has been quiet for an hour (of paused time).
+    async fn seen(s: impl Stream<Item = Ev>) -> Vec<String> {
+        let mut s = std::pin::pin!(s);
+        let mut out = Vec::new();
+        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(3600), s.next()).await {
+            out.push(name(&ev));
+        }
+        out
+    }
+
+    const PAGED: [&str; 3] = ["Init", "p", "InitDone"];
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_falls_back_without_passing_the_error_on() {
+        let refused: Ev = Err(watcher::Error::WatchStartFailed(kube::Error::Api(
+            Box::new(answer(
+                422,
+                "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled",
+            )),
+        )));
+        let s = streaming_or_else(
+            open(vec![refused]),
+            open(events(&PAGED)),
+            Duration::from_secs(120),
+            "t",
+        );
+        assert_eq!(seen(s).await, PAGED);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_list_that_never_finishes_falls_back_at_the_deadline() {
+        // A proxy that drops sendInitialEvents: objects come, the end-of-list bookmark not.
+        let started = Instant::now();
+        let s = streaming_or_else(
+            open(events(&["Init", "a"])),
+            open(events(&PAGED)),
+            Duration::from_secs(120),
+            "t",
+        );
+        let mut s = std::pin::pin!(s);
+        let mut got = Vec::new();
+        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(3600), s.next()).await {
+            got.push((name(&ev), started.elapsed().as_secs()));
+        }
+        let at = |n: &str, t: u64| (n.to_string(), t);
+        assert_eq!(
+            got,
+            [
+                at("Init", 0),
+                at("a", 0),
+                at("Init", 120),
+                at("p", 120),
+                at("InitDone", 120)
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_list_that_starts_again_falls_back_at_once() {
+        let s = streaming_or_else(
+            open(events(&["Init", "a", "Init", "b"])),
+            open(events(&PAGED)),
+            Duration::from_secs(120),
+            "t",
+        );
+        let started = Instant::now();
+        let mut s = std::pin::pin!(s);
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            got.push(name(&s.next().await.expect("an event")));
+        }
+        assert_eq!(got, ["Init", "a", "Init", "p", "InitDone"]);
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "no wait for the deadline"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_finished_list_keeps_streaming_through_relists_and_errors() {
+        let mut first = events(&["Init", "a", "InitDone"]);
+        first.push(Err(watcher::Error::NoResourceVersion));
+        first.extend(events(&["Init", "b"]));
+        let s = streaming_or_else(
+            open(first),
+            open(events(&PAGED)),
+            Duration::from_secs(120),
+            "t",
+        );
+        // A relist that takes longer than the deadline is no reason to fall back either.
+        let err = name(&Err(watcher::Error::NoResourceVersion));
+        assert_eq!(
+            seen(s).await,
+            ["Init", "a", "InitDone", err.as_str(), "Init", "b"]
+        );
     }
 }
