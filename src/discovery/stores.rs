@@ -227,23 +227,27 @@ fn owner_uids<K: Resource>(obj: &K) -> Vec<String> {
 
 impl<V> Cache<V> {
     fn apply<K: Resource>(&self, event: watcher::Event<K>, keep: impl Fn(K) -> V) {
-        let mut o = self.0.write();
+        // What is kept is made before the lock is taken: a fingerprint serializes a
+        // whole slice, and readers (reconciles) should not wait for that.
+        let kept = |obj: K| (key_of(&obj), owner_uids(&obj), keep(obj));
         match event {
-            watcher::Event::Init => o.relist = Some(Objects::default()),
+            watcher::Event::Init => self.0.write().relist = Some(Objects::default()),
             watcher::Event::InitApply(obj) => {
-                let (key, owners) = (key_of(&obj), owner_uids(&obj));
-                o.relist.get_or_insert_default().put(key, owners, keep(obj));
+                let (key, owners, kept) = kept(obj);
+                let mut o = self.0.write();
+                o.relist.get_or_insert_default().put(key, owners, kept);
             }
             watcher::Event::InitDone => {
+                let mut o = self.0.write();
                 if let Some(fresh) = o.relist.take() {
                     o.live = fresh;
                 }
             }
             watcher::Event::Apply(obj) => {
-                let (key, owners) = (key_of(&obj), owner_uids(&obj));
-                o.live.put(key, owners, keep(obj));
+                let (key, owners, kept) = kept(obj);
+                self.0.write().live.put(key, owners, kept);
             }
-            watcher::Event::Delete(obj) => o.live.remove(&key_of(&obj)),
+            watcher::Event::Delete(obj) => self.0.write().live.remove(&key_of(&obj)),
         }
     }
 
