@@ -49,7 +49,9 @@ pub async fn reconcile(wg: Arc<WorkerGroup>, ctx: Arc<Context>) -> Result<Action
         None => wg,
     };
     let started = Instant::now();
-    let (result, label) = steps(&wg, &ctx).instrument(span).await;
+    // Boxed: every WorkerGroup due has a reconcile waiting for a slot (all of them in a
+    // first sync), and a waiting one should not hold the room of all the steps.
+    let (result, label) = Box::pin(steps(&wg, &ctx)).instrument(span).await;
     ctx.metrics
         .reconciled(label, started.elapsed().as_secs_f64());
     result
