@@ -29,7 +29,7 @@ BENCH_ARGS ?= --sizes 100,1000,5000
 bench: tools ## Benchmark at N = 100, 1000, 5000 WorkerGroups beside the baseline script, then cold start and restart (about 40 min; not in make test).
 	$(CARGO) build --release -p vast-operator -p vast-operator-bench
 	target/release/vast-operator-bench $(BENCH_ARGS) --out target/bench/results.jsonl | tee target/bench/results.txt
-	hack/bench/plot.sh target/bench/results.jsonl docs/performance.png
+	hack/bench/plot.sh target/bench/results.jsonl docs/performance.png docs/performance-results-2026-11-29.jsonl
 
 leak-check: tools ## The tests alone (no lint): at RUST_LOG=trace, failing if a test API key shows in any log line, event, status or object.
 	hack/leak-check.sh

@@ -1,4 +1,7 @@
-"""Plots make bench's results: CPU per poll, peak RSS and p99 latency against N."""
+"""Plots make bench's results: CPU per poll, peak RSS and p99 latency against N.
+
+plot.py RESULTS.jsonl OUT.png [BEFORE.jsonl]: with BEFORE (an earlier run's results),
+its peak RSS and p99 are drawn faint beside the new ones."""
 import json
 import sys
 
@@ -7,8 +10,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
-rows.sort(key=lambda r: r["n"])
+def load(path):
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    # A size run twice (a later run alone): its last row counts.
+    by_n = {r["n"]: r for r in rows}
+    return [by_n[k] for k in sorted(by_n)]
+
+
+rows = load(sys.argv[1])
+before = load(sys.argv[3]) if len(sys.argv) > 3 else []
+bn = [r["n"] for r in before]
 n = [r["n"] for r in rows]
 fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
 
@@ -23,6 +34,9 @@ ax.legend()
 
 ax = axes[1]
 ax.plot(n, [r["operator_peak_rss_mib"] for r in rows], "o-", label="operator peak RSS")
+if before:
+    ax.plot(bn, [r["operator_peak_rss_mib"] for r in before], "o:", alpha=0.4,
+            label="peak RSS before")
 ax.plot(n, [r["steady"]["operator_cores"] * 1000 for r in rows], "^-",
         label="operator millicores (steady)")
 ax.set(xscale="log", xlabel="WorkerGroups (N)", ylabel="MiB / millicores",
@@ -32,6 +46,9 @@ ax.legend()
 ax = axes[2]
 ax.plot(n, [r["churn"]["latency_p99_s"] for r in rows], "o-", label="p99")
 ax.plot(n, [r["churn"]["latency_p50_s"] for r in rows], "o--", label="p50")
+if before:
+    ax.plot(bn, [r["churn"]["latency_p99_s"] for r in before], "o:", alpha=0.4,
+            label="p99 before")
 ax.axhline(rows[0]["interval_s"] + 1, color="grey", ls=":", label="interval + 1 s")
 ax.set(xscale="log", xlabel="WorkerGroups (N)", ylabel="seconds",
        title="Change at Vast to status")

@@ -71,6 +71,10 @@ struct Args {
     /// Where the JSON lines of the results go.
     #[arg(long, default_value = "target/bench/results.jsonl")]
     out: PathBuf,
+    /// Add to `--out` instead of replacing it (a size run alone beside an earlier run;
+    /// the plot takes the last row of each size).
+    #[arg(long)]
+    append: bool,
 }
 
 #[tokio::main]
@@ -88,7 +92,12 @@ async fn main() -> Result<()> {
     let root = root.canonicalize()?;
     std::fs::create_dir_all(root.join("target/bench"))?;
     let out_path = root.join(&args.out);
-    let mut out = std::fs::File::create(&out_path)?;
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(args.append)
+        .truncate(!args.append)
+        .open(&out_path)?;
     let mut rows = Vec::new();
     for &n in &args.sizes {
         eprintln!("[bench] N = {n}");
@@ -168,8 +177,10 @@ async fn client_for(kubeconfig: &Path) -> Result<Client> {
     vast_testkit::cluster::client_for(kubeconfig, Some(Duration::from_secs(300))).await
 }
 
-/// What the operator reads and writes. The apiserver's own traffic (its Leases in
-/// kube-system, its controllers) and the bench's scrapes of `/metrics` are left out.
+/// What the operator reads and writes, and the bench's own creates of WorkerGroups in
+/// the first sync (subtracted where a figure is the operator's own). The apiserver's own
+/// traffic (its Leases in kube-system, its controllers) and the bench's scrapes of
+/// `/metrics` are left out.
 const RESOURCES: &[&str] = &[
     "workergroups",
     "secrets",
@@ -198,33 +209,52 @@ fn delta(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTree
 
 /// CPU seconds so far of the control plane: the apiserver's own
 /// `process_cpu_seconds_total`, and etcd's from /proc (its pid file in the cluster's
-/// directory).
+/// directory; None when that cannot be read).
 #[derive(Clone, Copy, Default)]
 struct PlaneCpu {
     apiserver: f64,
-    etcd: f64,
+    etcd: Option<f64>,
 }
 
-async fn plane_cpu(client: &Client, cluster: &Cluster) -> Result<PlaneCpu> {
+/// One sample at a phase boundary: the requests of [`RESOURCES`] by verb, the control
+/// plane's CPU (both from one scrape of the apiserver's `/metrics`, so that the bench's
+/// own scraping costs the apiserver as little as it can) and when it was taken.
+struct Sample {
+    requests: BTreeMap<String, f64>,
+    plane: PlaneCpu,
+    at: Instant,
+}
+
+async fn sample(client: &Client, cluster: &Cluster) -> Result<Sample> {
     let text = vast_testkit::apiserver::metrics_text(client).await?;
     let etcd = std::fs::read_to_string(cluster.dir().join("etcd.pid"))
         .ok()
         .and_then(|p| p.trim().parse().ok())
-        .map_or(0.0, vast_testkit::operator::cpu_seconds);
-    Ok(PlaneCpu {
-        apiserver: vast_testkit::metrics::sum(&text, "process_cpu_seconds_total"),
-        etcd,
+        .map(vast_testkit::operator::cpu_seconds);
+    Ok(Sample {
+        requests: vast_testkit::apiserver::requests_by_verb(&text, RESOURCES),
+        plane: PlaneCpu {
+            apiserver: vast_testkit::metrics::sum(&text, "process_cpu_seconds_total"),
+            etcd,
+        },
+        at: Instant::now(),
     })
 }
 
-/// The control plane's CPU between two samples, over `span` seconds.
-fn plane_json(before: PlaneCpu, after: PlaneCpu, span: f64) -> serde_json::Value {
-    let (api, etcd) = (after.apiserver - before.apiserver, after.etcd - before.etcd);
+/// The control plane's CPU between two samples (null for etcd where it was not read,
+/// or where it went down: a restarted etcd starts its count again).
+fn plane_json(before: &Sample, after: &Sample) -> serde_json::Value {
+    let span = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
+    let api = after.plane.apiserver - before.plane.apiserver;
+    let etcd = match (before.plane.etcd, after.plane.etcd) {
+        (Some(b), Some(a)) if a >= b => Some(a - b),
+        _ => None,
+    };
     json!({
         "apiserver_cpu_s": api,
         "apiserver_cores": api / span,
         "etcd_cpu_s": etcd,
-        "etcd_cores": etcd / span,
+        "etcd_cores": etcd.map(|e| e / span),
     })
 }
 
@@ -405,8 +435,8 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
     };
 
     // Phase 1: first sync of N new WorkerGroups.
-    let (req0, calls0, cpu0) = (requests_by_verb(&client).await?, calls(), op.cpu_seconds());
-    let plane0 = plane_cpu(&client, &cluster).await?;
+    let (s0, calls0, cpu0) = (sample(&client, &cluster).await?, calls(), op.cpu_seconds());
+    let req0 = s0.requests.clone();
     let t0 = Instant::now();
     let api: Api<WorkerGroup> = Api::namespaced(client.clone(), ns);
     futures::stream::iter(0..n)
@@ -454,8 +484,8 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
         .values()
         .max()
         .map_or(Duration::ZERO, |t| *t - t0);
-    let (req1, calls1, cpu1) = (requests_by_verb(&client).await?, calls(), op.cpu_seconds());
-    let plane1 = plane_cpu(&client, &cluster).await?;
+    let (s1, calls1, cpu1) = (sample(&client, &cluster).await?, calls(), op.cpu_seconds());
+    let req1 = s1.requests.clone();
     let first_span = t0.elapsed().as_secs_f64();
 
     // Phase 2: steady state. A measurement window: nothing changes at Vast.
@@ -467,8 +497,8 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
     )
     .await;
     tokio::time::sleep(interval * args.steady_intervals).await;
-    let (req2, calls2, cpu2) = (requests_by_verb(&client).await?, calls(), op.cpu_seconds());
-    let plane2 = plane_cpu(&client, &cluster).await?;
+    let (s2, calls2, cpu2) = (sample(&client, &cluster).await?, calls(), op.cpu_seconds());
+    let req2 = s2.requests.clone();
     let wait2 = reconcile_wait(&http, &op.metrics).await;
     let polls2 = polls(http.clone(), op.metrics.clone()).await;
     let shared2 = operator_metric(
@@ -527,8 +557,8 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
     {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (req3, calls3, cpu3) = (requests_by_verb(&client).await?, calls(), op.cpu_seconds());
-    let plane3 = plane_cpu(&client, &cluster).await?;
+    let (s3, calls3, cpu3) = (sample(&client, &cluster).await?, calls(), op.cpu_seconds());
+    let req3 = s3.requests.clone();
     let wait3 = reconcile_wait(&http, &op.metrics).await;
     // The churn intervals plus the wait for the last changes.
     let churn_span = churn_started.elapsed().as_secs_f64() / interval.as_secs_f64();
@@ -562,10 +592,11 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
             "all_synced_s": first_sync.as_secs_f64(),
             "vast_calls": calls1 - calls0,
             "apiserver_requests": delta(&req1, &req0),
-            "apiserver_requests_per_workergroup": total(&delta(&req1, &req0)) / n as f64,
+            // The operator's own: less the bench's N creates (one APPLY each).
+            "apiserver_requests_per_workergroup": (total(&delta(&req1, &req0)) - n as f64) / n as f64,
             "operator_cpu_s": cpu1 - cpu0,
             "operator_cores": (cpu1 - cpu0) / first_span,
-            "plane": plane_json(plane0, plane1, first_span),
+            "plane": plane_json(&s0, &s1),
         },
         "steady": {
             "intervals": args.steady_intervals,
@@ -575,9 +606,9 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
             "apiserver_requests": steady_requests,
             "apiserver_requests_per_poll": (steady_total / steady_polls).max(0.0),
             "operator_cpu_s": cpu_steady,
-            "operator_cores": cpu_steady / (interval.as_secs_f64() * intervals),
+            "operator_cores": cpu_steady / s2.at.duration_since(s1.at).as_secs_f64().max(1e-9),
             "operator_cpu_per_poll_ms": cpu_steady / steady_polls * 1000.0,
-            "plane": plane_json(plane1, plane2, interval.as_secs_f64() * intervals),
+            "plane": plane_json(&s1, &s2),
         },
         "churn": {
             "intervals": args.churn_intervals,
@@ -593,7 +624,7 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
             "not_seen": missing,
             "operator_cpu_s": cpu3 - cpu2,
             "operator_cores": (cpu3 - cpu2) / (churn_span * interval.as_secs_f64()),
-            "plane": plane_json(plane2, plane3, churn_span * interval.as_secs_f64()),
+            "plane": plane_json(&s2, &s3),
         },
         "operator_peak_rss_mib": peak_rss,
         "operator_rss_after_churn_mib": rss_end,
