@@ -43,12 +43,12 @@ where
     streaming_or_else(streaming, paged, FIRST_STREAM_DEADLINE, what)
 }
 
-/// `streaming` until its first list has come, then on with it; `paged` instead, for
-/// good, when the first list does not come: the apiserver refuses the protocol
-/// ([`refuses_streaming`]), the list does not finish within `deadline` of its start, or
-/// it starts again before it finished (the stream ended or a proxy dropped the
-/// parameter, so that no end-of-list bookmark ever comes). The events of an unfinished
-/// list are followed by `paged`'s `Init`, which starts the list again from nothing.
+/// `streaming`, or `paged` instead, for good, once the apiserver refuses the protocol at a
+/// watch start ([`refuses_streaming`]) or the first list has not finished within
+/// `deadline` of its first start (restarts included: a proxy that drops
+/// `sendInitialEvents` passes the objects on but never the end-of-list bookmark). The
+/// events of an unfinished list are followed by `paged`'s `Init`, which starts the list
+/// again from nothing.
 pub fn streaming_or_else<K, S, P>(
     streaming: S,
     paged: P,
@@ -62,8 +62,9 @@ where
 {
     struct First<S> {
         stream: std::pin::Pin<Box<S>>,
-        /// Set at the first `Init`; None once the first list has finished, or before.
+        /// When the first list must have finished by: set at its first `Init`.
         until: Option<Instant>,
+        /// Whether the first list has finished (the deadline is over then).
         listed: bool,
     }
     let first = First {
@@ -88,26 +89,23 @@ where
             _ => st.stream.next().await,
         };
         let event = next?;
-        if !st.listed {
-            match &event {
-                Err(watcher::Error::WatchStartFailed(kube::Error::Api(s)))
-                    if refuses_streaming(s) =>
-                {
-                    tracing::info!(
-                        "the apiserver does not serve streaming lists (WatchList) for our {what}; paged lists instead"
-                    );
-                    return None;
-                }
-                Ok(watcher::Event::Init) if st.until.is_some() => {
-                    tracing::warn!(
-                        "the streamed list of our {what} started again before it finished; paged lists instead"
-                    );
-                    return None;
-                }
-                Ok(watcher::Event::Init) => st.until = Some(Instant::now() + deadline),
-                Ok(watcher::Event::InitDone) => st.listed = true,
-                _ => {}
+        match &event {
+            // At any watch start, the first or one after a desync (an apiserver may
+            // have been rolled back, or be one of several of different versions).
+            Err(watcher::Error::WatchStartFailed(kube::Error::Api(s))) if refuses_streaming(s) => {
+                tracing::info!(
+                    "the apiserver does not serve streaming lists (WatchList) for our {what}; paged lists instead"
+                );
+                return None;
             }
+            // The deadline runs from the first list's first start, through its restarts
+            // (a reset connection starts it again; a proxy that drops the parameter ends
+            // each try without the end-of-list bookmark).
+            Ok(watcher::Event::Init) if st.until.is_none() => {
+                st.until = Some(Instant::now() + deadline)
+            }
+            Ok(watcher::Event::InitDone) => st.listed = true,
+            _ => {}
         }
         Some((event, st))
     });
@@ -216,21 +214,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_first_list_that_never_finishes_falls_back_at_the_deadline() {
         // A proxy that drops sendInitialEvents: objects come, the end-of-list bookmark not.
-        let started = Instant::now();
         let s = streaming_or_else(
             open(events(&["Init", "a"])),
             open(events(&PAGED)),
             Duration::from_secs(120),
             "t",
         );
-        let mut s = std::pin::pin!(s);
-        let mut got = Vec::new();
-        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(3600), s.next()).await {
-            got.push((name(&ev), started.elapsed().as_secs()));
-        }
-        let at = |n: &str, t: u64| (n.to_string(), t);
         assert_eq!(
-            got,
+            timed(s).await,
             [
                 at("Init", 0),
                 at("a", 0),
@@ -241,25 +232,63 @@ mod tests {
         );
     }
 
+    /// Each event of `s` with the second (of paused time) it came at, until an hour
+    /// passes without one.
+    async fn timed(s: impl Stream<Item = Ev>) -> Vec<(String, u64)> {
+        let started = Instant::now();
+        let mut s = std::pin::pin!(s);
+        let mut got = Vec::new();
+        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(3600), s.next()).await {
+            got.push((name(&ev), started.elapsed().as_secs()));
+        }
+        got
+    }
+
+    fn at(n: &str, t: u64) -> (String, u64) {
+        (n.to_string(), t)
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_first_list_that_starts_again_falls_back_at_once() {
+    async fn a_first_list_that_starts_again_keeps_its_deadline() {
+        // A reset connection starts the list again: no reason to give up on streaming,
+        // nor to wait longer than the deadline from the first start.
         let s = streaming_or_else(
             open(events(&["Init", "a", "Init", "b"])),
             open(events(&PAGED)),
             Duration::from_secs(120),
             "t",
         );
-        let started = Instant::now();
-        let mut s = std::pin::pin!(s);
-        let mut got = Vec::new();
-        for _ in 0..5 {
-            got.push(name(&s.next().await.expect("an event")));
-        }
-        assert_eq!(got, ["Init", "a", "Init", "p", "InitDone"]);
         assert_eq!(
-            started.elapsed(),
-            Duration::ZERO,
-            "no wait for the deadline"
+            timed(s).await,
+            [
+                at("Init", 0),
+                at("a", 0),
+                at("Init", 0),
+                at("b", 0),
+                at("Init", 120),
+                at("p", 120),
+                at("InitDone", 120)
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_after_the_first_list_falls_back_too() {
+        // Listed, then a desync: the new watch start reaches an apiserver that refuses.
+        let mut first = events(&["Init", "a", "InitDone"]);
+        first.push(Err(watcher::Error::WatchStartFailed(kube::Error::Api(Box::new(answer(
+            422,
+            "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled",
+        ))))));
+        let s = streaming_or_else(
+            open(first),
+            open(events(&PAGED)),
+            Duration::from_secs(120),
+            "t",
+        );
+        assert_eq!(
+            seen(s).await,
+            ["Init", "a", "InitDone", "Init", "p", "InitDone"]
         );
     }
 
