@@ -251,9 +251,13 @@ impl<V> Cache<V> {
             }
             watcher::Event::InitDone => {
                 let mut o = self.0.write();
-                if let Some(fresh) = o.relist.take() {
-                    o.live = fresh;
-                }
+                let old = o
+                    .relist
+                    .take()
+                    .map(|fresh| std::mem::replace(&mut o.live, fresh));
+                drop(o);
+                // The old contents (every object of a relist) are freed after the lock.
+                drop(old);
             }
             watcher::Event::Apply(obj) => {
                 let (key, owners, kept) = kept(obj);
