@@ -12,9 +12,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def load(path):
     rows = [json.loads(line) for line in open(path) if line.strip()]
-    # A size run twice (a later run alone): its last row counts.
-    by_n = {r["n"]: r for r in rows}
-    return [by_n[k] for k in sorted(by_n)]
+    # The rows of one size are merged, later ones over earlier ones: a size run again
+    # alone, or only some phases of it (--append), keeps what that run did not measure.
+    by_n = {}
+    for r in rows:
+        by_n.setdefault(r["n"], {}).update(r)
+    # Only sizes with the main phases are plotted.
+    return [by_n[k] for k in sorted(by_n) if "steady" in by_n[k]]
 
 
 rows = load(sys.argv[1])

@@ -221,6 +221,9 @@ struct PlaneCpu {
 /// own scraping costs the apiserver as little as it can) and when it was taken.
 struct Sample {
     requests: BTreeMap<String, f64>,
+    /// APPLYs of WorkerGroups themselves (not their status): the bench's creates, with
+    /// the client's retries of them; the operator writes only the status.
+    creates: f64,
     plane: PlaneCpu,
     at: Instant,
 }
@@ -233,6 +236,14 @@ async fn sample(client: &Client, cluster: &Cluster) -> Result<Sample> {
         .map(vast_testkit::operator::cpu_seconds);
     Ok(Sample {
         requests: vast_testkit::apiserver::requests_by_verb(&text, RESOURCES),
+        creates: vast_testkit::apiserver::requests(
+            &text,
+            &[
+                ("resource", "workergroups"),
+                ("subresource", ""),
+                ("verb", "APPLY"),
+            ],
+        ) as f64,
         plane: PlaneCpu {
             apiserver: vast_testkit::metrics::sum(&text, "process_cpu_seconds_total"),
             etcd,
@@ -243,8 +254,13 @@ async fn sample(client: &Client, cluster: &Cluster) -> Result<Sample> {
 
 /// The control plane's CPU between two samples (null for etcd where it was not read,
 /// or where it went down: a restarted etcd starts its count again).
+/// Seconds between two samples: the span of every per-second figure of a phase.
+fn span(before: &Sample, after: &Sample) -> f64 {
+    after.at.duration_since(before.at).as_secs_f64().max(1e-9)
+}
+
 fn plane_json(before: &Sample, after: &Sample) -> serde_json::Value {
-    let span = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
+    let span = span(before, after);
     let api = after.plane.apiserver - before.plane.apiserver;
     let etcd = match (before.plane.etcd, after.plane.etcd) {
         (Some(b), Some(a)) if a >= b => Some(a - b),
@@ -486,7 +502,6 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
         .map_or(Duration::ZERO, |t| *t - t0);
     let (s1, calls1, cpu1) = (sample(&client, &cluster).await?, calls(), op.cpu_seconds());
     let req1 = s1.requests.clone();
-    let first_span = t0.elapsed().as_secs_f64();
 
     // Phase 2: steady state. A measurement window: nothing changes at Vast.
     let polls1 = polls(http.clone(), op.metrics.clone()).await;
@@ -592,10 +607,11 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
             "all_synced_s": first_sync.as_secs_f64(),
             "vast_calls": calls1 - calls0,
             "apiserver_requests": delta(&req1, &req0),
-            // The operator's own: less the bench's N creates (one APPLY each).
-            "apiserver_requests_per_workergroup": (total(&delta(&req1, &req0)) - n as f64) / n as f64,
+            // The operator's own: less the bench's creates.
+            "bench_creates": s1.creates - s0.creates,
+            "apiserver_requests_per_workergroup": (total(&delta(&req1, &req0)) - (s1.creates - s0.creates)) / n as f64,
             "operator_cpu_s": cpu1 - cpu0,
-            "operator_cores": (cpu1 - cpu0) / first_span,
+            "operator_cores": (cpu1 - cpu0) / span(&s0, &s1),
             "plane": plane_json(&s0, &s1),
         },
         "steady": {
@@ -606,7 +622,7 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
             "apiserver_requests": steady_requests,
             "apiserver_requests_per_poll": (steady_total / steady_polls).max(0.0),
             "operator_cpu_s": cpu_steady,
-            "operator_cores": cpu_steady / s2.at.duration_since(s1.at).as_secs_f64().max(1e-9),
+            "operator_cores": cpu_steady / span(&s1, &s2),
             "operator_cpu_per_poll_ms": cpu_steady / steady_polls * 1000.0,
             "plane": plane_json(&s1, &s2),
         },
@@ -623,7 +639,7 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
             "latency_samples": latencies.len(),
             "not_seen": missing,
             "operator_cpu_s": cpu3 - cpu2,
-            "operator_cores": (cpu3 - cpu2) / (churn_span * interval.as_secs_f64()),
+            "operator_cores": (cpu3 - cpu2) / span(&s2, &s3),
             "plane": plane_json(&s2, &s3),
         },
         "operator_peak_rss_mib": peak_rss,
