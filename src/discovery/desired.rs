@@ -572,15 +572,20 @@ mod tests {
         assert_eq!(sizes, [1000, 1000, 500]);
     }
 
-    #[test]
-    fn the_fingerprint_covers_what_matching_compares_and_nothing_else() {
+    /// The slice of a WorkerGroup with one ready worker on port 40001.
+    fn one_ready_slice() -> EndpointSlice {
         let d = desired(
             &wg(),
             &[w(1, "idle", Some("http://203.0.113.1:40001"))],
             false,
             &EndpointPolicy::default(),
         );
-        let want = &d.slices["llm-v4-40001-0"];
+        d.slices["llm-v4-40001-0"].clone()
+    }
+
+    #[test]
+    fn the_fingerprint_covers_what_matching_compares_and_nothing_else() {
+        let want = &one_ready_slice();
         let fp = slice_fingerprint(want);
         assert!(fp.is_some());
         // What the apiserver or others add does not count...
@@ -841,13 +846,7 @@ mod tests {
         no_spec.spec = None;
         assert!(!service_matches(&no_spec, want));
         // Slices too need our labels.
-        let d = desired(
-            &wg(),
-            &[w(1, "idle", Some("http://203.0.113.1:40001"))],
-            false,
-            &EndpointPolicy::default(),
-        );
-        let want = &d.slices["llm-v4-40001-0"];
+        let want = &one_ready_slice();
         let mut no_label = want.clone();
         no_label.metadata.labels = None;
         assert!(!slice_matches(&KeptSlice::of(&no_label), want));

@@ -184,12 +184,18 @@ mod tests {
 
     /// What the guarded watch gives until it has been quiet for an hour (of paused time).
     async fn seen(s: impl Stream<Item = Ev>) -> Vec<String> {
-        let mut s = std::pin::pin!(s);
-        let mut out = Vec::new();
-        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(3600), s.next()).await {
-            out.push(name(&ev));
-        }
-        out
+        timed(s).await.into_iter().map(|(n, _)| n).collect()
+    }
+
+    /// `first` from the streaming watch (which then stays open), the paged one behind
+    /// it, and a deadline of 120 s.
+    fn with_paged(first: Vec<Ev>) -> impl Stream<Item = Ev> {
+        streaming_or_else(
+            open(first),
+            open(events(&PAGED)),
+            Duration::from_secs(120),
+            "t",
+        )
     }
 
     const PAGED: [&str; 3] = ["Init", "p", "InitDone"];
@@ -202,24 +208,14 @@ mod tests {
                 "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled",
             )),
         )));
-        let s = streaming_or_else(
-            open(vec![refused]),
-            open(events(&PAGED)),
-            Duration::from_secs(120),
-            "t",
-        );
+        let s = with_paged(vec![refused]);
         assert_eq!(seen(s).await, PAGED);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_first_list_that_never_finishes_falls_back_at_the_deadline() {
         // A proxy that drops sendInitialEvents: objects come, the end-of-list bookmark not.
-        let s = streaming_or_else(
-            open(events(&["Init", "a"])),
-            open(events(&PAGED)),
-            Duration::from_secs(120),
-            "t",
-        );
+        let s = with_paged(events(&["Init", "a"]));
         assert_eq!(
             timed(s).await,
             [
@@ -252,12 +248,7 @@ mod tests {
     async fn a_first_list_that_starts_again_keeps_its_deadline() {
         // A reset connection starts the list again: no reason to give up on streaming,
         // nor to wait longer than the deadline from the first start.
-        let s = streaming_or_else(
-            open(events(&["Init", "a", "Init", "b"])),
-            open(events(&PAGED)),
-            Duration::from_secs(120),
-            "t",
-        );
+        let s = with_paged(events(&["Init", "a", "Init", "b"]));
         assert_eq!(
             timed(s).await,
             [
@@ -280,12 +271,7 @@ mod tests {
             422,
             "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled",
         ))))));
-        let s = streaming_or_else(
-            open(first),
-            open(events(&PAGED)),
-            Duration::from_secs(120),
-            "t",
-        );
+        let s = with_paged(first);
         assert_eq!(
             seen(s).await,
             ["Init", "a", "InitDone", "Init", "p", "InitDone"]
@@ -297,12 +283,7 @@ mod tests {
         let mut first = events(&["Init", "a", "InitDone"]);
         first.push(Err(watcher::Error::NoResourceVersion));
         first.extend(events(&["Init", "b"]));
-        let s = streaming_or_else(
-            open(first),
-            open(events(&PAGED)),
-            Duration::from_secs(120),
-            "t",
-        );
+        let s = with_paged(first);
         // A relist that takes longer than the deadline is no reason to fall back either.
         let err = name(&Err(watcher::Error::NoResourceVersion));
         assert_eq!(
