@@ -46,6 +46,9 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Most calls per second to Vast.
     pub vast_max_rps: std::num::NonZeroU32,
+    /// Base URL of Vast's console API, and how often settings are read from it (None:
+    /// not at all).
+    pub console: Option<(String, Duration)>,
 }
 
 /// Time kept from `--shutdown-timeout` for releasing the Lease.
@@ -65,6 +68,14 @@ pub async fn run(settings: Settings) -> Result<(), crate::error::Error> {
     )?
     .with_metrics(metrics.clone())
     .with_rate_limit(settings.vast_max_rps);
+    // The console shares the client, its CAs and the rate limit.
+    let mut controller = settings.controller.clone();
+    if let Some((url, interval)) = &settings.console {
+        controller.settings = Some(crate::controller::settings::SettingsConfig {
+            console: vast.console(url, settings.vast_transport.allow_insecure)?,
+            interval: *interval,
+        });
+    }
     let health = Arc::new(Health::default());
     // Bind first: a port in use is a clear error before anything else starts.
     let metrics_route = if settings.metrics_secure {
@@ -118,7 +129,7 @@ pub async fn run(settings: Settings) -> Result<(), crate::error::Error> {
     }
 
     info!(vast_url = %settings.vast_url, "starting vast-operator");
-    let ctx = Context::with_metrics(client.clone(), vast, settings.controller, metrics.clone());
+    let ctx = Context::with_metrics(client.clone(), vast, controller, metrics.clone());
     let watches = Watches::start(&ctx, {
         let health = health.clone();
         move || health.set_ready()

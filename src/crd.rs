@@ -43,10 +43,11 @@ pub const RESYNC_ANNOTATION: &str = "vast.ai/resync-requested-at";
 /// Default `spec.apiKeySecretRef.key`.
 pub const DEFAULT_SECRET_KEY: &str = "api-key";
 
-/// A Vast.ai serverless workergroup mirrored into Kubernetes.
+/// A Vast.ai serverless workergroup, or a whole endpoint, mirrored into Kubernetes.
 ///
-/// The operator polls Vast for the workers of `workergroupId`, using the API key held in
-/// the referenced Secret, and keeps `status` equal to what Vast reports.
+/// The operator polls Vast for the workers of `workergroupId` (or of every workergroup of
+/// `endpointId`), using the API key held in the referenced Secret, and keeps `status`
+/// equal to what Vast reports.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "vast.ai",
@@ -59,18 +60,34 @@ pub const DEFAULT_SECRET_KEY: &str = "api-key";
     category = "vast",
     status = "WorkerGroupStatus",
     printcolumn = r#"{"name":"Workergroup","type":"integer","jsonPath":".spec.workergroupId"}"#,
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.readySummary","description":"Ready workers / all workers"}"#,
+    printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.settings.endpointName","description":"Name of the Vast endpoint, from the console API"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.readySummary","description":"Ready workers / all workers, and the endpoint's state when it is not active"}"#,
+    printcolumn = r#"{"name":"Max","type":"integer","jsonPath":".status.settings.maxWorkers","description":"The endpoint's max_workers, from the console API"}"#,
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","description":"Reason of the Ready condition"}"#,
     printcolumn = r#"{"name":"Last Change","type":"date","jsonPath":".status.lastChangeTime"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Endpoint Id","type":"integer","jsonPath":".spec.endpointId","priority":1}"#,
     printcolumn = r#"{"name":"Interval","type":"string","jsonPath":".spec.pollInterval","priority":1}"#,
     printcolumn = r#"{"name":"Suspended","type":"boolean","jsonPath":".spec.suspend","priority":1}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": SCOPE_RULE,
+    "message": SCOPE_MESSAGE
+}]))]
 pub struct WorkerGroupSpec {
-    /// The id of the Vast serverless workergroup to mirror (shown by `vastai show workergroups`).
+    /// The id of the Vast serverless workergroup to mirror (shown by `vastai show
+    /// workergroups`). Exactly one of `workergroupId` and `endpointId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
-    pub workergroup_id: i64,
+    pub workergroup_id: Option<i64>,
+
+    /// The id of a Vast serverless endpoint whose workers, of all its workergroups, are
+    /// mirrored (shown by `vastai show endpoints`). Exactly one of `workergroupId` and
+    /// `endpointId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub endpoint_id: Option<i64>,
 
     /// The Secret, in the WorkerGroup's namespace, that holds the Vast API key.
     pub api_key_secret_ref: SecretKeyRef,
@@ -92,6 +109,59 @@ pub struct WorkerGroupSpec {
     /// in-cluster clients reach them at `http://<serviceName>.<namespace>.svc:<port>`.
     #[serde(default)]
     pub discovery: DiscoverySpec,
+}
+
+/// The CEL rule on `spec`: exactly one scope.
+pub const SCOPE_RULE: &str = "has(self.workergroupId) != has(self.endpointId)";
+
+/// Its message.
+pub const SCOPE_MESSAGE: &str = "set exactly one of spec.workergroupId and spec.endpointId";
+
+/// What one WorkerGroup mirrors: one workergroup, or every workergroup of an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// `spec.workergroupId`: polled with `POST /get_workergroup_workers/`.
+    Workergroup(i64),
+    /// `spec.endpointId`: polled with `POST /get_endpoint_workers/`.
+    Endpoint(i64),
+}
+
+impl Scope {
+    /// The Vast id.
+    pub const fn id(self) -> i64 {
+        match self {
+            Scope::Workergroup(id) | Scope::Endpoint(id) => id,
+        }
+    }
+
+    /// `workergroup` or `endpoint`.
+    pub const fn kind(self) -> &'static str {
+        match self {
+            Scope::Workergroup(_) => "workergroup",
+            Scope::Endpoint(_) => "endpoint",
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind(), self.id())
+    }
+}
+
+impl WorkerGroupSpec {
+    /// The scope the spec names, or why it names none (both or neither set: an object
+    /// from before the CEL rule, or a schema without it).
+    pub fn scope(&self) -> Result<Scope, String> {
+        match (self.workergroup_id, self.endpoint_id) {
+            (Some(id), None) if id >= 1 => Ok(Scope::Workergroup(id)),
+            (None, Some(id)) if id >= 1 => Ok(Scope::Endpoint(id)),
+            (Some(_), None) | (None, Some(_)) => {
+                Err("spec.workergroupId and spec.endpointId must be at least 1".into())
+            }
+            _ => Err(SCOPE_MESSAGE.into()),
+        }
+    }
 }
 
 /// How the workers are published for in-cluster discovery.
@@ -192,9 +262,20 @@ pub struct WorkerGroupStatus {
     pub workers: Vec<WorkerStatus>,
 
     /// The workergroup the workers were read from (differs from the spec's until the
-    /// first poll after a change of `workergroupId`; the list is then empty).
+    /// first poll after a change of `workergroupId`; the list is then empty). Unset for
+    /// an endpoint scope.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workergroup_id: Option<i64>,
+
+    /// The endpoint the workers were read from, for an endpoint scope (likewise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_id: Option<i64>,
+
+    /// What Vast's console says the workergroup (or endpoint) is set to do, refreshed
+    /// every `--settings-interval`; the last read stays when the console cannot be read
+    /// (see the `SettingsSynced` condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<SettingsStatus>,
 
     /// Number of workers Vast reported (exact, also when `workers` is truncated).
     #[serde(default)]
@@ -240,6 +321,79 @@ pub struct WorkerGroupStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>", extend("format" = "date-time"))]
     pub last_sync_time: Option<Timestamp>,
+}
+
+impl WorkerGroupStatus {
+    /// The scope the workers on record were read from (None: no poll yet, or a status
+    /// from before these fields).
+    pub fn scope(&self) -> Option<Scope> {
+        match (self.endpoint_id, self.workergroup_id) {
+            (Some(id), _) => Some(Scope::Endpoint(id)),
+            (None, Some(id)) => Some(Scope::Workergroup(id)),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether the workers on record belong to `scope` (a status that records no scope
+    /// is taken to: it predates the fields).
+    pub fn is_of(&self, scope: Scope) -> bool {
+        self.scope().is_none_or(|s| s == scope)
+    }
+
+    /// Records `scope` as where the workers were read from.
+    pub fn set_scope(&mut self, scope: Scope) {
+        (self.workergroup_id, self.endpoint_id) = match scope {
+            Scope::Workergroup(id) => (Some(id), None),
+            Scope::Endpoint(id) => (None, Some(id)),
+        };
+    }
+}
+
+/// The settings of the workergroup (or endpoint) as Vast's console lists them: a copy of
+/// known fields only (the listings also carry the account's API key, which is never
+/// copied).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SettingsStatus {
+    /// The endpoint the workergroup belongs to (or the endpoint itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_id: Option<i64>,
+    /// The endpoint's name: what clients pass to `/route/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_name: Option<String>,
+    /// `active`, `suspended` or `stopped`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_state: Option<String>,
+    /// The most workers the endpoint may run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_workers: Option<i64>,
+    /// Workers the endpoint keeps stopped but ready to start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_workers: Option<i64>,
+    /// The load the autoscaler provisions for at least.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_load: Option<f64>,
+    /// The utilisation the autoscaler aims for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_util: Option<f64>,
+    /// How much capacity is kept cold, as a multiple of the load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_mult: Option<f64>,
+    /// Workers started to measure performance (workergroup setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_workers: Option<i64>,
+    /// GPU memory asked of each worker, in GB (workergroup setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_ram: Option<f64>,
+    /// The template the workers run (workergroup setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_hash: Option<String>,
+    /// The template's id (workergroup setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<i64>,
+    /// For an endpoint scope, the endpoint's workergroups, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workergroup_ids: Vec<i64>,
 }
 
 /// The state of in-cluster discovery.

@@ -24,10 +24,16 @@ enum Command {
     Run(Box<RunArgs>),
     /// Print the WorkerGroup CustomResourceDefinition (YAML).
     Crd,
-    /// Print the workers of a workergroup as the operator would write them (reads VAST_API_KEY).
+    /// Print the workers of a workergroup (or, with --endpoint, of an endpoint) as the
+    /// operator would write them (reads VAST_API_KEY).
     Workers {
         /// The workergroup id.
-        id: i64,
+        #[arg(required_unless_present = "endpoint", conflicts_with = "endpoint", value_parser = clap::value_parser!(i64).range(1..))]
+        id: Option<i64>,
+        /// The endpoint id: list the workers of all its workergroups
+        /// (`POST /get_endpoint_workers/`).
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+        endpoint: Option<i64>,
         /// Base URL of the Vast serverless API.
         #[arg(long, env = "VAST_API_URL", default_value = "https://run.vast.ai")]
         vast_url: String,
@@ -147,6 +153,19 @@ struct RunArgs {
     /// own node or load-balancer ranges); wins over --endpoint-allow-cidrs.
     #[arg(long, env = "ENDPOINT_DENY_CIDRS", value_delimiter = ',', value_parser = parse_cidr)]
     endpoint_deny_cidrs: Vec<ipnet::IpNet>,
+    /// Base URL of Vast's console API, read for status.settings (https only, like
+    /// --vast-url; the same CA options).
+    #[arg(
+        long,
+        env = "VAST_CONSOLE_URL",
+        default_value = "https://console.vast.ai"
+    )]
+    vast_console_url: String,
+    /// How often each API key's workergroup and endpoint listings are read from the
+    /// console for status.settings (one read per key serves all its WorkerGroups); 0
+    /// switches settings off.
+    #[arg(long, env = "SETTINGS_INTERVAL", default_value = "5m", value_parser = parse_settings_interval)]
+    settings_interval: Duration,
     /// Most endpoints published per WorkerGroup (lowest worker ids first; the rest are
     /// counted in status.discovery.skipped).
     #[arg(long, env = "MAX_ENDPOINTS", default_value_t = Config::default().endpoints.max_endpoints as u32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -194,6 +213,17 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     duration::parse(s)
 }
 
+/// `0` (off), or at least 10s: Vast refuses a second listing within 3 s.
+fn parse_settings_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration_or_zero(s)?;
+    if !d.is_zero() && d < Duration::from_secs(10) {
+        return Err(format!(
+            "{s} is shorter than 10s (use 0 to switch settings off)"
+        ));
+    }
+    Ok(d)
+}
+
 fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
     if s == "0" {
         Ok(Duration::ZERO)
@@ -234,6 +264,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 health_addr: args.health_addr,
                 shutdown_timeout: args.shutdown_timeout,
                 vast_max_rps: args.vast_max_rps,
+                console: (!args.settings_interval.is_zero())
+                    .then(|| (args.vast_console_url.clone(), args.settings_interval)),
                 vast_url: args.vast_url,
                 vast_timeout: args.vast_timeout,
                 vast_transport: args.transport.transport(),
@@ -260,6 +292,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Workers {
             id,
+            endpoint,
             vast_url,
             api_key,
             json,
@@ -270,7 +303,12 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 Duration::from_secs(30),
                 &transport.transport(),
             )?;
-            let workers = client.workergroup_workers(id, &api_key).await?;
+            let scope = match (id, endpoint) {
+                (_, Some(e)) => crd::Scope::Endpoint(e),
+                (Some(id), None) => crd::Scope::Workergroup(id),
+                (None, None) => return Err("give a workergroup id or --endpoint <id>".into()),
+            };
+            let workers = client.workers_for(scope, &api_key, "").await?;
             let rows = sync::to_status_workers(&workers);
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);

@@ -84,8 +84,20 @@ reasons! {
     Stale: Both,
     /// DiscoveryReady and an event: the Service name is not a DNS-1035 label.
     InvalidServiceName: Both,
+    /// SettingsSynced: the settings are what the console listed at the last read.
+    SettingsRead: Condition,
+    /// SettingsSynced and an event: the console could not be read (after the failure
+    /// threshold; a 429 too); the last settings stay.
+    SettingsUnavailable: Both,
+    /// SettingsSynced and an event: the console does not list the workergroup or
+    /// endpoint for this key.
+    SettingsNotListed: Both,
     /// Event: the worker set or a state changed.
     WorkersChanged: Event,
+    /// Event: a setting changed (each named, `maxWorkers 20 -> 40`).
+    SettingsChanged: Event,
+    /// Event: the endpoint's state turned to something other than `active`.
+    EndpointNotActive: Event,
     /// Event: polling started failing transiently.
     SyncFailed: Event,
     /// Event: polling works again after an error.

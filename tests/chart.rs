@@ -533,9 +533,14 @@ async fn deployment_args(release: &str, ns: &str) -> Vec<String> {
         })
         .filter(|a| a != "run")
         .filter(|a| {
-            !["--vast-url=", "--metrics-addr=", "--health-addr="]
-                .iter()
-                .any(|p| a.starts_with(p))
+            ![
+                "--vast-url=",
+                "--vast-console-url=",
+                "--metrics-addr=",
+                "--health-addr=",
+            ]
+            .iter()
+            .any(|p| a.starts_with(p))
         })
         .collect();
     assert!(

@@ -17,6 +17,66 @@ fn run(args: &[&str], key: &str) -> std::process::Output {
     )
 }
 
+/// `workers --endpoint` lists the workers of every workergroup of the endpoint (and only
+/// those), with the endpoint's own key; a workergroup id beside it is refused.
+#[tokio::test]
+async fn workers_of_an_endpoint() {
+    let fake = FakeVast::start(0).await.expect("fake");
+    let key = "vk1-cli-endpoint-7788";
+    for (group, endpoint, worker) in [(71, 9, 1), (72, 9, 2), (73, 10, 3)] {
+        fake.state.put_group(
+            group,
+            key,
+            Shape::Array,
+            vec![worker_json(worker, "idle", None)],
+        );
+        fake.state
+            .set_group_settings(group, json!({ "endpoint_id": endpoint }));
+    }
+    fake.state
+        .put_endpoint(9, key, json!({"endpoint_name": "llama"}));
+    let url = fake.url();
+    let out = tokio::task::spawn_blocking(move || {
+        run(
+            &["workers", "--endpoint", "9", "--json", "--vast-url", &url],
+            key,
+        )
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+    let ids: Vec<i64> = rows.iter().filter_map(|r| r["id"].as_i64()).collect();
+    assert_eq!(ids, [1, 2], "the workers of groups 71 and 72, not of 73");
+    assert_eq!(fake.state.endpoint_calls(9), 1);
+    assert_eq!(fake.state.calls(71), 0, "asked by endpoint, not by group");
+    let both = tokio::task::spawn_blocking(move || {
+        run(
+            &[
+                "workers",
+                "71",
+                "--endpoint",
+                "9",
+                "--vast-url",
+                "http://127.0.0.1:9",
+            ],
+            key,
+        )
+    })
+    .await
+    .expect("join");
+    assert!(!both.status.success());
+    assert!(
+        String::from_utf8_lossy(&both.stderr).contains("cannot be used with"),
+        "{}",
+        String::from_utf8_lossy(&both.stderr)
+    );
+}
+
 #[tokio::test]
 async fn workers_prints_the_table_the_operator_would_write() {
     let fake = FakeVast::start(0).await.expect("fake");

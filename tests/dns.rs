@@ -259,3 +259,122 @@ async fn a_headless_service_gives_each_ready_worker_a_name_and_follows_changes()
     until("the worker names are gone", true, || nxdomain(&r, w(1002))).await;
     h.stop().await;
 }
+
+/// An endpoint-scoped WorkerGroup mirrors the workers of all the endpoint's workergroups
+/// (polled with `/get_endpoint_workers/`, never per group): its status records the
+/// endpoint, its headless Service's names resolve to the ready workers of both groups
+/// and follow a change in either; re-pointed at one workergroup, it shows that group's
+/// workers alone, as after a change of id.
+#[tokio::test]
+async fn an_endpoint_scope_publishes_the_workers_of_all_its_groups() {
+    let h = Harness::start("dns-endpoint").await;
+    h.vast
+        .state
+        .put_endpoint(71, KEY, json!({"endpoint_name": "llama"}));
+    for (group, workers) in [
+        (
+            711,
+            vec![
+                worker_json(2001, "idle", Some("http://198.51.100.21:4001")),
+                worker_json(2002, "loading", Some("http://198.51.100.22:4001")),
+            ],
+        ),
+        (
+            712,
+            vec![worker_json(2003, "idle", Some("http://198.51.100.23:4001"))],
+        ),
+    ] {
+        h.vast.state.put_group(group, KEY, Shape::Array, workers);
+        h.vast
+            .state
+            .set_group_settings(group, json!({"endpoint_id": 71}));
+    }
+    // Another endpoint's group under the same key stays out.
+    h.vast.state.put_group(
+        713,
+        KEY,
+        Shape::Array,
+        vec![worker_json(2004, "idle", Some("http://198.51.100.24:4001"))],
+    );
+    h.vast
+        .state
+        .set_group_settings(713, json!({"endpoint_id": 72}));
+    h.secret("vast", "api-key", KEY).await;
+    h.apply_group(
+        "llm",
+        json!({"endpointId": 71, "apiKeySecretRef": {"name": "vast"}, "pollInterval": "5s",
+               "discovery": {"headless": true}}),
+    )
+    .await;
+    let wg = h
+        .wait_for("llm", "synced and published", |wg| {
+            common::ready_is(wg, "True", "Synced")
+                && cond(wg, "DiscoveryReady") == Some(("True".into(), "Published".into()))
+        })
+        .await;
+    let status = wg.status.as_ref().expect("status");
+    assert_eq!(
+        (status.endpoint_id, status.workergroup_id),
+        (Some(71), None)
+    );
+    let ids: Vec<i64> = status.workers.iter().map(|w| w.id).collect();
+    assert_eq!(ids, [2001, 2002, 2003]);
+    assert_eq!(status.ready_summary.as_deref(), Some("2/3"));
+    assert!(h.vast.state.endpoint_calls(71) >= 1);
+    assert_eq!(
+        (h.vast.state.calls(711), h.vast.state.calls(712)),
+        (0, 0),
+        "asked by endpoint"
+    );
+
+    let r = resolver();
+    let svc = format!("llm.{}.svc.cluster.local", h.ns.name);
+    until(
+        "A records are the ready workers of both groups",
+        BTreeSet::from([ip("198.51.100.21"), ip("198.51.100.23")]),
+        || addresses(&r, svc.clone()),
+    )
+    .await;
+    // A change in one group of the endpoint.
+    h.vast.state.upsert_worker(
+        711,
+        2002,
+        worker_json(2002, "idle", Some("http://198.51.100.22:4001")),
+    );
+    until(
+        "the change in DNS",
+        BTreeSet::from([
+            ip("198.51.100.21"),
+            ip("198.51.100.22"),
+            ip("198.51.100.23"),
+        ]),
+        || addresses(&r, svc.clone()),
+    )
+    .await;
+    until(
+        "w2003 of the second group resolves",
+        BTreeSet::from([ip("198.51.100.23")]),
+        || addresses(&r, format!("w2003.{svc}")),
+    )
+    .await;
+
+    // Re-pointed at workergroup 712: its workers alone.
+    h.apply_group("llm", spec(712, json!({"headless": true})))
+        .await;
+    let wg = h
+        .wait_for("llm", "re-pointed", |wg| {
+            wg.status
+                .as_ref()
+                .is_some_and(|s| s.workergroup_id == Some(712) && s.worker_count == 1)
+                && common::ready_is(wg, "True", "Synced")
+        })
+        .await;
+    assert_eq!(wg.status.as_ref().and_then(|s| s.endpoint_id), None);
+    until(
+        "DNS follows the new scope",
+        BTreeSet::from([ip("198.51.100.23")]),
+        || addresses(&r, svc.clone()),
+    )
+    .await;
+    h.stop().await;
+}

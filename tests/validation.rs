@@ -57,6 +57,22 @@ async fn invalid_specs_are_rejected_by_the_apiserver() {
             "pollInterval",
         ),
         ("bad".into(), json!({"workergroupId": 1}), "apiKeySecretRef"),
+        // Exactly one scope: both, or neither, is refused with the rule's message.
+        (
+            "bad".into(),
+            key(json!({"endpointId": 2})),
+            "set exactly one of spec.workergroupId and spec.endpointId",
+        ),
+        (
+            "bad".into(),
+            json!({"apiKeySecretRef": {"name": "s"}}),
+            "set exactly one of spec.workergroupId and spec.endpointId",
+        ),
+        (
+            "bad".into(),
+            json!({"endpointId": 0, "apiKeySecretRef": {"name": "s"}}),
+            "endpointId",
+        ),
         (
             "bad".into(),
             key(json!({"apiKeySecretRef": {"name": ""}})),
@@ -120,6 +136,20 @@ async fn invalid_specs_are_rejected_by_the_apiserver() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // An endpoint alone is a scope.
+    let manifest = json!({
+        "apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup",
+        "metadata": {"name": "endpoint-scope", "namespace": ns.name},
+        "spec": {"endpointId": 3, "apiKeySecretRef": {"name": "s"}}
+    });
+    let file = std::env::temp_dir().join(format!("{}-endpoint.json", ns.name));
+    std::fs::write(&file, manifest.to_string()).expect("write manifest");
+    let out = kubectl(&["apply", "-f", file.to_str().expect("path")]);
+    assert!(
+        out.status.success(),
+        "an endpoint scope refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     eprintln!("bad inputs tried: {tried}, all rejected by the apiserver");
     ns.cleanup().await;
 }

@@ -45,6 +45,8 @@ pub struct Config {
     pub stale_after: Option<Duration>,
     /// Which worker addresses may become endpoints, and how many per WorkerGroup.
     pub endpoints: crate::sync::EndpointPolicy,
+    /// Where and how often settings are read from Vast's console (None: not at all).
+    pub settings: Option<super::settings::SettingsConfig>,
 }
 
 /// `--status-heartbeat`'s default, as the flag writes it (`Config::default()` reads it).
@@ -75,6 +77,7 @@ impl Default for Config {
             secret_selector: None,
             stale_after: None,
             endpoints: crate::sync::EndpointPolicy::default(),
+            settings: None,
         }
     }
 }
@@ -103,6 +106,8 @@ pub struct Context {
     /// give up instead of polling (a new one per term).
     pub(super) stopping: parking_lot::Mutex<crate::runtime::listed::Listed>,
     pub(super) triggers: super::triggers::Triggers,
+    /// The console settings of each key (None: `--settings-interval 0`).
+    pub(super) settings: Option<super::settings::Settings>,
 }
 
 impl Context {
@@ -122,7 +127,12 @@ impl Context {
             controller: crate::shared::FIELD_MANAGER.into(),
             instance: config.instance.clone(),
         };
+        let settings = config
+            .settings
+            .clone()
+            .map(|c| super::settings::Settings::new(c, config.backoff_base));
         Arc::new(Self {
+            settings,
             recorder: Recorder::new(client.clone(), reporter),
             client,
             vast: Coalescer::new(vast).with_metrics(metrics.clone()),

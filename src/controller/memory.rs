@@ -1,7 +1,7 @@
 //! What the operator remembers of each WorkerGroup between reconciles: the full worker
 //! list of the last successful poll (status may hold a truncated one) and the count of
-//! consecutive failures. Memory belongs to one object (uid) and one workergroup id: a
-//! recreated object or a new id starts afresh.
+//! consecutive failures. Memory belongs to one object (uid) and one scope (workergroup or
+//! endpoint id): a recreated object or a new scope starts afresh.
 
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
@@ -11,12 +11,12 @@ use jiff::Timestamp;
 use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::crd::{WorkerGroup, WorkerStatus};
+use crate::crd::{Scope, WorkerGroup, WorkerStatus};
 
 #[derive(Default)]
 struct Entry {
     uid: Option<String>,
-    workergroup_id: i64,
+    scope: Option<Scope>,
     failures: u32,
     api_failures: u32,
     full_workers: Option<Vec<WorkerStatus>>,
@@ -33,7 +33,7 @@ struct Entry {
 
 impl Entry {
     fn belongs_to(&self, wg: &WorkerGroup) -> bool {
-        self.uid == wg.meta().uid && self.workergroup_id == wg.spec.workergroup_id
+        self.uid == wg.meta().uid && self.scope == wg.spec.scope().ok()
     }
 }
 
@@ -56,7 +56,7 @@ impl Memory {
         if !entry.belongs_to(wg) {
             *entry = Entry {
                 uid: wg.meta().uid.clone(),
-                workergroup_id: wg.spec.workergroup_id,
+                scope: wg.spec.scope().ok(),
                 ..Default::default()
             };
         }

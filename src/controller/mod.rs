@@ -1,7 +1,8 @@
 //! The kube-runtime `Controller` of WorkerGroups: the process-long watches
 //! ([`watches`]), one term of reconciling ([`run_term`], while leading), the reconcile
 //! steps ([`reconcile`]), the API-key source ([`api_key`]), per-object memory
-//! ([`memory`]), the requeue policy ([`requeue`]) and the overdue check ([`overdue`]).
+//! ([`memory`]), the requeue policy ([`requeue`]), the overdue check ([`overdue`]) and the
+//! console settings shared per key ([`settings`]).
 
 pub mod api_key;
 pub mod context;
@@ -10,6 +11,7 @@ pub mod memory;
 pub mod overdue;
 pub mod reconcile;
 pub mod requeue;
+pub mod settings;
 pub mod triggers;
 pub mod watches;
 
@@ -111,6 +113,9 @@ impl<'a> Term<'a> {
         // the workers is no baseline any more.
         ctx.memory.clear();
         ctx.vast.clear();
+        if let Some(settings) = &ctx.settings {
+            settings.clear();
+        }
         watches.forward_to(Some(tx));
         let listed = watches.listed.clone();
         let (store, c) = (watches.groups.clone(), ctx.clone());
@@ -145,6 +150,9 @@ impl Drop for Term<'_> {
         // (cut off calls still hold theirs until the last sharer lets go).
         self.ctx.keys.clear();
         self.ctx.vast.clear();
+        if let Some(settings) = &self.ctx.settings {
+            settings.clear();
+        }
     }
 }
 
@@ -158,6 +166,10 @@ async fn prune(ctx: Arc<Context>, store: kube::runtime::reflector::Store<WorkerG
         // No answer is reused after half the longest interval (24h).
         ctx.vast
             .forget_older_than(std::time::Duration::from_secs(12 * 3600));
+        // A key no WorkerGroup has asked about for a day (the longest pollInterval).
+        if let Some(settings) = &ctx.settings {
+            settings.forget_older_than(std::time::Duration::from_secs(24 * 3600));
+        }
     }
 }
 

@@ -50,7 +50,7 @@ pub async fn watch(ctx: Arc<Context>, store: Store<WorkerGroup>) {
     let _zero = Zero(ctx.clone());
     // When each object was first seen, with what makes it new to memory (its uid and
     // workergroup id: a recreated one, or one with a new id, starts afresh).
-    type Identity = (Option<String>, i64);
+    type Identity = (Option<String>, Option<crate::crd::Scope>);
     let mut first_seen: HashMap<ObjectRef<WorkerGroup>, (Identity, Instant)> = HashMap::new();
     let mut reported: HashSet<ObjectRef<WorkerGroup>> = HashSet::new();
     let mut tick = tokio::time::interval(CHECK_EVERY);
@@ -64,7 +64,7 @@ pub async fn watch(ctx: Arc<Context>, store: Store<WorkerGroup>) {
         let mut overdue = Vec::new();
         for wg in &state {
             let key = ObjectRef::from_obj(&**wg);
-            let identity = (wg.meta().uid.clone(), wg.spec.workergroup_id);
+            let identity = (wg.meta().uid.clone(), wg.spec.scope().ok());
             let seen = first_seen
                 .entry(key.clone())
                 .or_insert_with(|| (identity.clone(), arrived));

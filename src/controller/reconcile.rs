@@ -16,19 +16,20 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::api_key;
 use super::context::Context;
 use super::requeue::{backoff, jitter, spread};
-use crate::crd::{WorkerGroup, WorkerGroupStatus, WorkerStatus};
+use crate::crd::{Scope, WorkerGroup, WorkerGroupStatus, WorkerStatus};
 use crate::discovery;
 use crate::error::Error;
 use crate::reasons::Reason;
 use crate::runtime::metrics::GroupSnapshot;
 use crate::sync::schedule::{self, Next, Outcome};
-use crate::sync::{self, DiscoveryUpdate, EventSpec, Freshness, Plan, PollOutcome};
+use crate::sync::{self, DiscoveryUpdate, EventSpec, Freshness, Plan, PollOutcome, SettingsUpdate};
 use crate::vast::VastError;
 
 /// Reconciles one WorkerGroup, and counts it in the metrics.
 pub async fn reconcile(wg: Arc<WorkerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(&*wg);
-    let span = info_span!("reconcile", workergroup = %key, id = wg.spec.workergroup_id);
+    let scope = wg.spec.scope().map(|s| s.to_string()).unwrap_or_default();
+    let span = info_span!("reconcile", workergroup = %key, scope = %scope);
     ctx.watches_listed().instrument(span.clone()).await;
     // One of `--concurrency` slots, in the namespace's turn; none once the term is
     // shutting down (the next term reconciles everything anyway).
@@ -113,7 +114,7 @@ async fn finish(
         now: answered,
         max_workers: ctx.config.max_workers,
         heartbeat: ctx.config.status_heartbeat,
-        workergroup_id: wg.spec.workergroup_id,
+        scope: scope_of(wg),
         discovery,
         resync,
         // Below the threshold nothing changes, unless the data has just gone stale.
@@ -121,6 +122,7 @@ async fn finish(
             && ctx.memory.failures(wg).saturating_add(1) < ctx.config.failure_threshold
             && freshness.stale().is_none(),
         endpoints: &ctx.config.endpoints,
+        settings: poll.settings.clone(),
     });
     let Some(written) = write_status(ctx, wg, &plan).await? else {
         // The newer object comes through the watch; until then (a broken watch may
@@ -150,14 +152,7 @@ fn freshness(
     outcome: &PollOutcome,
     interval: Option<&Duration>,
 ) -> Freshness {
-    let recorded = wg
-        .status
-        .as_ref()
-        .filter(|s| {
-            s.workergroup_id
-                .is_none_or(|id| id == wg.spec.workergroup_id)
-        })
-        .and_then(|s| s.last_sync_time);
+    let recorded = status_of_spec(wg).and_then(|s| s.last_sync_time);
     let interval = interval.copied().unwrap_or(DEFAULT_INTERVAL);
     let window = sync::stale_after(ctx.config.stale_after, interval);
     // What this process saw is exact; status.lastSyncTime (all there is after a restart
@@ -170,6 +165,22 @@ fn freshness(
         ),
     };
     Freshness::judge(outcome, last_success, lag, Timestamp::now(), window)
+}
+
+/// What the plan compares the status with: the spec's scope, else (an unusable spec) the
+/// one status records, so that the workers on record are kept.
+fn scope_of(wg: &WorkerGroup) -> Scope {
+    wg.spec
+        .scope()
+        .ok()
+        .or_else(|| wg.status.as_ref().and_then(WorkerGroupStatus::scope))
+        .unwrap_or(Scope::Workergroup(0))
+}
+
+/// The status, when it describes the scope the spec names (not one before a change).
+fn status_of_spec(wg: &WorkerGroup) -> Option<&WorkerGroupStatus> {
+    let scope = wg.spec.scope().ok()?;
+    wg.status.as_ref().filter(|s| s.is_of(scope))
 }
 
 /// How long until a resync may poll, when the last poll was too recent.
@@ -206,6 +217,7 @@ fn record_status_metrics(
             .collect(),
         load: polled.map(|ws| ws.iter().filter_map(|w| w.cur_load).sum()),
         reqs_working: polled.map(reqs_working),
+        max_workers: status.settings.as_ref().and_then(|s| s.max_workers),
     };
     ctx.metrics.set_group(
         &wg.namespace().unwrap_or_default(),
@@ -231,32 +243,43 @@ pub(super) fn poll_interval(wg: &WorkerGroup) -> Result<Duration, PollOutcome> {
     })
 }
 
-/// The outcome of one poll, whether Vast rate-limited it, and how old the answer is.
+/// The outcome of one poll, whether Vast rate-limited it, how old the answer is, and
+/// what the settings read gave.
 struct Poll {
     outcome: PollOutcome,
     rate_limited: bool,
     age: Duration,
+    settings: SettingsUpdate,
 }
 
-/// Reads the key and calls Vast, unless the spec is unusable or suspended.
+/// Reads the key and calls Vast (the workers, and the settings when due), unless the
+/// spec is unusable or suspended.
 async fn poll(
     ctx: &Context,
     wg: &WorkerGroup,
     interval: &Result<Duration, PollOutcome>,
     fresh: bool,
 ) -> Poll {
-    let outcome = match interval {
-        Err(invalid) => invalid.clone(),
-        Ok(_) if wg.spec.suspend => PollOutcome::Suspended,
-        Ok(interval) => match api_key::read(ctx, wg).await {
+    let scope = wg.spec.scope().map_err(|message| PollOutcome::Terminal {
+        reason: Reason::InvalidSpec,
+        message,
+    });
+    let outcome = match (interval, scope) {
+        (Err(invalid), _) => invalid.clone(),
+        (_, Err(invalid)) => invalid,
+        (Ok(_), Ok(_)) if wg.spec.suspend => PollOutcome::Suspended,
+        (Ok(interval), Ok(scope)) => match api_key::read(ctx, wg).await {
             Err(outcome) => outcome,
             Ok(key) => {
                 ctx.memory.polled(wg);
-                let id = wg.spec.workergroup_id;
-                let share = ctx.vast.share_key(id, &key);
+                let share = ctx.vast.share_key(scope, &key);
                 ctx.memory.set_share(wg, share);
                 let tenant = wg.namespace().unwrap_or_default();
-                let fetched = ctx.vast.workers(id, &key, *interval, fresh, &tenant).await;
+                // The settings (one read per key per interval, shared) beside the workers.
+                let (fetched, settings) = tokio::join!(
+                    ctx.vast.workers(scope, &key, *interval, fresh, &tenant),
+                    read_settings(ctx, scope, &key, &tenant),
+                );
                 // Sharers take a fresh list of workers now; an error they find out
                 // themselves, on their own backoff (errors are not reused, so waking
                 // them would make them call again and wake this one in turn).
@@ -272,6 +295,7 @@ async fn poll(
                     outcome: PollOutcome::from_vast(fetched.answer),
                     rate_limited,
                     age: fetched.age,
+                    settings,
                 };
             }
         },
@@ -280,7 +304,30 @@ async fn poll(
         outcome,
         rate_limited: false,
         age: Duration::ZERO,
+        settings: match ctx.settings {
+            Some(_) => SettingsUpdate::Unchanged,
+            None => SettingsUpdate::Disabled,
+        },
     }
+}
+
+/// The settings of `scope` from the console (shared per key), judged against the
+/// failure threshold.
+async fn read_settings(ctx: &Context, scope: Scope, key: &str, tenant: &str) -> SettingsUpdate {
+    let Some(settings) = &ctx.settings else {
+        return SettingsUpdate::Disabled;
+    };
+    let read = settings.read(key, tenant).await;
+    if let Some(e) = &read.error {
+        debug!(error = %e, failures = read.failures, "the console settings could not be read");
+    }
+    sync::settings::judge(
+        scope,
+        read.account.as_deref(),
+        read.error.as_ref(),
+        read.failures,
+        ctx.config.failure_threshold,
+    )
 }
 
 /// Publishes the freshest worker list there is (this poll's, else the last known of the
@@ -302,10 +349,7 @@ async fn publish(
         return DiscoveryUpdate::Unchanged;
     }
     let status = wg.status.as_ref();
-    let status_is_this_group = status.is_some_and(|s| {
-        s.workergroup_id
-            .is_none_or(|id| id == wg.spec.workergroup_id)
-    });
+    let status_is_this_group = status_of_spec(wg).is_some();
     let workers: &[WorkerStatus] = match (outcome, remembered) {
         (PollOutcome::Synced(found), _) => found,
         (_, Some(full)) => full,

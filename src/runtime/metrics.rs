@@ -70,6 +70,12 @@ struct ConditionKey {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SettingsLabels {
+    listing: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueueLabels {
     queue: String,
     namespace: String,
@@ -98,6 +104,8 @@ pub struct GroupSnapshot {
     pub load: Option<f64>,
     /// Sum of the workers' `reqs_working`, likewise.
     pub reqs_working: Option<i64>,
+    /// The endpoint's `max_workers` from `status.settings`, when known.
+    pub max_workers: Option<i64>,
 }
 
 /// The label sets a WorkerGroup has, so that they can be removed.
@@ -123,6 +131,8 @@ pub struct Metrics {
     condition: Family<ConditionLabels, Gauge>,
     load: Family<GroupLabels, FloatGauge>,
     reqs_working: Family<GroupLabels, Gauge>,
+    max_workers: Family<GroupLabels, Gauge>,
+    settings_requests: Family<SettingsLabels, Counter>,
     queue_wait: QueueWait,
     queues: Mutex<HashSet<QueueLabels>>,
     groups: Mutex<HashMap<(String, String), GroupSeries>>,
@@ -231,6 +241,18 @@ impl Metrics {
             "Sum of the workers' requests in flight at the last successful poll",
             reqs_working.clone(),
         );
+        let max_workers = Family::<GroupLabels, Gauge>::default();
+        registry.register(
+            "workergroup_max_workers",
+            "The endpoint's max_workers as Vast's console lists it (status.settings.maxWorkers)",
+            max_workers.clone(),
+        );
+        let settings_requests = Family::<SettingsLabels, Counter>::default();
+        registry.register(
+            "settings_requests",
+            "Calls to Vast's console API for settings, by listing (workergroups, endptjobs) and outcome",
+            settings_requests.clone(),
+        );
         let queue_wait: QueueWait = Family::new_with_constructor(queue_wait_histogram);
         registry.register(
             "queue_wait_seconds",
@@ -252,6 +274,8 @@ impl Metrics {
             condition,
             load,
             reqs_working,
+            max_workers,
+            settings_requests,
             queue_wait,
             queues: Mutex::new(HashSet::new()),
             groups: Mutex::new(HashMap::new()),
@@ -322,6 +346,17 @@ impl Metrics {
         self.vast_request_duration.observe(seconds);
     }
 
+    /// One call to a console `listing` ended with `outcome` (the labels of
+    /// `vast_operator_vast_requests_total`'s outcome).
+    pub fn settings_request(&self, listing: &str, outcome: &str) {
+        self.settings_requests
+            .get_or_create(&SettingsLabels {
+                listing: listing.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
     /// One poll shared another's Vast call.
     pub fn vast_shared(&self) {
         self.vast_shared.inc();
@@ -374,6 +409,14 @@ impl Metrics {
             self.workers.get_or_create(&state(s)).set(*n);
         }
         self.ready_workers.get_or_create(&g).set(snap.ready);
+        match snap.max_workers {
+            Some(n) => {
+                self.max_workers.get_or_create(&g).set(n);
+            }
+            None => {
+                self.max_workers.remove(&g);
+            }
+        }
         // No successful poll on record (a new workergroup id, a status reset): the last
         // sync and the load figures are unknown, and their series go rather than show an
         // old value as current.
@@ -483,6 +526,7 @@ impl Metrics {
             });
         }
         self.ready_workers.remove(&g);
+        self.max_workers.remove(&g);
         self.last_sync.remove(&g);
         self.load.remove(&g);
         self.reqs_working.remove(&g);
@@ -575,6 +619,7 @@ mod tests {
             conditions: vec![("Ready".into(), "True".into())],
             load: Some(1.5),
             reqs_working: Some(3),
+            max_workers: Some(20),
         }
     }
 
@@ -589,6 +634,11 @@ mod tests {
         assert!(text.contains(r#"vast_operator_workergroup_condition{namespace="ns",name="llama",type="Ready",status="True"} 1"#));
         assert!(
             text.contains(r#"vast_operator_workergroup_load{namespace="ns",name="llama"} 1.5"#)
+        );
+        assert!(
+            text.contains(
+                r#"vast_operator_workergroup_max_workers{namespace="ns",name="llama"} 20"#
+            )
         );
         let mut s = snap();
         s.states.remove("loading");
@@ -612,12 +662,18 @@ mod tests {
         let failed = GroupSnapshot {
             load: None,
             reqs_working: None,
+            max_workers: None,
             ..snap()
         };
         m.set_group("ns", "llama", &failed);
         let text = m.encode();
         assert!(
             text.contains(r#"vast_operator_workergroup_load{namespace="ns",name="llama"} 1.5"#),
+            "{text}"
+        );
+        // Settings no longer known (settings switched off): the series goes.
+        assert!(
+            !text.contains("vast_operator_workergroup_max_workers{"),
             "{text}"
         );
         // No successful poll on record any more (a new workergroup id): unknown.
@@ -647,10 +703,12 @@ mod tests {
         m.reconciled("synced", 0.1);
         m.vast_request("ok", Some(200), 0.05);
         m.vast_request("transport_error", None, 1.0);
+        m.settings_request("endptjobs", "rate_limited");
         m.set_leader(true);
         let text = m.encode();
         for want in [
             r#"vast_operator_reconciles_total{result="synced"} 1"#,
+            r#"vast_operator_settings_requests_total{listing="endptjobs",outcome="rate_limited"} 1"#,
             "vast_operator_reconcile_duration_seconds_count 1",
             r#"vast_operator_vast_requests_total{outcome="ok",code="200"} 1"#,
             r#"vast_operator_vast_requests_total{outcome="transport_error",code="none"} 1"#,

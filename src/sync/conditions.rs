@@ -1,4 +1,5 @@
-//! kstatus-style conditions: `Ready`, `Reconciling`, `Stalled` and `DiscoveryReady`, each
+//! kstatus-style conditions: `Ready`, `Reconciling`, `Stalled`, `DiscoveryReady` and
+//! `SettingsSynced`, each
 //! keeping its `lastTransitionTime` unless its status flips.
 
 use jiff::Timestamp;
@@ -15,6 +16,8 @@ pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
 /// Condition type: the Service and EndpointSlices are published.
 pub const DISCOVERY_READY: &str = "DiscoveryReady";
+/// Condition type: `status.settings` is what Vast's console listed at the last read.
+pub const SETTINGS_SYNCED: &str = "SettingsSynced";
 
 /// Longest condition message the CRD accepts.
 const MAX_MESSAGE: usize = 32768;

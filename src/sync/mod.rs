@@ -6,11 +6,13 @@
 //! takes ([`Input`]) and gives ([`Plan`]) (`plan.rs`, with its unit tests in
 //! `plan_tests.rs` and its properties in `plan_properties.rs`); the
 //! pieces it uses, one file each: the diff, the conditions, the events, freshness, the
-//! workers, the endpoint address policy; and when to look again (`schedule.rs`).
+//! workers, the endpoint address policy, the console settings; and when to look again
+//! (`schedule.rs`).
 //!
 //! [`plan`] reads as its steps: take the baseline from the previous status, compare what
 //! a successful poll found, judge the outcome into the kstatus conditions, add the
-//! discovery condition, record the workers, and decide whether anything changed.
+//! discovery and settings conditions, record the workers, and decide whether anything
+//! changed.
 
 pub mod conditions;
 pub mod diff;
@@ -20,13 +22,15 @@ pub mod freshness;
 mod outcome;
 mod plan;
 pub mod schedule;
+pub mod settings;
 pub mod workers;
 
-pub use conditions::{DISCOVERY_READY, READY, RECONCILING, STALLED, Verdict};
+pub use conditions::{DISCOVERY_READY, READY, RECONCILING, SETTINGS_SYNCED, STALLED, Verdict};
 pub use diff::{ChangeSet, MAX_NOTE, diff};
 pub use endpoints::EndpointPolicy;
 pub use events::EventSpec;
 pub use freshness::{Freshness, Stale, stale_after};
 pub use outcome::PollOutcome;
 pub use plan::{Discovery, DiscoveryUpdate, Input, Plan, plan, same_content};
+pub use settings::{SettingsUpdate, settings_for};
 pub use workers::{is_ready_state, to_status_workers};

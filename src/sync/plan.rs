@@ -5,17 +5,19 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::crd::{DiscoveryStatus, WorkerGroupStatus, WorkerStatus};
+use crate::crd::{DiscoveryStatus, Scope, WorkerGroupStatus, WorkerStatus};
 use crate::reasons::Reason;
 
 use super::conditions::{
-    self, DISCOVERY_READY, READY, RECONCILING, STALLED, Verdict, condition, find, is_false,
+    self, DISCOVERY_READY, READY, RECONCILING, SETTINGS_SYNCED, STALLED, Verdict, condition, find,
+    is_false,
 };
 use super::diff::{ChangeSet, diff};
 use super::endpoints::{self, EndpointPolicy};
 use super::events::EventSpec;
 use super::freshness::Stale;
 use super::outcome::PollOutcome;
+use super::settings::{self, SettingsUpdate};
 use super::workers;
 
 /// Everything `plan` needs.
@@ -36,8 +38,8 @@ pub struct Input<'a> {
     pub max_workers: usize,
     /// Refresh `lastSyncTime` at least this often when nothing changed (`None`: never).
     pub heartbeat: Option<Duration>,
-    /// The workergroup polled (`spec.workergroupId`).
-    pub workergroup_id: i64,
+    /// What was polled (`spec.workergroupId` or `spec.endpointId`).
+    pub scope: Scope,
     /// What discovery did.
     pub discovery: DiscoveryUpdate,
     /// The value of the resync annotation this poll answers, if any.
@@ -47,6 +49,8 @@ pub struct Input<'a> {
     /// Which worker addresses may be published (also keeps refused ones out of
     /// `readyUrls`).
     pub endpoints: &'a EndpointPolicy,
+    /// What the console's settings read gave.
+    pub settings: SettingsUpdate,
 }
 
 /// What discovery did in this reconcile.
@@ -103,6 +107,7 @@ pub fn plan(input: Input<'_>) -> Plan {
     }
     next.conditions = kstatus_conditions(&judged, &base, &input);
     add_discovery(&mut next, &input, base.prev, &mut judged.events);
+    add_settings(&mut next, &input, &base, &mut judged.events);
     // Only when the endpoints were published (not, say, under an unusable Service name).
     if let (DiscoveryUpdate::Published(d), Some(found)) = (&input.discovery, &found)
         && d.problem
@@ -112,6 +117,11 @@ pub fn plan(input: Input<'_>) -> Plan {
         endpoint_events(&base, found, &input, &mut judged.events);
     }
     let (workers, changes, heartbeat_due) = record_workers(&mut next, base, found, &input);
+    next.ready_summary = Some(settings::ready_summary(
+        next.ready_workers,
+        next.worker_count,
+        next.settings.as_ref(),
+    ));
 
     let prev = input.previous.unwrap_or(&empty);
     let write = input.previous.is_none() || !same_content(prev, &next) || heartbeat_due;
@@ -158,9 +168,7 @@ struct Baseline<'a> {
 impl<'a> Baseline<'a> {
     fn new(input: &Input<'a>, empty: &'a WorkerGroupStatus) -> Self {
         let prev = input.previous.unwrap_or(empty);
-        let same_group = prev
-            .workergroup_id
-            .is_none_or(|id| id == input.workergroup_id);
+        let same_group = prev.is_of(input.scope);
         let full = match input.previous_full {
             Some(full) => full.to_vec(),
             None if same_group => prev.workers.clone(),
@@ -404,6 +412,88 @@ fn add_discovery(
     ));
 }
 
+/// Adds `status.settings` and the `SettingsSynced` condition, and the events of a
+/// change: `SettingsChanged` naming each field, `EndpointNotActive` when the endpoint's
+/// state turns to anything but `active`, and the warning of a new failure.
+fn add_settings(
+    next: &mut WorkerGroupStatus,
+    input: &Input<'_>,
+    base: &Baseline<'_>,
+    events: &mut Vec<EventSpec>,
+) {
+    let prev_conds = &base.prev.conditions;
+    // Settings on record are of the scope polled now only if the workers are.
+    let previous = base.prev.settings.as_ref().filter(|_| base.same_group);
+    let keep = |next: &mut WorkerGroupStatus| {
+        next.settings = previous.cloned();
+        if let Some(c) = find(prev_conds, SETTINGS_SYNCED) {
+            next.conditions.push(c.clone());
+        }
+    };
+    let verdict = match &input.settings {
+        SettingsUpdate::Disabled => {
+            next.settings = None;
+            return;
+        }
+        SettingsUpdate::Unchanged | SettingsUpdate::Failed { report: false, .. } => {
+            keep(next);
+            return;
+        }
+        SettingsUpdate::Failed {
+            reason, message, ..
+        } => {
+            next.settings = previous.cloned();
+            let prev_reason = find(prev_conds, SETTINGS_SYNCED).map(|c| c.reason.as_str());
+            if prev_reason.is_none_or(|r| r != *reason) {
+                let note = format!("{message}; the last settings stay");
+                events.push(EventSpec::warning(*reason, "ReadSettings", note));
+            }
+            Verdict::new(false, *reason, message.clone())
+        }
+        SettingsUpdate::Read(read) => {
+            if let Some(old) = previous {
+                let changed = settings::changes(old, read);
+                if !changed.is_empty() {
+                    let note = crate::text::cut(changed.join(", "), super::MAX_NOTE);
+                    events.push(EventSpec::normal(
+                        Reason::SettingsChanged,
+                        "ReadSettings",
+                        note,
+                    ));
+                }
+            }
+            let was = settings::not_active(previous);
+            if let Some(state) = settings::not_active(Some(read))
+                && was != Some(state)
+            {
+                let name = read.endpoint_name.as_deref().unwrap_or("(unnamed)");
+                let note = format!(
+                    "endpoint {name} is {state}: Vast's autoscaler does not serve it as usual"
+                );
+                events.push(EventSpec::warning(
+                    Reason::EndpointNotActive,
+                    "ReadSettings",
+                    note,
+                ));
+            }
+            next.settings = Some((**read).clone());
+            let what = match (&read.endpoint_name, read.max_workers) {
+                (Some(name), Some(max)) => format!("endpoint {name}, at most {max} workers"),
+                (Some(name), None) => format!("endpoint {name}"),
+                _ => "settings read".to_string(),
+            };
+            Verdict::new(true, Reason::SettingsRead, what)
+        }
+    };
+    next.conditions.push(condition(
+        SETTINGS_SYNCED,
+        verdict,
+        input.generation,
+        prev_conds,
+        input.now,
+    ));
+}
+
 /// The events of workers newly refused by the address policy or newly beyond
 /// `--max-endpoints`: one per change, never one per poll.
 fn endpoint_events(
@@ -477,12 +567,10 @@ fn record_workers(
         workers::fill(
             next,
             &workers,
-            input.workergroup_id,
+            input.scope,
             input.max_workers,
             input.endpoints,
         );
-    } else if next.ready_summary.is_none() {
-        next.ready_summary = Some(format!("{}/{}", next.ready_workers, next.worker_count));
     }
     (workers, changes, heartbeat_due)
 }

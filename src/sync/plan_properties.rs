@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 
 use super::*;
+use crate::crd::Scope;
 use crate::reasons::Reason;
 use crate::sync::*;
 use crate::vast::Worker;
@@ -64,11 +65,12 @@ fn input_of(
         now: Timestamp::from_second(1_800_000_000 + now).expect("ts"),
         max_workers,
         heartbeat: None,
-        workergroup_id: 1,
+        scope: Scope::Workergroup(1),
         discovery: DiscoveryUpdate::Disabled,
         resync: None,
         quiet_failure: false,
         endpoints: super::tests::default_policy(),
+        settings: SettingsUpdate::Disabled,
     }
 }
 

@@ -3,6 +3,7 @@
 use super::*;
 use crate::crd::Condition;
 use crate::crd::DiscoveryStatus;
+use crate::crd::Scope;
 use crate::reasons::Reason;
 use crate::vast::Worker;
 use jiff::Timestamp;
@@ -43,11 +44,12 @@ fn input(prev: Option<&WorkerGroupStatus>, outcome: PollOutcome, now: Timestamp)
         now,
         max_workers: 500,
         heartbeat: Some(Duration::from_secs(600)),
-        workergroup_id: 1,
+        scope: Scope::Workergroup(1),
         discovery: DiscoveryUpdate::Disabled,
         resync: None,
         quiet_failure: false,
         endpoints: default_policy(),
+        settings: SettingsUpdate::Disabled,
     }
 }
 
@@ -260,7 +262,7 @@ fn a_new_workergroup_id_drops_the_old_workers() {
         PollOutcome::Transient("timeout".into()),
         t(30),
     );
-    i.workergroup_id = 2;
+    i.scope = Scope::Workergroup(2);
     i.generation = Some(2);
     let p = plan(i);
     assert!(
@@ -272,10 +274,36 @@ fn a_new_workergroup_id_drops_the_old_workers() {
     assert_eq!(p.status.workergroup_id, Some(2));
     assert_eq!(cond(&p.status, RECONCILING).status, "True");
     let mut i = input(Some(&p.status), synced(vec![w(5, "idle")]), t(60));
-    i.workergroup_id = 2;
+    i.scope = Scope::Workergroup(2);
     i.generation = Some(2);
     let p = plan(i);
     assert_eq!(p.events[0].note, "+1 (ids 5)");
+}
+
+/// An endpoint with the same number as the workergroup before is another scope: its
+/// workers replace the old ones, and the status records the endpoint, not the group.
+#[test]
+fn a_switch_to_an_endpoint_of_the_same_number_drops_the_old_workers() {
+    let first = plan(input(None, synced(vec![w(1, "idle")]), t(0))).status;
+    let mut i = input(
+        Some(&first),
+        PollOutcome::Transient("timeout".into()),
+        t(30),
+    );
+    i.scope = Scope::Endpoint(1);
+    i.generation = Some(2);
+    let p = plan(i);
+    assert!(p.status.workers.is_empty(), "{:?}", p.status.workers);
+    assert_eq!(
+        (p.status.workergroup_id, p.status.endpoint_id),
+        (None, Some(1))
+    );
+    assert_eq!(p.status.scope(), Some(Scope::Endpoint(1)));
+    let mut i = input(Some(&p.status), synced(vec![w(1, "idle")]), t(60));
+    i.scope = Scope::Endpoint(1);
+    i.generation = Some(2);
+    let p = plan(i);
+    assert_eq!(p.events[0].note, "+1 (ids 1)", "{:?}", p.events);
 }
 
 #[test]
@@ -690,4 +718,152 @@ fn after_a_restart_on_a_truncated_list_the_recorded_counts_say_what_was_told() {
     assert!(!too_many(&after_restart(ws(false), recorded(3, 2, 0))));
     assert!(too_many(&after_restart(ws(false), recorded(2, 1, 0))));
     assert!(too_many(&after_restart(ws(false), recorded(3, 0, 0))));
+}
+
+fn settings(max: i64, state: &str) -> crate::crd::SettingsStatus {
+    crate::crd::SettingsStatus {
+        endpoint_id: Some(3),
+        endpoint_name: Some("llama".into()),
+        endpoint_state: Some(state.into()),
+        max_workers: Some(max),
+        ..Default::default()
+    }
+}
+
+fn with_settings(prev: Option<&WorkerGroupStatus>, update: SettingsUpdate, now: Timestamp) -> Plan {
+    let mut i = input(prev, synced(vec![w(1, "idle")]), now);
+    i.settings = update;
+    plan(i)
+}
+
+/// Settings read: shown with the condition; a change names each field once, and an
+/// endpoint that stops being active is told and shown in readySummary.
+#[test]
+fn settings_are_shown_and_each_change_is_told_once() {
+    let first = with_settings(
+        None,
+        SettingsUpdate::Read(Box::new(settings(20, "active"))),
+        t(0),
+    );
+    assert_eq!(first.status.settings, Some(settings(20, "active")));
+    let c = cond(&first.status, crate::sync::SETTINGS_SYNCED);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", "SettingsRead")
+    );
+    assert!(
+        !first
+            .events
+            .iter()
+            .any(|e| e.reason == Reason::SettingsChanged)
+    );
+    assert_eq!(first.status.ready_summary.as_deref(), Some("1/1"));
+
+    let same = with_settings(
+        Some(&first.status),
+        SettingsUpdate::Read(Box::new(settings(20, "active"))),
+        t(30),
+    );
+    assert!(!same.write, "nothing changed: nothing written");
+
+    let changed = with_settings(
+        Some(&first.status),
+        SettingsUpdate::Read(Box::new(settings(40, "suspended"))),
+        t(60),
+    );
+    assert!(changed.write);
+    let notes: Vec<(Reason, &str)> = changed
+        .events
+        .iter()
+        .map(|e| (e.reason, e.note.as_str()))
+        .collect();
+    assert!(
+        notes.contains(&(
+            Reason::SettingsChanged,
+            "endpointState active -> suspended, maxWorkers 20 -> 40"
+        )),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|(r, n)| *r == Reason::EndpointNotActive && n.contains("suspended"))
+    );
+    assert_eq!(
+        changed.status.ready_summary.as_deref(),
+        Some("1/1 (suspended)")
+    );
+    assert_eq!(
+        cond(&changed.status, READY).status,
+        "True",
+        "settings do not change Ready"
+    );
+    // Still suspended: not told again.
+    let again = with_settings(
+        Some(&changed.status),
+        SettingsUpdate::Read(Box::new(settings(40, "suspended"))),
+        t(90),
+    );
+    assert!(
+        again
+            .events
+            .iter()
+            .all(|e| e.reason != Reason::EndpointNotActive)
+    );
+}
+
+/// A failure below the threshold changes nothing; at the threshold the condition turns
+/// False with one event, the last settings stay, and Ready is untouched.
+#[test]
+fn a_settings_failure_keeps_the_last_settings_and_not_ready() {
+    let first = with_settings(
+        None,
+        SettingsUpdate::Read(Box::new(settings(20, "active"))),
+        t(0),
+    );
+    let quiet = with_settings(
+        Some(&first.status),
+        SettingsUpdate::Failed {
+            reason: Reason::SettingsUnavailable,
+            message: "rate limited".into(),
+            report: false,
+        },
+        t(30),
+    );
+    assert!(
+        !quiet.write && quiet.events.is_empty(),
+        "{:?}",
+        quiet.events
+    );
+    let failed = SettingsUpdate::Failed {
+        reason: Reason::SettingsUnavailable,
+        message: "rate limited by Vast (HTTP 429)".into(),
+        report: true,
+    };
+    let told = with_settings(Some(&first.status), failed.clone(), t(60));
+    assert_eq!(told.status.settings, Some(settings(20, "active")));
+    let c = cond(&told.status, crate::sync::SETTINGS_SYNCED);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "SettingsUnavailable")
+    );
+    assert_eq!(cond(&told.status, READY).status, "True");
+    assert_eq!(
+        told.events
+            .iter()
+            .filter(|e| e.reason == Reason::SettingsUnavailable)
+            .count(),
+        1
+    );
+    let again = with_settings(Some(&told.status), failed, t(90));
+    assert!(
+        again
+            .events
+            .iter()
+            .all(|e| e.reason != Reason::SettingsUnavailable)
+    );
+    // Switched off: settings and condition go.
+    let off = with_settings(Some(&again.status), SettingsUpdate::Disabled, t(120));
+    assert!(off.status.settings.is_none());
+    assert!(find(&off.status.conditions, crate::sync::SETTINGS_SYNCED).is_none());
 }

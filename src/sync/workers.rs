@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::endpoints::EndpointPolicy;
-use crate::crd::{WorkerGroupStatus, WorkerStatus};
+use crate::crd::{Scope, WorkerGroupStatus, WorkerStatus};
 use crate::vast::Worker;
 
 /// Whether a Vast state means the worker serves requests.
@@ -48,14 +48,14 @@ pub fn truncate(all: &[WorkerStatus], max: usize) -> Vec<WorkerStatus> {
     out
 }
 
-/// Writes `workers` (the full list of `workergroup_id`) into `status`: the capped list,
+/// Writes `workers` (the full list of `scope`) into `status`: the capped list,
 /// the exact counts, the summary and the ready URLs: only those that could be endpoints
 /// (http(s) with an IP address `policy` lets through), as parsed (`readyUrls` is read by
 /// clients as where to send traffic).
 pub fn fill(
     status: &mut WorkerGroupStatus,
     workers: &[WorkerStatus],
-    workergroup_id: i64,
+    scope: Scope,
     max: usize,
     policy: &EndpointPolicy,
 ) {
@@ -64,7 +64,7 @@ pub fn fill(
         m
     });
     let ready_n = workers.iter().filter(|w| w.ready).count() as i64;
-    status.workergroup_id = Some(workergroup_id);
+    status.set_scope(scope);
     status.workers = truncate(workers, max);
     status.worker_count = workers.len() as i64;
     status.ready_workers = ready_n;

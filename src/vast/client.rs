@@ -1,30 +1,30 @@
-//! The HTTP side: one call, `POST /get_workergroup_workers/`, with a capped body.
+//! The HTTP side: `POST /get_workergroup_workers/` or `POST /get_endpoint_workers/`, with
+//! a capped body.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::http::{connect_timeout, read_body, transport_error};
 use super::parse::classify_response_counted;
 use super::{VastError, Worker};
+use crate::crd::Scope;
 use crate::runtime::fair::FairRate;
 use crate::runtime::metrics::Metrics;
 
 /// The process-wide limit on calls to Vast.
 type Limiter = FairRate;
 
-/// Largest response body read before giving up.
-pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
-
 /// HTTP client for the Vast serverless API.
 #[derive(Clone)]
 pub struct VastClient {
     http: reqwest::Client,
-    endpoint: String,
+    base: String,
     timeout: Duration,
     metrics: Option<Arc<Metrics>>,
     limiter: Option<Arc<Limiter>>,
-    /// Per workergroup, how many entries of the last answer had no usable id (only
-    /// non-zero counts are kept), so that it is said once per change, not every poll.
-    unusable: Arc<parking_lot::Mutex<std::collections::HashMap<i64, usize>>>,
+    /// Per scope, how many entries of the last answer had no usable id (only non-zero
+    /// counts are kept), so that it is said once per change, not every poll.
+    unusable: Arc<parking_lot::Mutex<std::collections::HashMap<Scope, usize>>>,
 }
 
 /// How the client reaches Vast: which URLs it accepts and which CAs it trusts.
@@ -61,10 +61,26 @@ pub fn check_url(base_url: &str, allow_insecure: bool) -> Result<(), crate::erro
     }
 }
 
-/// How long a connection may take: half the call's timeout, at most 10 s (so that a
-/// black-holed address is told apart from a slow answer).
-fn connect_timeout(timeout: Duration) -> Duration {
-    (timeout / 2).min(Duration::from_secs(10))
+/// The HTTP client of every call to Vast: no redirect followed, timeouts, the CAs of
+/// `transport`.
+fn http_client(
+    timeout: Duration,
+    transport: &Transport,
+) -> Result<reqwest::Client, crate::error::Error> {
+    let mut builder = reqwest::Client::builder()
+        // No redirect is followed: reqwest keeps `Authorization` for the same host and
+        // port, so a `Location: http://<same host>:443/...` would send the key in
+        // clear text. A 3xx is an HTTP error naming its code.
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(connect_timeout(timeout))
+        .user_agent(concat!("vast-operator/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = &transport.ca_file {
+        builder = builder.tls_certs_merge(read_ca_file(path)?);
+    }
+    builder
+        .build()
+        .map_err(|e| crate::error::Error::StartUp(format!("cannot build the HTTP client: {e}")))
 }
 
 /// The CA certificates of a PEM file, with a clear error when there are none.
@@ -102,27 +118,32 @@ impl VastClient {
         crate::shared::install_crypto_provider();
         check_url(base_url, transport.allow_insecure)?;
         let base = base_url.trim_end_matches('/');
-        let mut builder = reqwest::Client::builder()
-            // No redirect is followed: reqwest keeps `Authorization` for the same host and
-            // port, so a `Location: http://<same host>:443/...` would send the key in
-            // clear text. A 3xx is an HTTP error naming its code.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(timeout)
-            .connect_timeout(connect_timeout(timeout))
-            .user_agent(concat!("vast-operator/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &transport.ca_file {
-            builder = builder.tls_certs_merge(read_ca_file(path)?);
-        }
-        let http = builder.build().map_err(|e| {
-            crate::error::Error::StartUp(format!("cannot build the HTTP client: {e}"))
-        })?;
+        let http = http_client(timeout, transport)?;
         Ok(Self {
             http,
-            endpoint: format!("{base}/get_workergroup_workers/"),
+            base: base.to_string(),
             timeout,
             metrics: None,
             limiter: None,
             unusable: Arc::default(),
+        })
+    }
+
+    /// A client of Vast's console API at `base_url` (such as `https://console.vast.ai`):
+    /// the same HTTP client (CAs, timeouts, no redirects), rate limit and metrics as this
+    /// one; https only, as for `--vast-url`.
+    pub fn console(
+        &self,
+        base_url: &str,
+        allow_insecure: bool,
+    ) -> Result<super::ConsoleClient, crate::error::Error> {
+        check_url(base_url, allow_insecure)?;
+        Ok(super::ConsoleClient {
+            http: self.http.clone(),
+            base: base_url.trim_end_matches('/').to_string(),
+            timeout: self.timeout,
+            metrics: self.metrics.clone(),
+            limiter: self.limiter.clone(),
         })
     }
 
@@ -147,15 +168,23 @@ impl VastClient {
         workergroup_id: i64,
         api_key: &str,
     ) -> Result<Vec<Worker>, VastError> {
-        self.workergroup_workers_for(workergroup_id, api_key, "")
+        self.workers_for(Scope::Workergroup(workergroup_id), api_key, "")
             .await
     }
 
-    /// Fetches the workers of one workergroup for `tenant` (a namespace), which waits its
-    /// turn under the rate limit.
-    pub async fn workergroup_workers_for(
+    /// Where the workers of `scope` are asked for.
+    pub fn url(&self, scope: Scope) -> String {
+        match scope {
+            Scope::Workergroup(_) => format!("{}/get_workergroup_workers/", self.base),
+            Scope::Endpoint(_) => format!("{}/get_endpoint_workers/", self.base),
+        }
+    }
+
+    /// Fetches the workers of `scope` for `tenant` (a namespace), which waits its turn
+    /// under the rate limit.
+    pub async fn workers_for(
         &self,
-        workergroup_id: i64,
+        scope: Scope,
         api_key: &str,
         tenant: &str,
     ) -> Result<Vec<Worker>, VastError> {
@@ -168,7 +197,7 @@ impl VastClient {
         let started = Instant::now();
         let mut code = None;
         let result = self
-            .call(workergroup_id, api_key, &mut code)
+            .call(scope, api_key, &mut code)
             .await
             .map_err(|e| e.redact(api_key));
         if let Some(m) = &self.metrics {
@@ -183,53 +212,39 @@ impl VastClient {
 
     async fn call(
         &self,
-        workergroup_id: i64,
+        scope: Scope,
         api_key: &str,
         code: &mut Option<u16>,
     ) -> Result<Vec<Worker>, VastError> {
-        let mut resp = self
+        let url = self.url(scope);
+        let resp = self
             .http
-            .post(&self.endpoint)
+            .post(&url)
             .bearer_auth(api_key)
-            .json(&serde_json::json!({ "id": workergroup_id }))
+            .json(&serde_json::json!({ "id": scope.id() }))
             .send()
             .await
-            .map_err(|e| self.transport_error(&e))?;
+            .map_err(|e| transport_error(&e, &url, self.timeout))?;
         let status = resp.status().as_u16();
         *code = Some(status);
-        let mut body = Vec::new();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > MAX_BODY_BYTES {
-                        return Err(VastError::Malformed(format!(
-                            "response body larger than {} MiB",
-                            MAX_BODY_BYTES / (1024 * 1024)
-                        )));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => return Err(self.transport_error(&e)),
-            }
-        }
+        let body = read_body(resp, &url, self.timeout).await?;
         let parsed = classify_response_counted(status, &body)?;
-        self.note_unusable(workergroup_id, parsed.unusable);
+        self.note_unusable(scope, parsed.unusable);
         Ok(parsed.workers)
     }
 
     /// Warns when the count of entries without a usable id changes (to non-zero);
     /// returns whether it did.
-    fn note_unusable(&self, workergroup_id: i64, n: usize) -> bool {
+    fn note_unusable(&self, scope: Scope, n: usize) -> bool {
         let mut seen = self.unusable.lock();
         let before = if n == 0 {
-            seen.remove(&workergroup_id)
+            seen.remove(&scope)
         } else {
-            seen.insert(workergroup_id, n)
+            seen.insert(scope, n)
         };
         if n > 0 && before != Some(n) {
             tracing::warn!(
-                workergroup = workergroup_id,
+                scope = %scope,
                 left_out = n,
                 "Vast sent workers without a usable id; they are left out (said again only when the count changes)"
             );
@@ -237,48 +252,12 @@ impl VastClient {
         }
         false
     }
-
-    fn transport_error(&self, e: &reqwest::Error) -> VastError {
-        if e.is_timeout() && e.is_connect() {
-            return VastError::Transport(format!(
-                "cannot connect to {} within {}s",
-                self.endpoint,
-                connect_timeout(self.timeout).as_secs_f64()
-            ));
-        }
-        if e.is_timeout() {
-            return VastError::Transport(format!(
-                "no answer within {}s",
-                self.timeout.as_secs_f64()
-            ));
-        }
-        if e.is_connect() {
-            // The innermost cause says why: refused, unreachable, or a TLS failure such
-            // as a certificate no trusted CA signed.
-            let mut cause = std::error::Error::source(e);
-            let mut last = None;
-            while let Some(s) = cause {
-                last = Some(s.to_string());
-                cause = s.source();
-            }
-            return VastError::Transport(match last {
-                Some(why) => format!("cannot connect to {}: {why}", self.endpoint),
-                None => format!("cannot connect to {}", self.endpoint),
-            });
-        }
-        let mut msg = e.to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            msg = format!("{msg}: {s}");
-            source = s.source();
-        }
-        VastError::Transport(msg)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::{VastClient, check_url};
+    use crate::crd::Scope;
 
     #[test]
     fn unusable_entries_are_told_once_per_change() {
@@ -286,10 +265,11 @@ mod tests {
             .expect("client");
         let told: Vec<bool> = [2, 2, 2, 3, 0, 0, 3, 3]
             .iter()
-            .map(|&n| c.note_unusable(7, n))
+            .map(|&n| c.note_unusable(Scope::Workergroup(7), n))
             .collect();
         assert_eq!(told, [true, false, false, true, false, false, true, false]);
-        assert!(c.note_unusable(8, 1), "per workergroup");
+        assert!(c.note_unusable(Scope::Workergroup(8), 1), "per workergroup");
+        assert!(c.note_unusable(Scope::Endpoint(7), 1), "per scope");
     }
 
     /// A 302 to another listener is an error naming the code, and the other listener

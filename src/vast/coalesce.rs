@@ -1,5 +1,5 @@
-//! Coalescing: WorkerGroups that name the same workergroup with the same key share one
-//! Vast call. Calls are keyed by (workergroup id, keyed hash of the API key); keys
+//! Coalescing: WorkerGroups that name the same workergroup (or endpoint) with the same key
+//! share one Vast call. Calls are keyed by (scope, keyed hash of the API key); keys
 //! themselves are held only by the request in flight. A call in flight is joined (single
 //! flight); a finished one (workers, or a 429) is reused for half the caller's interval,
 //! so sharers whose polls fall close together make one call, and no caller reuses an
@@ -18,10 +18,11 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
 use super::{VastClient, VastError, Worker};
+use crate::crd::Scope;
 use crate::runtime::metrics::Metrics;
 
-/// What identifies a shared call: the workergroup id and a keyed hash of the API key.
-pub type ShareKey = (i64, u64);
+/// What identifies a shared call: the scope and a keyed hash of the API key.
+pub type ShareKey = (Scope, u64);
 
 type Answer = Result<Vec<Worker>, VastError>;
 
@@ -68,23 +69,33 @@ impl Coalescer {
     }
 
     /// The share key of a poll.
-    pub fn share_key(&self, workergroup_id: i64, api_key: &str) -> ShareKey {
-        (workergroup_id, self.hasher.hash_one(api_key))
+    pub fn share_key(&self, scope: Scope, api_key: &str) -> ShareKey {
+        (scope, self.key_hash(api_key))
     }
 
-    /// The workers of `workergroup_id`: a fresh call, the call in flight, or an answer
+    /// A keyed hash of an API key: tells keys apart without holding them.
+    pub fn key_hash(&self, api_key: &str) -> u64 {
+        self.hasher.hash_one(api_key)
+    }
+
+    /// The client the calls are made with.
+    pub fn client(&self) -> &VastClient {
+        &self.client
+    }
+
+    /// The workers of `scope`: a fresh call, the call in flight, or an answer
     /// younger than half of `interval`. `fresh` asks for a call of its own (neither a
     /// reused answer nor one already under way, which may predate the request). A call
     /// made waits under the rate limit in the turn of `tenant`, the caller's namespace.
     pub async fn workers(
         &self,
-        workergroup_id: i64,
+        scope: Scope,
         api_key: &str,
         interval: Duration,
         fresh: bool,
         tenant: &str,
     ) -> Fetched {
-        let key = self.share_key(workergroup_id, api_key);
+        let key = self.share_key(scope, api_key);
         let max_age = interval / 2;
         let (call, called) = {
             let mut entries = self.entries.lock();
@@ -106,13 +117,9 @@ impl Coalescer {
                     let client = self.client.clone();
                     let api_key = api_key.to_string();
                     let tenant = tenant.to_string();
-                    let call = async move {
-                        client
-                            .workergroup_workers_for(workergroup_id, &api_key, &tenant)
-                            .await
-                    }
-                    .boxed()
-                    .shared();
+                    let call = async move { client.workers_for(scope, &api_key, &tenant).await }
+                        .boxed()
+                        .shared();
                     entry.in_flight = Some(call.clone());
                     (call, true)
                 }
@@ -199,11 +206,27 @@ mod tests {
             Shape::Array,
             vec![worker_json(1, "idle", None)],
         );
-        let right = c.workers(5, "vk1-coalesce-right-1", HOUR, false, "a").await;
+        let right = c
+            .workers(
+                Scope::Workergroup(5),
+                "vk1-coalesce-right-1",
+                HOUR,
+                false,
+                "a",
+            )
+            .await;
         assert!(right.called && ids(&right) == [1]);
         // Same workergroup, another key: its own call, and Vast's refusal, not the
         // answer the right key got.
-        let wrong = c.workers(5, "vk1-coalesce-wrong-2", HOUR, false, "b").await;
+        let wrong = c
+            .workers(
+                Scope::Workergroup(5),
+                "vk1-coalesce-wrong-2",
+                HOUR,
+                false,
+                "b",
+            )
+            .await;
         assert!(wrong.called, "a call of its own");
         assert!(
             matches!(wrong.answer, Err(VastError::Authentication(_))),
@@ -211,7 +234,15 @@ mod tests {
             wrong.answer
         );
         // The right key again: reused (half of an hour has not passed).
-        let again = c.workers(5, "vk1-coalesce-right-1", HOUR, false, "a").await;
+        let again = c
+            .workers(
+                Scope::Workergroup(5),
+                "vk1-coalesce-right-1",
+                HOUR,
+                false,
+                "a",
+            )
+            .await;
         assert!(!again.called && ids(&again) == [1]);
         assert_eq!(vast.state.calls(5), 2);
     }
@@ -238,8 +269,14 @@ mod tests {
         let call = |fresh: bool, tenant: &'static str| {
             let c = c.clone();
             tokio::spawn(async move {
-                c.workers(6, "vk1-coalesce-joined-6f5e", HOUR, fresh, tenant)
-                    .await
+                c.workers(
+                    Scope::Workergroup(6),
+                    "vk1-coalesce-joined-6f5e",
+                    HOUR,
+                    fresh,
+                    tenant,
+                )
+                .await
             })
         };
         let first = call(false, "a");
@@ -269,11 +306,23 @@ mod tests {
             }),
         );
         let limited = c
-            .workers(7, "vk1-coalesce-limited-7a8b", HOUR, false, "a")
+            .workers(
+                Scope::Workergroup(7),
+                "vk1-coalesce-limited-7a8b",
+                HOUR,
+                false,
+                "a",
+            )
             .await;
         assert!(matches!(limited.answer, Err(VastError::RateLimited(_))));
         let reused = c
-            .workers(7, "vk1-coalesce-limited-7a8b", HOUR, false, "b")
+            .workers(
+                Scope::Workergroup(7),
+                "vk1-coalesce-limited-7a8b",
+                HOUR,
+                false,
+                "b",
+            )
             .await;
         assert!(!reused.called, "the 429 is shared: no second call");
         assert!(matches!(reused.answer, Err(VastError::RateLimited(_))));
@@ -288,10 +337,22 @@ mod tests {
             }),
         );
         let failed = c
-            .workers(7, "vk1-coalesce-limited-7a8b", HOUR, false, "a")
+            .workers(
+                Scope::Workergroup(7),
+                "vk1-coalesce-limited-7a8b",
+                HOUR,
+                false,
+                "a",
+            )
             .await;
         let retried = c
-            .workers(7, "vk1-coalesce-limited-7a8b", HOUR, false, "a")
+            .workers(
+                Scope::Workergroup(7),
+                "vk1-coalesce-limited-7a8b",
+                HOUR,
+                false,
+                "a",
+            )
             .await;
         assert!(failed.called && retried.called);
         assert_eq!(vast.state.calls(7), 3);

@@ -1,4 +1,5 @@
-//! The Vast.ai side: one call, `POST /get_workergroup_workers/`, parsed tolerantly.
+//! The Vast.ai side: `POST /get_workergroup_workers/` and `/get_endpoint_workers/`,
+//! parsed tolerantly, and the console's listings read for settings ([`console`]).
 //!
 //! The real service answers in four shapes (a bare array, `{"workers": [...]}`,
 //! `{"error_msg": "..."}` and a bare JSON string), all with HTTP 200, and its worker
@@ -8,12 +9,17 @@
 
 pub mod client;
 pub mod coalesce;
+pub mod console;
 pub mod error;
+pub mod http;
 pub mod parse;
 
-pub use client::{MAX_BODY_BYTES, Transport, VastClient, check_url};
+pub use client::{Transport, VastClient, check_url};
 pub use coalesce::{Coalescer, Fetched, ShareKey};
+pub use console::{Account, ConsoleClient, Listing};
 pub use error::{MAX_ERROR_TEXT, VastError};
+pub use http::MAX_BODY_BYTES;
+pub(crate) use parse::snippet as snippet_of;
 pub use parse::{
     Worker, classify_response, error_from_text, parse_time, parse_worker, parse_workers,
 };

@@ -42,6 +42,8 @@ pub struct Harness {
     pub vast: fake_vast::FakeVast,
     /// What the operator asked the apiserver (client side).
     pub requests: Requests,
+    /// The in-process operator's metrics (those of the latest start).
+    pub metrics: Arc<vast_operator::runtime::metrics::Metrics>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -164,6 +166,21 @@ pub async fn counted_client() -> (Client, Requests) {
     (client, requests)
 }
 
+/// Settings read every `interval` from the console of the fake at `vast_url`, through a
+/// client of its own (the harness's Vast client is not at hand in a config closure).
+pub fn with_settings(
+    mut config: vast_operator::controller::Config,
+    vast_url: &str,
+    interval: Duration,
+) -> vast_operator::controller::Config {
+    let client = vast::VastClient::new(vast_url, Duration::from_secs(3)).expect("vast client");
+    config.settings = Some(vast_operator::controller::settings::SettingsConfig {
+        console: client.console(vast_url, false).expect("console client"),
+        interval,
+    });
+    config
+}
+
 impl Harness {
     /// Starts everything with [`test_config`].
     pub async fn start(test: &str) -> Self {
@@ -184,6 +201,26 @@ impl Harness {
         f: impl FnOnce(vast_operator::controller::Config) -> vast_operator::controller::Config,
         g: impl FnOnce(vast::VastClient) -> vast::VastClient,
     ) -> Self {
+        Self::start_at(test, |c, _| f(c), g).await
+    }
+
+    /// Starts everything with settings read from the fake's console every `interval`,
+    /// and a config changed by `f`.
+    pub async fn start_settings(
+        test: &str,
+        interval: Duration,
+        f: impl FnOnce(vast_operator::controller::Config) -> vast_operator::controller::Config,
+    ) -> Self {
+        Self::start_at(test, |c, url| with_settings(f(c), url, interval), |c| c).await
+    }
+
+    /// Starts everything with a config changed by `f`, which also gets the fake's URL,
+    /// and a Vast client changed by `g`.
+    pub async fn start_at(
+        test: &str,
+        f: impl FnOnce(vast_operator::controller::Config, &str) -> vast_operator::controller::Config,
+        g: impl FnOnce(vast::VastClient) -> vast::VastClient,
+    ) -> Self {
         log_in_process();
         let ns = TestNs::new(test).await;
         install_workergroup_crd(&ns.client).await;
@@ -191,8 +228,13 @@ impl Harness {
         let client =
             g(vast::VastClient::new(&vast.url(), Duration::from_secs(3)).expect("vast client"));
         let (op_client, requests) = counted_client().await;
-        let ctx =
-            vast_operator::controller::Context::new(op_client, client, f(test_config(&ns.name)));
+        let metrics = Arc::new(vast_operator::runtime::metrics::Metrics::new());
+        let ctx = vast_operator::controller::Context::with_metrics(
+            op_client,
+            client,
+            f(test_config(&ns.name), &vast.url()),
+            metrics.clone(),
+        );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(vast_operator::controller::run(ctx, async {
             let _ = rx.await;
@@ -201,6 +243,7 @@ impl Harness {
             ns,
             vast,
             requests,
+            metrics,
             stop: Some(tx),
             task: Some(task),
         }
@@ -238,10 +281,12 @@ impl Harness {
             vast::VastClient::new(&self.vast.url(), Duration::from_secs(3)).expect("vast client");
         let (op_client, requests) = counted_client().await;
         self.requests = requests;
-        let ctx = vast_operator::controller::Context::new(
+        self.metrics = Arc::new(vast_operator::runtime::metrics::Metrics::new());
+        let ctx = vast_operator::controller::Context::with_metrics(
             op_client,
             client,
             f(test_config(&self.ns.name)),
+            self.metrics.clone(),
         );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         self.task = Some(tokio::spawn(vast_operator::controller::run(ctx, async {

@@ -21,7 +21,8 @@ pub struct Launch {
 
 impl Launch {
     /// `bin run --vast-url <vast_url>` against the cluster of `kubeconfig`, its stderr in
-    /// `<log_dir>/<log_name>.log`.
+    /// `<log_dir>/<log_name>.log`. The console API is the same fake unless the arguments
+    /// name another `--vast-console-url` (never the real console).
     pub fn new(
         bin: &Path,
         kubeconfig: &Path,
@@ -60,6 +61,15 @@ impl Launch {
         let mut cmd = Command::new(&self.bin);
         cmd.arg("run")
             .args(["--vast-url", &self.vast_url])
+            .args(
+                (!self
+                    .args
+                    .iter()
+                    .any(|a| a.starts_with("--vast-console-url")))
+                .then_some(["--vast-console-url", self.vast_url.as_str()])
+                .into_iter()
+                .flatten(),
+            )
             .args(["--metrics-addr", &format!("127.0.0.1:{m}")])
             .args(["--health-addr", &format!("127.0.0.1:{h}")])
             .args(&self.args)
