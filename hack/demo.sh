@@ -2,8 +2,10 @@
 # The README's first command. Starts a local control plane, a fake Vast server playing a
 # workergroup that scales up (creating -> loading -> model_loading -> idle, one worker
 # failing and being replaced), applies the CRD, a Secret and a WorkerGroup, runs the
-# operator, and shows the resource and its events changing. Tears everything down at the
-# end or on Ctrl-C. Unattended; DEMO_STEP (default 8s) sets the pace of the story.
+# operator, and shows the resource and its events changing; then a second WorkerGroup
+# mirroring the whole endpoint (two workergroups), the settings read from the fake's
+# console, and a change of them told as an event. Tears everything down at the end or
+# on Ctrl-C. Unattended; DEMO_STEP (default 8s) sets the pace of the story.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -55,6 +57,13 @@ for _ in $(seq 1 100); do grep -q listening "$work/fake-vast.out" 2>/dev/null &&
 vast_url=$(sed -n 's/^fake Vast listening on //p' "$work/fake-vast.out")
 [[ -n "$vast_url" ]] || { echo "fake Vast did not start"; cat "$work/fake-vast.log"; exit 1; }
 echo "fake Vast at $vast_url"
+# The console side of the story: workergroup 4242 belongs to endpoint 4240 ("llama-70b",
+# at most 20 workers), which has a second workergroup, 4243, with two workers of its own.
+fake_ctl() { curl -fsS -X "$1" -H 'content-type: application/json' -d "$3" "$vast_url/_fake/$2"; }
+fake_ctl PUT endpoints/4240 '{"api_key": "vk1-demo-key-4242", "fields": {"endpoint_name": "llama-70b", "endpoint_state": "active", "max_workers": 20, "cold_workers": 1, "min_load": 10.0, "target_util": 0.9, "cold_mult": 2.5}}'
+fake_ctl PATCH workergroups/4242/settings '{"endpoint_id": 4240, "min_load": 10.0, "target_util": 0.9, "cold_mult": 2.5, "test_workers": 3, "gpu_ram": 24.0, "template_hash": "3f5c9e0a", "template_id": 77}'
+fake_ctl PUT workergroups/4243 '{"api_key": "vk1-demo-key-4242", "workers": [{"id": 2001, "status": "idle", "url": "http://192.0.2.201:40201"}, {"id": 2002, "status": "loading", "url": "http://192.0.2.202:40202"}]}'
+fake_ctl PATCH workergroups/4243/settings '{"endpoint_id": 4240, "test_workers": 3, "gpu_ram": 24.0, "template_hash": "3f5c9e0a", "template_id": 77}'
 
 say "kubectl apply -f crds/ && kubectl apply -f docs/examples/workergroup.yaml"
 "$kubectl" apply -f crds/
@@ -63,8 +72,9 @@ say "kubectl apply -f crds/ && kubectl apply -f docs/examples/workergroup.yaml"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
 metrics_port=$(free_port); health_port=$(free_port)
-say "vast-operator run --vast-url $vast_url --metrics-addr 127.0.0.1:$metrics_port --health-addr 127.0.0.1:$health_port"
-"$op" run --vast-url "$vast_url" --metrics-addr "127.0.0.1:$metrics_port" \
+say "vast-operator run --vast-url $vast_url --vast-console-url $vast_url --settings-interval 10s --metrics-addr 127.0.0.1:$metrics_port --health-addr 127.0.0.1:$health_port"
+"$op" run --vast-url "$vast_url" --vast-console-url "$vast_url" --settings-interval 10s \
+  --metrics-addr "127.0.0.1:$metrics_port" \
   --health-addr "127.0.0.1:$health_port" >"$work/operator.log" 2>&1 &
 pids+=($!)
 
@@ -92,7 +102,7 @@ say "events"
   -o custom-columns='TIME:.eventTime,TYPE:.type,REASON:.reason,OBJECT:.regarding.name,NOTE:.note'
 say "curl /readyz and /metrics (the workergroup's series)"
 curl -s "http://127.0.0.1:$health_port/readyz"
-curl -s "http://127.0.0.1:$metrics_port/metrics" | grep -E '^vast_operator_(leader|workergroup_(workers|ready_workers|load))'
+curl -s "http://127.0.0.1:$metrics_port/metrics" | grep -E '^vast_operator_(leader|workergroup_(workers|ready_workers|max_workers|load))'
 dns=$(cat "$VAST_CLUSTER_DIR/dns-addr")
 q() { python3 "$root/hack/dnsq.py" "$dns" "$1" "$2" | paste -sd' ' -; }
 svc=llama.default.svc.cluster.local
@@ -114,6 +124,30 @@ for name in $(python3 "$root/hack/dnsq.py" "$dns" "_http._tcp.$svc" SRV | awk '{
   printf '%-48s %s\n' "$name A" "$(q "$name" A)"
 done
 printf '%-48s %s\n' "status.readyUrls" "$("$kubectl" get workergroup llama -o jsonpath='{.status.readyUrls}')"
+say "kubectl apply -f docs/examples/endpoint-workergroup.yaml (spec.endpointId: every workergroup of endpoint 4240)"
+"$kubectl" apply -f docs/examples/endpoint-workergroup.yaml
+deadline=$((SECONDS + 60))
+until [[ $("$kubectl" get workergroup llama-all -o jsonpath='{.status.workerCount}/{.status.settings.endpointName}' 2>/dev/null) == 5/llama-70b ]] || ((SECONDS > deadline)); do sleep 1; done
+"$kubectl" get workergroups -o wide
+say "kubectl get workergroup llama-all -o jsonpath='{.status.settings}' (from the console; its api_key never copied)"
+"$kubectl" get workergroup llama-all -o jsonpath='{.status.settings}'; echo
+[[ $("$kubectl" get workergroup llama-all -o jsonpath='{.status.settings.workergroupIds}') == '[4242,4243]' ]] \
+  || { echo "the endpoint's settings did not arrive"; tail -n 30 "$work/operator.log"; exit 1; }
+all=llama-all.default.svc.cluster.local
+deadline=$((SECONDS + 60))
+until [[ $(q "$all" A) == *192.0.2.201* ]] || ((SECONDS > deadline)); do sleep 1; done
+printf '%-48s %s
+' "$all A" "$(q "$all" A)  (the ready workers of both workergroups)"
+say "at Vast: endpoint llama-70b raised to 40 workers, then suspended"
+fake_ctl PATCH endpoints/4240 '{"max_workers": 40, "endpoint_state": "suspended"}'
+deadline=$((SECONDS + 60))
+until [[ $("$kubectl" get workergroup llama-all -o jsonpath='{.status.readySummary}') == *suspended* ]] || ((SECONDS > deadline)); do sleep 1; done
+"$kubectl" get workergroups -o wide
+"$kubectl" get events.events.k8s.io --sort-by=.eventTime \
+  -o custom-columns='TIME:.eventTime,TYPE:.type,REASON:.reason,OBJECT:.regarding.name,NOTE:.note' \
+  | grep -E '^TIME|Settings|EndpointNotActive' || true
+[[ $("$kubectl" get workergroup llama-all -o jsonpath='{.status.settings.maxWorkers}') == 40 ]] \
+  || { echo "the change of settings was not seen"; tail -n 30 "$work/operator.log"; exit 1; }
 say "the demo's output, logs and objects searched for its API key (hack/leak-search.sh)"
 rm -rf "$work/leak" && mkdir -p "$work/leak"
 "$kubectl" get workergroups,services,endpointslices.discovery.k8s.io,events.events.k8s.io -A -o json \
