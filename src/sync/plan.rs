@@ -468,7 +468,7 @@ fn add_settings(
             {
                 let name = read.endpoint_name.as_deref().unwrap_or("(unnamed)");
                 let note = format!(
-                    "endpoint {name} is {state}: Vast's autoscaler does not serve it as usual"
+                    "endpoint {name} is {state} at Vast (its endpoint_state is not active)"
                 );
                 events.push(EventSpec::warning(
                     Reason::EndpointNotActive,
