@@ -565,6 +565,8 @@ async fn the_image_runs_as_the_charts_pod_leads_syncs_over_https_and_hands_over(
         format!("image.repository={repository}"),
         format!("image.tag={tag}"),
         format!("vast.url={}", vast.url()),
+        // The fake's console too: never the real one with a test key.
+        format!("vast.consoleUrl={}", vast.url()),
         "vast.caConfigMap=vast-ca".to_string(),
         format!("metrics.port={m}"),
         format!("health.port={h}"),

@@ -118,15 +118,21 @@ async fn create_sync_columns_and_wait() {
         [
             "NAME",
             "WORKERGROUP",
+            "ENDPOINT",
             "READY",
+            "MAX",
             "STATUS",
             "LAST",
             "CHANGE",
             "AGE",
+            "ENDPOINT",
+            "ID",
             "INTERVAL",
             "SUSPENDED"
         ]
     );
+    // Without settings (this operator reads none) ENDPOINT, MAX and ENDPOINT ID are
+    // empty cells, which split_whitespace skips.
     let row: Vec<&str> = lines.next().expect("row").split_whitespace().collect();
     assert_eq!(&row[..4], ["gpu", "11", "1/2", "Synced"]);
     assert_eq!(&row[row.len() - 2..], ["5s", "false"]);

@@ -127,10 +127,12 @@ impl Context {
             controller: crate::shared::FIELD_MANAGER.into(),
             instance: config.instance.clone(),
         };
-        let settings = config
-            .settings
-            .clone()
-            .map(|c| super::settings::Settings::new(c, config.backoff_base));
+        let triggers = super::triggers::Triggers::default();
+        let settings = config.settings.clone().map(|mut c| {
+            // Its calls are counted with the rest of this context's.
+            c.console = c.console.with_metrics(metrics.clone());
+            super::settings::Settings::new(c, config.backoff_base, triggers.clone())
+        });
         Arc::new(Self {
             settings,
             recorder: Recorder::new(client.clone(), reporter),
@@ -146,7 +148,7 @@ impl Context {
             keys: super::key_cache::KeyCache::default(),
             slots: std::sync::OnceLock::new(),
             stopping: Default::default(),
-            triggers: Default::default(),
+            triggers,
         })
     }
 }
@@ -202,6 +204,10 @@ impl Context {
             .collect();
         self.memory.retain(&live);
         self.keys.retain(groups);
+        if let Some(settings) = &self.settings {
+            // A key no WorkerGroup has asked about for a day (the longest pollInterval).
+            settings.retain(&live, std::time::Duration::from_secs(24 * 3600));
+        }
         self.metrics.retain_groups(
             &live
                 .iter()

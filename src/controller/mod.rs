@@ -166,10 +166,6 @@ async fn prune(ctx: Arc<Context>, store: kube::runtime::reflector::Store<WorkerG
         // No answer is reused after half the longest interval (24h).
         ctx.vast
             .forget_older_than(std::time::Duration::from_secs(12 * 3600));
-        // A key no WorkerGroup has asked about for a day (the longest pollInterval).
-        if let Some(settings) = &ctx.settings {
-            settings.forget_older_than(std::time::Duration::from_secs(24 * 3600));
-        }
     }
 }
 

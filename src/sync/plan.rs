@@ -424,9 +424,10 @@ fn add_settings(
     let prev_conds = &base.prev.conditions;
     // Settings on record are of the scope polled now only if the workers are.
     let previous = base.prev.settings.as_ref().filter(|_| base.same_group);
+    // Likewise the condition: one about another scope's settings goes with them.
     let keep = |next: &mut WorkerGroupStatus| {
         next.settings = previous.cloned();
-        if let Some(c) = find(prev_conds, SETTINGS_SYNCED) {
+        if let Some(c) = find(prev_conds, SETTINGS_SYNCED).filter(|_| base.same_group) {
             next.conditions.push(c.clone());
         }
     };
@@ -440,15 +441,28 @@ fn add_settings(
             return;
         }
         SettingsUpdate::Failed {
-            reason, message, ..
+            reason,
+            message,
+            fallback,
+            ..
         } => {
-            next.settings = previous.cloned();
-            let prev_reason = find(prev_conds, SETTINGS_SYNCED).map(|c| c.reason.as_str());
-            if prev_reason.is_none_or(|r| r != *reason) {
-                let note = format!("{message}; the last settings stay");
+            next.settings = previous.cloned().or_else(|| fallback.as_deref().cloned());
+            let prev = find(prev_conds, SETTINGS_SYNCED).filter(|_| base.same_group);
+            if prev.is_none_or(|c| c.reason != *reason) {
+                let note = match next.settings {
+                    Some(_) => format!("{message}; the last settings stay"),
+                    None => message.clone(),
+                };
                 events.push(EventSpec::warning(*reason, "ReadSettings", note));
             }
-            Verdict::new(false, *reason, message.clone())
+            // The same error again (apart from request ids and the like) writes nothing.
+            let message = match prev {
+                Some(c) if c.reason == *reason && same_error(&c.message, message) => {
+                    c.message.clone()
+                }
+                _ => message.clone(),
+            };
+            Verdict::new(false, *reason, message)
         }
         SettingsUpdate::Read(read) => {
             if let Some(old) = previous {

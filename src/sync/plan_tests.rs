@@ -827,6 +827,7 @@ fn a_settings_failure_keeps_the_last_settings_and_not_ready() {
             reason: Reason::SettingsUnavailable,
             message: "rate limited".into(),
             report: false,
+            fallback: None,
         },
         t(30),
     );
@@ -839,6 +840,7 @@ fn a_settings_failure_keeps_the_last_settings_and_not_ready() {
         reason: Reason::SettingsUnavailable,
         message: "rate limited by Vast (HTTP 429)".into(),
         report: true,
+        fallback: None,
     };
     let told = with_settings(Some(&first.status), failed.clone(), t(60));
     assert_eq!(told.status.settings, Some(settings(20, "active")));
@@ -866,4 +868,43 @@ fn a_settings_failure_keeps_the_last_settings_and_not_ready() {
     let off = with_settings(Some(&again.status), SettingsUpdate::Disabled, t(120));
     assert!(off.status.settings.is_none());
     assert!(find(&off.status.conditions, crate::sync::SETTINGS_SYNCED).is_none());
+}
+
+/// Settings and their condition belong to a scope: after a switch, nothing of the old
+/// scope's stays, even while the new one is not read (suspended).
+#[test]
+fn another_scopes_settings_and_condition_go_together() {
+    let first = with_settings(
+        None,
+        SettingsUpdate::Read(Box::new(settings(20, "active"))),
+        t(0),
+    );
+    let mut i = input(Some(&first.status), PollOutcome::Suspended, t(30));
+    i.scope = Scope::Endpoint(9);
+    i.generation = Some(2);
+    i.settings = SettingsUpdate::Unchanged;
+    let p = plan(i);
+    assert!(p.status.settings.is_none());
+    assert!(find(&p.status.conditions, crate::sync::SETTINGS_SYNCED).is_none());
+}
+
+/// A failure that repeats with another request id writes nothing; a first status during
+/// an outage takes the last good listing.
+#[test]
+fn a_repeating_settings_failure_writes_once_and_a_new_status_takes_the_last_listing() {
+    let failed = |id: u32| SettingsUpdate::Failed {
+        reason: Reason::SettingsUnavailable,
+        message: format!("the console listing could not be read: HTTP 503 (request {id})"),
+        report: true,
+        fallback: Some(Box::new(settings(20, "active"))),
+    };
+    let first = with_settings(None, failed(1), t(0));
+    assert_eq!(first.status.settings, Some(settings(20, "active")));
+    assert_eq!(
+        cond(&first.status, crate::sync::SETTINGS_SYNCED).status,
+        "False"
+    );
+    let again = with_settings(Some(&first.status), failed(2), t(30));
+    assert!(!again.write, "{:?}", again.status.conditions);
+    assert!(again.events.is_empty(), "{:?}", again.events);
 }

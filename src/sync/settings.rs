@@ -30,6 +30,8 @@ pub enum SettingsUpdate {
         message: String,
         /// Whether the condition says so now.
         report: bool,
+        /// The settings of the last good listing, for a status that has none yet.
+        fallback: Option<Box<SettingsStatus>>,
     },
 }
 
@@ -118,6 +120,7 @@ pub fn judge(
     failures: u32,
     threshold: u32,
 ) -> SettingsUpdate {
+    let listed = account.map(|a| settings_for(scope, a));
     if let Some(e) = error
         && (failures >= threshold || e.is_terminal() || account.is_none())
     {
@@ -125,14 +128,16 @@ pub fn judge(
             reason: Reason::SettingsUnavailable,
             message: format!("the console listing could not be read: {e}"),
             report: failures >= threshold || e.is_terminal(),
+            fallback: listed.and_then(Result::ok).map(Box::new),
         };
     }
-    match account.map(|a| settings_for(scope, a)) {
+    match listed {
         Some(Ok(read)) => SettingsUpdate::Read(Box::new(read)),
         Some(Err(message)) => SettingsUpdate::Failed {
             reason: Reason::SettingsNotListed,
             message,
             report: true,
+            fallback: None,
         },
         None => SettingsUpdate::Unchanged,
     }
@@ -298,9 +303,12 @@ mod tests {
                 reason,
                 message,
                 report: true,
+                fallback,
             } => {
                 assert_eq!(reason, Reason::SettingsUnavailable);
                 assert!(message.contains("429"), "{message}");
+                let last = fallback.expect("the last good listing");
+                assert_eq!(last.endpoint_name.as_deref(), Some("llama"));
             }
             other => panic!("{other:?}"),
         }

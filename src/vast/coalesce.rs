@@ -70,17 +70,7 @@ impl Coalescer {
 
     /// The share key of a poll.
     pub fn share_key(&self, scope: Scope, api_key: &str) -> ShareKey {
-        (scope, self.key_hash(api_key))
-    }
-
-    /// A keyed hash of an API key: tells keys apart without holding them.
-    pub fn key_hash(&self, api_key: &str) -> u64 {
-        self.hasher.hash_one(api_key)
-    }
-
-    /// The client the calls are made with.
-    pub fn client(&self) -> &VastClient {
-        &self.client
+        (scope, self.hasher.hash_one(api_key))
     }
 
     /// The workers of `scope`: a fresh call, the call in flight, or an answer

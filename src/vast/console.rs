@@ -12,13 +12,20 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
+use super::VastError;
 use super::http::{read_body, transport_error};
-use super::{VastError, snippet_of};
 use crate::runtime::fair::FairRate;
 use crate::runtime::metrics::Metrics;
 
-/// Longest text kept of a name, a state or a template hash (the rest is cut).
+/// Longest text kept of a name or a template hash (the rest is cut).
 pub const MAX_SETTING_TEXT: usize = 253;
+
+/// Longest endpoint state kept (`active`, `suspended`, `stopped`; it is shown in
+/// `readySummary` and a printer column).
+pub const MAX_STATE_TEXT: usize = 32;
+
+/// Longest error detail quoted from a console answer.
+const MAX_DETAIL: usize = 200;
 
 /// One of the console's listings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -150,6 +157,22 @@ fn text(row: &Map<String, Value>, field: &str) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
+/// An endpoint state as shown: lowercase letters, digits and `-` only (anything else
+/// becomes `_`), at most [`MAX_STATE_TEXT`] of them.
+fn state(s: &str) -> String {
+    s.chars()
+        .take(MAX_STATE_TEXT)
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// The allow-listed fields of a workergroup row (None: no usable id).
 pub fn group_row(row: &Map<String, Value>) -> Option<GroupRow> {
     Some(GroupRow {
@@ -171,7 +194,7 @@ pub fn endpoint_row(row: &Map<String, Value>) -> Option<EndpointRow> {
     Some(EndpointRow {
         id: int(row, "id").filter(|id| *id >= 1)?,
         endpoint_name: text(row, "endpoint_name"),
-        endpoint_state: text(row, "endpoint_state").map(|s| s.to_ascii_lowercase()),
+        endpoint_state: text(row, "endpoint_state").map(|s| state(&s)),
         min_load: num(row, "min_load"),
         target_util: num(row, "target_util"),
         cold_mult: num(row, "cold_mult"),
@@ -184,6 +207,8 @@ pub fn endpoint_row(row: &Map<String, Value>) -> Option<EndpointRow> {
 /// texts are Vast's `detail`, `msg` or `error` fields, never a row.
 pub fn parse_listing(status: u16, body: &[u8]) -> Result<Vec<Map<String, Value>>, VastError> {
     let value: Option<Value> = serde_json::from_slice(body).ok();
+    // Only an error field is quoted, never the body: a listing's rows hold keys (the
+    // account's, and each endpoint's own), which redacting the caller's key would miss.
     let detail = || {
         value
             .as_ref()
@@ -194,13 +219,23 @@ pub fn parse_listing(status: u16, body: &[u8]) -> Result<Vec<Map<String, Value>>
                     .find_map(|k| o.get(*k))
             })
             .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| snippet_of(body))
+            .map(|s| crate::text::cut(s.to_string(), MAX_DETAIL))
+            .unwrap_or_else(|| format!("{} bytes, not quoted", body.len()))
     };
     match status {
         200..=299 => {}
         401 | 403 => return Err(VastError::Authentication(detail())),
-        404 => return Err(VastError::NotFound(detail())),
+        // A listing that is not there: a wrong --vast-console-url, not an unknown
+        // workergroup (retried after the backoff: it may be a proxy's hiccup).
+        404 => {
+            return Err(VastError::Http {
+                status,
+                body: format!(
+                    "no console listing here (check --vast-console-url): {}",
+                    detail()
+                ),
+            });
+        }
         429 => return Err(VastError::RateLimited(detail())),
         _ => {
             return Err(VastError::Http {
@@ -257,6 +292,12 @@ impl ConsoleClient {
         &self.base
     }
 
+    /// Counts every call in `metrics` (`vast_operator_settings_requests_total`).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Reads one listing with `api_key`, in the turn of `tenant` under the rate limit.
     pub async fn list(
         &self,
@@ -310,9 +351,8 @@ impl ConsoleClient {
     }
 
     /// Both listings of `api_key`, workergroups first, each row reduced to its
-    /// allow-listed fields. The second call waits out the first one's threshold only if
-    /// it is the same listing (they are not): the two listings have thresholds of their
-    /// own.
+    /// allow-listed fields (each listing has a threshold of its own, so the second call
+    /// need not wait for the first's).
     pub async fn account(&self, api_key: &str, tenant: &str) -> Result<Account, VastError> {
         let groups = self
             .list(Listing::Workergroups, api_key, tenant)
@@ -370,6 +410,15 @@ mod tests {
         })))
         .expect("row");
         assert_eq!(e.endpoint_state.as_deref(), Some("suspended"));
+        let odd = endpoint_row(&obj(
+            json!({"id": 4, "endpoint_state": "Paused <b>".repeat(9)}),
+        ))
+        .expect("row");
+        let shown = odd.endpoint_state.expect("state");
+        assert!(
+            shown.len() <= MAX_STATE_TEXT && shown.starts_with("paused__b_"),
+            "{shown}"
+        );
         assert_eq!(
             (e.max_workers, e.cold_workers, e.min_load),
             (Some(20), None, None)
@@ -398,6 +447,13 @@ mod tests {
         assert!(matches!(
             e(503, "<html>"),
             VastError::Http { status: 503, .. }
+        ));
+        // A body is never quoted (rows hold keys), only an error field.
+        let quoted = e(500, r#"[{"api_key": "vk1-console-body-key-9f8e"}]"#).to_string();
+        assert!(!quoted.contains("vk1-console-body"), "{quoted}");
+        assert!(matches!(
+            e(404, "<html>not found</html>"),
+            VastError::Http { status: 404, ref body } if body.contains("--vast-console-url")
         ));
         assert!(matches!(e(200, "<html>"), VastError::Malformed(_)));
         assert!(matches!(

@@ -19,7 +19,7 @@ pub enum VastError {
     #[error("Vast refused the API key: {0}")]
     Authentication(String),
     /// Vast says the workergroup does not exist (HTTP 404 or an error text).
-    #[error("Vast does not know this workergroup: {0}")]
+    #[error("Vast does not know this workergroup or endpoint: {0}")]
     NotFound(String),
     /// Any other non-200 status.
     #[error("Vast answered HTTP {status}: {body}")]

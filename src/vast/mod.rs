@@ -19,7 +19,6 @@ pub use coalesce::{Coalescer, Fetched, ShareKey};
 pub use console::{Account, ConsoleClient, Listing};
 pub use error::{MAX_ERROR_TEXT, VastError};
 pub use http::MAX_BODY_BYTES;
-pub(crate) use parse::snippet as snippet_of;
 pub use parse::{
     Worker, classify_response, error_from_text, parse_time, parse_worker, parse_workers,
 };

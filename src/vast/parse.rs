@@ -223,7 +223,7 @@ fn epoch(secs: f64) -> Option<Timestamp> {
 
 /// The start of a body, for an error message; cut to its final length only after
 /// redaction (see [`VastError::redact`]).
-pub(crate) fn snippet(body: &[u8]) -> String {
+fn snippet(body: &[u8]) -> String {
     let window = &body[..body.len().min(QUOTE_WINDOW)];
     String::from_utf8_lossy(window).trim().to_string()
 }
