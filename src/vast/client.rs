@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::http::{connect_timeout, read_body, transport_error};
+use super::http::{connect_timeout, outcome, read_body, transport_error, wait_turn};
 use super::parse::classify_response_counted;
 use super::{VastError, Worker};
 use crate::crd::Scope;
@@ -188,12 +188,7 @@ impl VastClient {
         api_key: &str,
         tenant: &str,
     ) -> Result<Vec<Worker>, VastError> {
-        if let Some(limiter) = &self.limiter {
-            let waited = limiter.acquire(tenant).await;
-            if let Some(m) = &self.metrics {
-                m.queue_waited("vast", tenant, waited.as_secs_f64());
-            }
-        }
+        wait_turn(self.limiter.as_deref(), self.metrics.as_deref(), tenant).await;
         let started = Instant::now();
         let mut code = None;
         let result = self
@@ -201,11 +196,7 @@ impl VastClient {
             .await
             .map_err(|e| e.redact(api_key));
         if let Some(m) = &self.metrics {
-            let outcome = match &result {
-                Ok(_) => "ok",
-                Err(e) => e.metric_label(),
-            };
-            m.vast_request(outcome, code, started.elapsed().as_secs_f64());
+            m.vast_request(outcome(&result), code, started.elapsed().as_secs_f64());
         }
         result
     }

@@ -180,6 +180,12 @@ mod tests {
         (vast, Coalescer::new(client))
     }
 
+    /// A plain poll of workergroup `id` (an hour's interval, not fresh).
+    async fn poll(c: &Coalescer, id: i64, key: &str, tenant: &str) -> Fetched {
+        c.workers(Scope::Workergroup(id), key, HOUR, false, tenant)
+            .await
+    }
+
     fn ids(f: &Fetched) -> Vec<i64> {
         f.answer
             .as_ref()
@@ -196,27 +202,11 @@ mod tests {
             Shape::Array,
             vec![worker_json(1, "idle", None)],
         );
-        let right = c
-            .workers(
-                Scope::Workergroup(5),
-                "vk1-coalesce-right-1",
-                HOUR,
-                false,
-                "a",
-            )
-            .await;
+        let right = poll(&c, 5, "vk1-coalesce-right-1", "a").await;
         assert!(right.called && ids(&right) == [1]);
         // Same workergroup, another key: its own call, and Vast's refusal, not the
         // answer the right key got.
-        let wrong = c
-            .workers(
-                Scope::Workergroup(5),
-                "vk1-coalesce-wrong-2",
-                HOUR,
-                false,
-                "b",
-            )
-            .await;
+        let wrong = poll(&c, 5, "vk1-coalesce-wrong-2", "b").await;
         assert!(wrong.called, "a call of its own");
         assert!(
             matches!(wrong.answer, Err(VastError::Authentication(_))),
@@ -224,15 +214,7 @@ mod tests {
             wrong.answer
         );
         // The right key again: reused (half of an hour has not passed).
-        let again = c
-            .workers(
-                Scope::Workergroup(5),
-                "vk1-coalesce-right-1",
-                HOUR,
-                false,
-                "a",
-            )
-            .await;
+        let again = poll(&c, 5, "vk1-coalesce-right-1", "a").await;
         assert!(!again.called && ids(&again) == [1]);
         assert_eq!(vast.state.calls(5), 2);
     }
@@ -295,25 +277,9 @@ mod tests {
                 ..Default::default()
             }),
         );
-        let limited = c
-            .workers(
-                Scope::Workergroup(7),
-                "vk1-coalesce-limited-7a8b",
-                HOUR,
-                false,
-                "a",
-            )
-            .await;
+        let limited = poll(&c, 7, "vk1-coalesce-limited-7a8b", "a").await;
         assert!(matches!(limited.answer, Err(VastError::RateLimited(_))));
-        let reused = c
-            .workers(
-                Scope::Workergroup(7),
-                "vk1-coalesce-limited-7a8b",
-                HOUR,
-                false,
-                "b",
-            )
-            .await;
+        let reused = poll(&c, 7, "vk1-coalesce-limited-7a8b", "b").await;
         assert!(!reused.called, "the 429 is shared: no second call");
         assert!(matches!(reused.answer, Err(VastError::RateLimited(_))));
         assert_eq!(vast.state.calls(7), 1);
@@ -326,24 +292,8 @@ mod tests {
                 ..Default::default()
             }),
         );
-        let failed = c
-            .workers(
-                Scope::Workergroup(7),
-                "vk1-coalesce-limited-7a8b",
-                HOUR,
-                false,
-                "a",
-            )
-            .await;
-        let retried = c
-            .workers(
-                Scope::Workergroup(7),
-                "vk1-coalesce-limited-7a8b",
-                HOUR,
-                false,
-                "a",
-            )
-            .await;
+        let failed = poll(&c, 7, "vk1-coalesce-limited-7a8b", "a").await;
+        let retried = poll(&c, 7, "vk1-coalesce-limited-7a8b", "a").await;
         assert!(failed.called && retried.called);
         assert_eq!(vast.state.calls(7), 3);
     }

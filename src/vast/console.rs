@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use super::VastError;
-use super::http::{read_body, transport_error};
+use super::http::{outcome, read_body, transport_error, wait_turn};
 use crate::runtime::fair::FairRate;
 use crate::runtime::metrics::Metrics;
 
@@ -305,23 +305,14 @@ impl ConsoleClient {
         api_key: &str,
         tenant: &str,
     ) -> Result<Vec<Map<String, Value>>, VastError> {
-        if let Some(limiter) = &self.limiter {
-            let waited = limiter.acquire(tenant).await;
-            if let Some(m) = &self.metrics {
-                m.queue_waited("vast", tenant, waited.as_secs_f64());
-            }
-        }
+        wait_turn(self.limiter.as_deref(), self.metrics.as_deref(), tenant).await;
         let started = Instant::now();
         let result = self
             .call(listing, api_key)
             .await
             .map_err(|e| e.redact(api_key));
         if let Some(m) = &self.metrics {
-            let outcome = match &result {
-                Ok(_) => "ok",
-                Err(e) => e.metric_label(),
-            };
-            m.settings_request(listing.label(), outcome);
+            m.settings_request(listing.label(), outcome(&result));
         }
         tracing::debug!(
             listing = listing.label(),

@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use super::VastError;
+use crate::runtime::fair::FairRate;
+use crate::runtime::metrics::Metrics;
 
 /// Largest response body read before giving up.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -12,6 +14,25 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// black-holed address is told apart from a slow answer).
 pub(crate) fn connect_timeout(timeout: Duration) -> Duration {
     (timeout / 2).min(Duration::from_secs(10))
+}
+
+/// Waits for `tenant`'s turn under the rate limit, if there is one, and records the
+/// wait.
+pub(crate) async fn wait_turn(limiter: Option<&FairRate>, metrics: Option<&Metrics>, tenant: &str) {
+    if let Some(limiter) = limiter {
+        let waited = limiter.acquire(tenant).await;
+        if let Some(m) = metrics {
+            m.queue_waited("vast", tenant, waited.as_secs_f64());
+        }
+    }
+}
+
+/// The `outcome` label of a call's result (`ok`, or the error's).
+pub(crate) fn outcome<T>(result: &Result<T, VastError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(e) => e.metric_label(),
+    }
 }
 
 /// The body of `resp`, at most [`MAX_BODY_BYTES`].
