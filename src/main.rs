@@ -162,8 +162,8 @@ struct RunArgs {
     )]
     vast_console_url: String,
     /// How often each API key's workergroup and endpoint listings are read from the
-    /// console for status.settings (one read per key serves all its WorkerGroups); 0
-    /// switches settings off.
+    /// console for status.settings (one read per key serves all its WorkerGroups), from
+    /// 10s to 24h; 0 switches settings off.
     #[arg(long, env = "SETTINGS_INTERVAL", default_value = "5m", value_parser = parse_settings_interval)]
     settings_interval: Duration,
     /// Most endpoints published per WorkerGroup (lowest worker ids first; the rest are
@@ -213,13 +213,16 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     duration::parse(s)
 }
 
-/// `0` (off), or at least 10s: Vast refuses a second listing within 3 s.
+/// `0` (off), or from 10s (Vast refuses a second listing within 3 s) to 24h.
 fn parse_settings_interval(s: &str) -> Result<Duration, String> {
     let d = parse_duration_or_zero(s)?;
     if !d.is_zero() && d < Duration::from_secs(10) {
         return Err(format!(
             "{s} is shorter than 10s (use 0 to switch settings off)"
         ));
+    }
+    if d > vast_operator::controller::settings::MAX_INTERVAL {
+        return Err(format!("{s} is longer than 24h"));
     }
     Ok(d)
 }

@@ -326,6 +326,30 @@ async fn an_endpoint_scope_publishes_the_workers_of_all_its_groups() {
         (0, 0),
         "asked by endpoint"
     );
+    // The slices hold the workers of both groups (ready as Vast says), not the other
+    // endpoint's.
+    let slices: kube::Api<k8s_openapi::api::discovery::v1::EndpointSlice> = h.ns.api();
+    let listed = slices
+        .list(&kube::api::ListParams::default().labels("kubernetes.io/service-name=llm"))
+        .await
+        .expect("list slices");
+    let published: BTreeSet<(String, bool)> = listed
+        .items
+        .iter()
+        .flat_map(|s| s.endpoints.iter())
+        .map(|e| {
+            let ready = e.conditions.as_ref().and_then(|c| c.ready) == Some(true);
+            (e.addresses.join(","), ready)
+        })
+        .collect();
+    assert_eq!(
+        published,
+        BTreeSet::from([
+            ("198.51.100.21".to_string(), true),
+            ("198.51.100.22".to_string(), false),
+            ("198.51.100.23".to_string(), true),
+        ])
+    );
 
     let r = resolver();
     let svc = format!("llm.{}.svc.cluster.local", h.ns.name);

@@ -127,11 +127,10 @@ impl Context {
             controller: crate::shared::FIELD_MANAGER.into(),
             instance: config.instance.clone(),
         };
-        let triggers = super::triggers::Triggers::default();
         let settings = config.settings.clone().map(|mut c| {
             // Its calls are counted with the rest of this context's.
             c.console = c.console.with_metrics(metrics.clone());
-            super::settings::Settings::new(c, config.backoff_base, triggers.clone())
+            super::settings::Settings::new(c, config.backoff_base)
         });
         Arc::new(Self {
             settings,
@@ -148,7 +147,7 @@ impl Context {
             keys: super::key_cache::KeyCache::default(),
             slots: std::sync::OnceLock::new(),
             stopping: Default::default(),
-            triggers,
+            triggers: Default::default(),
         })
     }
 }
@@ -206,7 +205,7 @@ impl Context {
         self.keys.retain(groups);
         if let Some(settings) = &self.settings {
             // A key no WorkerGroup has asked about for a day (the longest pollInterval).
-            settings.retain(&live, std::time::Duration::from_secs(24 * 3600));
+            settings.retain(std::time::Duration::from_secs(24 * 3600));
         }
         self.metrics.retain_groups(
             &live

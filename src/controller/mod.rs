@@ -147,7 +147,8 @@ impl Drop for Term<'_> {
         self.ctx.metrics.retain_groups(&Default::default());
         self.ctx.metrics.set_overdue(0);
         // Nor holds any tenant's key: cached keys go, and so do the coalesced calls
-        // (cut off calls still hold theirs until the last sharer lets go).
+        // (cut off calls still hold theirs until the last sharer lets go); settings
+        // reads in flight are aborted.
         self.ctx.keys.clear();
         self.ctx.vast.clear();
         if let Some(settings) = &self.ctx.settings {

@@ -278,7 +278,7 @@ async fn poll(
                 // The settings (one read per key per interval, shared) beside the workers.
                 let (fetched, settings) = tokio::join!(
                     ctx.vast.workers(scope, &key, *interval, fresh, &tenant),
-                    read_settings(ctx, wg, scope, &key, &tenant),
+                    read_settings(ctx, scope, &key, &tenant),
                 );
                 // Sharers take a fresh list of workers now; an error they find out
                 // themselves, on their own backoff (errors are not reused, so waking
@@ -313,17 +313,11 @@ async fn poll(
 
 /// The settings of `scope` from the console as they stand (shared per key; a due read
 /// runs aside), judged against the failure threshold.
-async fn read_settings(
-    ctx: &Context,
-    wg: &WorkerGroup,
-    scope: Scope,
-    key: &str,
-    tenant: &str,
-) -> SettingsUpdate {
+async fn read_settings(ctx: &Context, scope: Scope, key: &str, tenant: &str) -> SettingsUpdate {
     let Some(settings) = &ctx.settings else {
         return SettingsUpdate::Disabled;
     };
-    let read = settings.read(key, tenant, &ObjectRef::from_obj(wg)).await;
+    let read = settings.read(key, tenant).await;
     if let Some(e) = &read.error {
         debug!(error = %e, failures = read.failures, "the console settings could not be read");
     }

@@ -421,13 +421,17 @@ fn add_settings(
     base: &Baseline<'_>,
     events: &mut Vec<EventSpec>,
 ) {
-    let prev_conds = &base.prev.conditions;
-    // Settings on record are of the scope polled now only if the workers are.
+    // Settings and their condition on record are of the scope polled now only if the
+    // workers are: those of another scope go (and their times with them).
+    let prev_conds: &[crate::crd::Condition] = if base.same_group {
+        &base.prev.conditions
+    } else {
+        &[]
+    };
     let previous = base.prev.settings.as_ref().filter(|_| base.same_group);
-    // Likewise the condition: one about another scope's settings goes with them.
     let keep = |next: &mut WorkerGroupStatus| {
         next.settings = previous.cloned();
-        if let Some(c) = find(prev_conds, SETTINGS_SYNCED).filter(|_| base.same_group) {
+        if let Some(c) = find(prev_conds, SETTINGS_SYNCED) {
             next.conditions.push(c.clone());
         }
     };
@@ -447,7 +451,10 @@ fn add_settings(
             ..
         } => {
             next.settings = previous.cloned().or_else(|| fallback.as_deref().cloned());
-            let prev = find(prev_conds, SETTINGS_SYNCED).filter(|_| base.same_group);
+            if previous.is_none() {
+                endpoint_not_active(None, next.settings.as_ref(), events);
+            }
+            let prev = find(prev_conds, SETTINGS_SYNCED);
             if prev.is_none_or(|c| c.reason != *reason) {
                 let note = match next.settings {
                     Some(_) => format!("{message}; the last settings stay"),
@@ -476,20 +483,7 @@ fn add_settings(
                     ));
                 }
             }
-            let was = settings::not_active(previous);
-            if let Some(state) = settings::not_active(Some(read))
-                && was != Some(state)
-            {
-                let name = read.endpoint_name.as_deref().unwrap_or("(unnamed)");
-                let note = format!(
-                    "endpoint {name} is {state} at Vast (its endpoint_state is not active)"
-                );
-                events.push(EventSpec::warning(
-                    Reason::EndpointNotActive,
-                    "ReadSettings",
-                    note,
-                ));
-            }
+            endpoint_not_active(previous, Some(read.as_ref()), events);
             next.settings = Some((**read).clone());
             let what = match (&read.endpoint_name, read.max_workers) {
                 (Some(name), Some(max)) => format!("endpoint {name}, at most {max} workers"),
@@ -505,6 +499,30 @@ fn add_settings(
         input.generation,
         prev_conds,
         input.now,
+    ));
+}
+
+/// The `EndpointNotActive` event when the endpoint's state, known in `now`, is not
+/// `active` and was not so in `before`.
+fn endpoint_not_active(
+    before: Option<&crate::crd::SettingsStatus>,
+    now: Option<&crate::crd::SettingsStatus>,
+    events: &mut Vec<EventSpec>,
+) {
+    let Some(state) = settings::not_active(now) else {
+        return;
+    };
+    if settings::not_active(before) == Some(state) {
+        return;
+    }
+    let name = now
+        .and_then(|s| s.endpoint_name.as_deref())
+        .unwrap_or("(unnamed)");
+    let note = format!("endpoint {name} is {state} at Vast (its endpoint_state is not active)");
+    events.push(EventSpec::warning(
+        Reason::EndpointNotActive,
+        "ReadSettings",
+        note,
     ));
 }
 

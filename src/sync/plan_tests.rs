@@ -908,3 +908,35 @@ fn a_repeating_settings_failure_writes_once_and_a_new_status_takes_the_last_list
     assert!(!again.write, "{:?}", again.status.conditions);
     assert!(again.events.is_empty(), "{:?}", again.events);
 }
+
+/// A first status whose settings come from the last good listing (the console failing
+/// now) tells a suspended endpoint too: the read after it sees the same state and
+/// would not.
+#[test]
+fn settings_from_the_last_listing_tell_a_suspended_endpoint() {
+    let failed = SettingsUpdate::Failed {
+        reason: Reason::SettingsUnavailable,
+        message: "the console listing could not be read: HTTP 503".into(),
+        report: true,
+        fallback: Some(Box::new(settings(20, "suspended"))),
+    };
+    let first = with_settings(None, failed, t(0));
+    assert!(
+        first
+            .events
+            .iter()
+            .any(|e| e.reason == Reason::EndpointNotActive),
+        "{:?}",
+        first.events
+    );
+    let read = with_settings(
+        Some(&first.status),
+        SettingsUpdate::Read(Box::new(settings(20, "suspended"))),
+        t(30),
+    );
+    assert!(
+        read.events
+            .iter()
+            .all(|e| e.reason != Reason::EndpointNotActive)
+    );
+}

@@ -24,9 +24,6 @@ pub const MAX_SETTING_TEXT: usize = 253;
 /// `readySummary` and a printer column).
 pub const MAX_STATE_TEXT: usize = 32;
 
-/// Longest error detail quoted from a console answer.
-const MAX_DETAIL: usize = 200;
-
 /// One of the console's listings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Listing {
@@ -219,7 +216,9 @@ pub fn parse_listing(status: u16, body: &[u8]) -> Result<Vec<Map<String, Value>>
                     .find_map(|k| o.get(*k))
             })
             .and_then(Value::as_str)
-            .map(|s| crate::text::cut(s.to_string(), MAX_DETAIL))
+            // Not cut here: the caller redacts the key first, then cuts (a cut before
+            // would leave a piece of a key that straddles it).
+            .map(str::to_string)
             .unwrap_or_else(|| format!("{} bytes, not quoted", body.len()))
     };
     match status {
