@@ -17,10 +17,15 @@
 //! and its `Debug` text, nothing that redaction promises to remove (see
 //! [`find_key`] for that promise, exactly), not even in part across the final cut (see
 //! [`check_cut`]).
+//!
+//! The same input is also a console listing ([`check_console`]): the real
+//! [`parse_listing`] and the allow-list of its rows never panic, and its errors, which
+//! quote no body, are redacted as the worker route's are.
 
 use std::collections::HashSet;
 
 use vast_operator::vast::error::MIN_KEY_PIECE;
+use vast_operator::vast::console::{endpoint_row, group_row, parse_listing};
 use vast_operator::vast::{VastError, classify_response};
 
 /// What redaction puts in the place of what it removes.
@@ -90,6 +95,7 @@ pub struct Report {
 /// Runs the parser and the redaction on an input; panics when a check fails.
 pub fn check(data: &[u8]) -> Report {
     let input = decode(data);
+    check_console(&input);
     match classify_response(input.status, input.body) {
         Ok(workers) => {
             assert!(
@@ -125,6 +131,29 @@ pub fn check(data: &[u8]) -> Report {
                 outcome,
                 echoed,
             }
+        }
+    }
+}
+
+/// The input as a console listing: parsed, its rows reduced to the allow-list, its error
+/// redacted and checked like the worker route's.
+pub fn check_console(input: &Input<'_>) {
+    match parse_listing(input.status, input.body) {
+        Ok(rows) => {
+            assert!(
+                (200..300).contains(&input.status),
+                "HTTP {} gave rows",
+                input.status
+            );
+            for row in &rows {
+                let _ = (group_row(row), endpoint_row(row));
+            }
+        }
+        Err(e) => {
+            let before = message(&e).to_string();
+            let shown = e.redact(input.key);
+            check_redacted(&shown, input.key);
+            check_cut(&before, message(&shown), input.key);
         }
     }
 }
