@@ -24,8 +24,8 @@
 
 use std::collections::HashSet;
 
-use vast_operator::vast::error::MIN_KEY_PIECE;
 use vast_operator::vast::console::{endpoint_row, group_row, parse_listing};
+use vast_operator::vast::error::MIN_KEY_PIECE;
 use vast_operator::vast::{VastError, classify_response};
 
 /// What redaction puts in the place of what it removes.
