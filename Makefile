@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/debug/vast-operator
 
-.PHONY: help demo test lint unit integration cluster cluster-down tools crds build clean bench bench-smoke fuzz leak-check mutants image image-test
+.PHONY: help demo test lint unit integration cluster cluster-down tools crds build clean bench bench-smoke chaos fuzz leak-check mutants image image-test
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -33,6 +33,13 @@ bench: tools ## Benchmark at N = 100, 1000, 5000 WorkerGroups beside the baselin
 
 leak-check: tools ## The tests alone (no lint): at RUST_LOG=trace, failing if a test API key shows in any log line, event, status or object.
 	hack/leak-check.sh
+
+CHAOS_SEED ?= 1
+CHAOS_MINUTES ?= 10
+
+chaos: tools ## Two replicas under a seeded fault schedule (CHAOS_SEED, CHAOS_MINUTES=10), judged by an oracle; target/chaos/report.json; not in make test.
+	$(CARGO) build -p vast-operator -p vast-operator-chaos
+	target/debug/vast-operator-chaos --seed $(CHAOS_SEED) --minutes $(CHAOS_MINUTES)
 
 FUZZ_SECONDS ?= 180
 

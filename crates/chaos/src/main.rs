@@ -1,0 +1,998 @@
+//! `make chaos`: two replicas of the operator, with leader election and a short Lease,
+//! against the local control plane (etcd, kube-apiserver, kube-controller-manager,
+//! CoreDNS) and the fake Vast, while workers change state all along and a fault schedule
+//! drawn from a seed hits Vast, the replicas, the control plane and the WorkerGroups.
+//! Everything that happens is recorded (the fake's truth, every WorkerGroup status and
+//! EndpointSlice as watched, the Lease holder, the faults) and judged by the oracle
+//! (`oracle.rs`). Writes `target/chaos/report.json` and a table; a violation fails the
+//! run, with the seed to replay it.
+
+mod oracle;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use fake_vast::{FakeState, Fault, FaultBody, Shape};
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use vast_operator::crd::WorkerGroup;
+use vast_testkit::cluster::Cluster;
+use vast_testkit::operator::{Launch, OperatorProcess};
+
+use oracle::{At, Bounds, GroupSeen, Record, Scope, SliceSeen, TruthWorker};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Chaos with an oracle.
+#[derive(Parser, Debug)]
+struct Args {
+    /// The seed of the fault schedule and of the workers' changes.
+    #[arg(long, env = "CHAOS_SEED", default_value_t = 1)]
+    seed: u64,
+    /// How long the faults go on; a quiet minute follows for the convergence check.
+    #[arg(long, env = "CHAOS_MINUTES", default_value_t = 10.0)]
+    minutes: f64,
+    /// The operator binary.
+    #[arg(long, default_value = "target/debug/vast-operator")]
+    operator: PathBuf,
+    /// Where the report, the logs and the control plane go.
+    #[arg(long, default_value = "target/chaos")]
+    out: PathBuf,
+}
+
+const NAMESPACES: [&str; 3] = ["chaos-a", "chaos-b", "chaos-c"];
+const SYSTEM: &str = "chaos-system";
+const LEASE: &str = "vast-operator-chaos";
+const INTERVAL: Duration = Duration::from_secs(5);
+const LEASE_DURATION: Duration = Duration::from_secs(6);
+const STALE_AFTER: Duration = Duration::from_secs(20);
+const HEARTBEAT: Duration = Duration::from_secs(10);
+/// The quiet time after the last fault in which every WorkerGroup must converge.
+const QUIET: Duration = Duration::from_secs(60);
+
+/// The key of namespace `i` (each namespace has its own account).
+fn key_of(i: usize, generation: u32) -> String {
+    format!("vk1-chaos-{i}-{generation}-7c1e4b9a2d")
+}
+
+/// The workergroups of namespace `i`: 8 of them; the last two form endpoint `10 * (i+1)`.
+fn groups_of_ns(i: usize) -> Vec<i64> {
+    let base = (i as i64 + 1) * 100;
+    (1..=8).map(|g| base + g).collect()
+}
+
+fn endpoint_of_ns(i: usize) -> i64 {
+    (i as i64 + 1) * 10
+}
+
+/// The fake's truth, recorded as it changes.
+#[derive(Clone)]
+struct World {
+    state: FakeState,
+    started: Instant,
+    inner: Arc<Mutex<WorldInner>>,
+}
+
+#[derive(Default)]
+struct WorldInner {
+    /// Per group: worker id -> (state, address, port).
+    workers: BTreeMap<i64, BTreeMap<i64, (String, String, u16)>>,
+    truth: BTreeMap<i64, Vec<(At, Vec<TruthWorker>)>>,
+}
+
+impl World {
+    fn now(&self) -> At {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Sets the workers of `group` at the fake and records them.
+    fn set(&self, group: i64, workers: BTreeMap<i64, (String, String, u16)>) {
+        let json: Vec<serde_json::Value> = workers
+            .iter()
+            .map(|(id, (status, addr, port))| {
+                fake_vast::worker_json(*id, status, Some(&format!("http://{addr}:{port}")))
+            })
+            .collect();
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        self.state.set_workers(group, json);
+        let at = self.now();
+        let truth = workers
+            .iter()
+            .map(|(id, (status, addr, _))| TruthWorker {
+                id: *id,
+                status: status.clone(),
+                addr: addr.clone(),
+            })
+            .collect();
+        inner.truth.entry(group).or_default().push((at, truth));
+        inner.workers.insert(group, workers);
+    }
+
+    fn workers(&self, group: i64) -> BTreeMap<i64, (String, String, u16)> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.workers.get(&group).cloned().unwrap_or_default()
+    }
+}
+
+/// A worker's address: unique within every scope (documentation range).
+fn addr_of(id: i64) -> String {
+    let net = if id % 2 == 0 {
+        "198.51.100"
+    } else {
+        "203.0.113"
+    };
+    format!("{net}.{}", 1 + (id / 2) % 250)
+}
+
+const STATES: [&str; 6] = [
+    "idle",
+    "idle",
+    "loading",
+    "model_loading",
+    "error",
+    "running",
+];
+
+/// One change of the workers of a random group: a state change, an added worker or a
+/// removed one.
+fn churn(world: &World, rng: &mut StdRng, groups: &[i64]) {
+    let group = groups[rng.random_range(0..groups.len())];
+    let mut ws = world.workers(group);
+    match rng.random_range(0..10) {
+        0..=5 if !ws.is_empty() => {
+            let ids: Vec<i64> = ws.keys().copied().collect();
+            let id = ids[rng.random_range(0..ids.len())];
+            if let Some(w) = ws.get_mut(&id) {
+                w.0 = STATES[rng.random_range(0..STATES.len())].to_string();
+            }
+        }
+        6..=7 if ws.len() < 5 => {
+            let id = group * 10
+                + (0..10)
+                    .find(|i| !ws.contains_key(&(group * 10 + i)))
+                    .unwrap_or(9);
+            ws.insert(id, ("creating".into(), addr_of(id), 4000 + (id % 7) as u16));
+        }
+        _ if ws.len() > 1 => {
+            let ids: Vec<i64> = ws.keys().copied().collect();
+            ws.remove(&ids[rng.random_range(0..ids.len())]);
+        }
+        _ => {}
+    }
+    world.set(group, ws);
+}
+
+/// The faults the schedule draws from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Vast5xx,
+    Vast429,
+    VastTimeout,
+    VastGarbage,
+    VastReset,
+    KeyRevoked,
+    KillLeader,
+    TermLeader,
+    KillStandby,
+    ApiserverStop,
+    EtcdRestart,
+    SecretRotated,
+    Recreated,
+    Suspended,
+    Repointed,
+}
+
+const KINDS: [Kind; 15] = [
+    Kind::Vast5xx,
+    Kind::Vast429,
+    Kind::VastTimeout,
+    Kind::VastGarbage,
+    Kind::VastReset,
+    Kind::KeyRevoked,
+    Kind::KillLeader,
+    Kind::TermLeader,
+    Kind::KillStandby,
+    Kind::ApiserverStop,
+    Kind::EtcdRestart,
+    Kind::SecretRotated,
+    Kind::Recreated,
+    Kind::Suspended,
+    Kind::Repointed,
+];
+
+/// A fault as it happened.
+#[derive(Clone, Debug)]
+struct FaultRecord {
+    at: At,
+    kind: Kind,
+    target: String,
+    until: At,
+}
+
+/// The two replicas.
+struct Replicas {
+    root: PathBuf,
+    args: Args2,
+    procs: [Option<OperatorProcess>; 2],
+    starts: [u32; 2],
+}
+
+#[derive(Clone)]
+struct Args2 {
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+    vast_url: String,
+    logs: PathBuf,
+}
+
+impl Replicas {
+    fn name(i: usize) -> String {
+        format!("chaos-op-{i}")
+    }
+
+    fn start(&mut self, i: usize) -> Result<()> {
+        self.starts[i] += 1;
+        let log = format!("{}-{}", Self::name(i), self.starts[i]);
+        let p = Launch::new(
+            &self.root.join(&self.args.bin),
+            &self.args.kubeconfig,
+            &self.args.vast_url,
+            &self.args.logs,
+            &log,
+        )
+        .args(["--lease-name", LEASE, "--lease-namespace", SYSTEM])
+        .args([
+            "--lease-duration",
+            &format!("{}s", LEASE_DURATION.as_secs()),
+        ])
+        .args(["--stale-after", &format!("{}s", STALE_AFTER.as_secs())])
+        .args(["--status-heartbeat", &format!("{}s", HEARTBEAT.as_secs())])
+        .args(["--terminal-retry", "10s", "--vast-timeout", "5s"])
+        .args(["--failure-threshold", "2", "--settings-interval", "15s"])
+        .args(["--shutdown-timeout", "5s"])
+        .env("POD_NAME", &Self::name(i))
+        .env("RUST_LOG", "info,vast_operator=debug")
+        .spawn()?;
+        self.procs[i] = Some(p);
+        Ok(())
+    }
+
+    fn signal(&mut self, i: usize, sig: &str) {
+        if let Some(p) = self.procs[i].as_mut() {
+            p.signal(sig);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while p.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.procs[i] = None;
+    }
+
+    fn peak_rss_mib(&self) -> f64 {
+        self.procs
+            .iter()
+            .flatten()
+            .map(|p| p.peak_rss_kib() as f64 / 1024.0)
+            .fold(0.0, f64::max)
+    }
+}
+
+/// What the observer saw, shared with the watch tasks.
+#[derive(Default)]
+struct Seen {
+    slices: Vec<SliceSeen>,
+    groups: Vec<GroupSeen>,
+    holders: Vec<(At, String)>,
+}
+
+fn scope_of(wg: &WorkerGroup) -> Option<Scope> {
+    match wg.spec.scope().ok()? {
+        vast_operator::crd::Scope::Workergroup(g) => Some(Scope::Group(g)),
+        vast_operator::crd::Scope::Endpoint(e) => Some(Scope::Endpoint(e)),
+    }
+}
+
+/// Watches WorkerGroups, our EndpointSlices and the Lease, recording each observation
+/// with its time.
+fn observe(client: Client, started: Instant, seen: Arc<Mutex<Seen>>) {
+    let at = move || started.elapsed().as_secs_f64();
+    let (c, s) = (client.clone(), seen.clone());
+    tokio::spawn(async move {
+        let api: Api<WorkerGroup> = Api::all(c);
+        let mut events = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        while let Some(ev) = events.next().await {
+            let (wg, deleted) = match ev {
+                Ok(watcher::Event::Apply(wg) | watcher::Event::InitApply(wg)) => (wg, false),
+                Ok(watcher::Event::Delete(wg)) => (wg, true),
+                _ => continue,
+            };
+            let key = format!("{}/{}", wg.namespace().unwrap_or_default(), wg.name_any());
+            let workers = wg
+                .status
+                .as_ref()
+                .map(|st| {
+                    st.workers
+                        .iter()
+                        .map(|w| (w.id, w.status.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let g = GroupSeen {
+                at: at(),
+                key,
+                scope: if deleted { None } else { scope_of(&wg) },
+                workers,
+                suspended: wg.spec.suspend,
+            };
+            s.lock().unwrap_or_else(|p| p.into_inner()).groups.push(g);
+        }
+    });
+    let (c, s) = (client.clone(), seen.clone());
+    tokio::spawn(async move {
+        let api: Api<EndpointSlice> = Api::all(c);
+        let config = watcher::Config::default()
+            .labels("endpointslice.kubernetes.io/managed-by=vast-operator.vast.ai");
+        let mut events = watcher(api, config).default_backoff().boxed();
+        while let Some(ev) = events.next().await {
+            let (slice, deleted) = match ev {
+                Ok(watcher::Event::Apply(x) | watcher::Event::InitApply(x)) => (x, false),
+                Ok(watcher::Event::Delete(x)) => (x, true),
+                _ => continue,
+            };
+            let ns = slice.namespace().unwrap_or_default();
+            let service = slice
+                .labels()
+                .get("kubernetes.io/service-name")
+                .cloned()
+                .unwrap_or_default();
+            let endpoints = if deleted {
+                Vec::new()
+            } else {
+                slice
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        let ready = e.conditions.as_ref().and_then(|c| c.ready) == Some(true);
+                        (e.addresses.join(","), ready)
+                    })
+                    .collect()
+            };
+            let seen = SliceSeen {
+                at: at(),
+                slice: format!("{ns}/{}", slice.name_any()),
+                service: format!("{ns}/{service}"),
+                endpoints,
+            };
+            s.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .slices
+                .push(seen);
+        }
+    });
+    tokio::spawn(async move {
+        let api: Api<Lease> = Api::namespaced(client, SYSTEM);
+        let config = watcher::Config::default().fields(&format!("metadata.name={LEASE}"));
+        let mut events = watcher(api, config).default_backoff().boxed();
+        while let Some(ev) = events.next().await {
+            let Ok(watcher::Event::Apply(l) | watcher::Event::InitApply(l)) = ev else {
+                continue;
+            };
+            let holder = l.spec.and_then(|s| s.holder_identity).unwrap_or_default();
+            let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
+            if s.holders.last().is_none_or(|(_, h)| *h != holder) {
+                s.holders.push((at(), holder));
+            }
+        }
+    });
+}
+
+async fn apply<K>(api: &Api<K>, name: &str, obj: serde_json::Value) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(
+        name,
+        &PatchParams::apply("chaos").force(),
+        &Patch::Apply(obj),
+    )
+    .await?;
+    Ok(())
+}
+
+fn wg_spec(i: usize, n: usize, groups: &[i64]) -> serde_json::Value {
+    // wg-1..wg-8: one group each; wg-9 shares wg-1's group; wg-10 the endpoint.
+    let scope = match n {
+        1..=8 => json!({"workergroupId": groups[n - 1]}),
+        9 => json!({"workergroupId": groups[0]}),
+        _ => json!({"endpointId": endpoint_of_ns(i)}),
+    };
+    let mut spec = json!({
+        "apiKeySecretRef": {"name": "vast"},
+        "pollInterval": format!("{}s", INTERVAL.as_secs()),
+        "discovery": {"headless": n % 2 == 1},
+    });
+    if let (Some(s), Some(o)) = (spec.as_object_mut(), scope.as_object()) {
+        s.extend(o.clone());
+    }
+    spec
+}
+
+fn wg(ns: &str, name: &str, spec: serde_json::Value) -> serde_json::Value {
+    json!({"apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup",
+           "metadata": {"name": name, "namespace": ns}, "spec": spec})
+}
+
+fn secret(ns: &str, key: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vast", "namespace": ns},
+           "stringData": {"api-key": key}})
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    vast_operator::install_crypto_provider();
+    let args = Args::parse();
+    match run(args).await {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("chaos: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<bool> {
+    let root = std::env::current_dir()?;
+    let out = root.join(&args.out);
+    let _ = std::fs::remove_dir_all(out.join("logs"));
+    std::fs::create_dir_all(out.join("logs"))?;
+    eprintln!("[chaos] seed {} for {} min", args.seed, args.minutes);
+    let cluster = Cluster::up(&root, &out.join("cluster"), &Default::default())?;
+    let kubeconfig = cluster.kubeconfig();
+    let client = vast_testkit::cluster::client_for(&kubeconfig, None).await?;
+    vast_testkit::apiserver::install_crd(&client, &vast_operator::crd::crd(), "chaos").await?;
+
+    let vast = fake_vast::FakeVast::start(0).await?;
+    vast.state
+        .set_console_thresholds(Duration::ZERO, Duration::ZERO);
+    let started = Instant::now();
+    let world = World {
+        state: vast.state.clone(),
+        started,
+        inner: Arc::default(),
+    };
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let mut all_groups = Vec::new();
+    let mut endpoints = BTreeMap::new();
+    let mut generations = [0u32; 3];
+    for (i, ns) in NAMESPACES.iter().enumerate() {
+        let key = key_of(i, 0);
+        let groups = groups_of_ns(i);
+        let e = endpoint_of_ns(i);
+        vast.state
+            .put_endpoint(e, &key, json!({"endpoint_name": format!("{ns}-ep"), "endpoint_state": "active", "max_workers": 10}));
+        endpoints.insert(e, groups[6..].to_vec());
+        for &g in &groups {
+            vast.state.put_group(g, &key, Shape::Array, vec![]);
+            if groups[6..].contains(&g) {
+                vast.state.set_group_settings(g, json!({"endpoint_id": e}));
+            }
+            let ws = (0..rng.random_range(1..4))
+                .map(|k| {
+                    let id = g * 10 + k;
+                    (
+                        id,
+                        ("idle".to_string(), addr_of(id), 4000 + (id % 7) as u16),
+                    )
+                })
+                .collect();
+            world.set(g, ws);
+        }
+        all_groups.extend(groups);
+        let nsapi: Api<Namespace> = Api::all(client.clone());
+        apply(
+            &nsapi,
+            ns,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await?;
+        apply(
+            &Api::<Secret>::namespaced(client.clone(), ns),
+            "vast",
+            secret(ns, &key),
+        )
+        .await?;
+    }
+    let nsapi: Api<Namespace> = Api::all(client.clone());
+    apply(
+        &nsapi,
+        SYSTEM,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM}}),
+    )
+    .await?;
+
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    observe(client.clone(), started, seen.clone());
+    for (i, ns) in NAMESPACES.iter().enumerate() {
+        let api: Api<WorkerGroup> = Api::namespaced(client.clone(), ns);
+        for n in 1..=10 {
+            let name = format!("wg-{n}");
+            apply(&api, &name, wg(ns, &name, wg_spec(i, n, &groups_of_ns(i)))).await?;
+        }
+    }
+    let mut replicas = Replicas {
+        root: root.clone(),
+        args: Args2 {
+            bin: args.operator.clone(),
+            kubeconfig: kubeconfig.clone(),
+            vast_url: vast.url(),
+            logs: out.join("logs"),
+        },
+        procs: [None, None],
+        starts: [0, 0],
+    };
+    replicas.start(0)?;
+    replicas.start(1)?;
+
+    // The schedule: a change of the workers every 0.3-2 s; a fault every 5-20 s until
+    // the chaos time is up, each undone after its duration.
+    let chaos_end = started + Duration::from_secs_f64(args.minutes * 60.0);
+    let mut faults: Vec<FaultRecord> = Vec::new();
+    let mut next_fault = Instant::now() + Duration::from_secs(10);
+    let mut undo: Vec<(Instant, Kind, String)> = Vec::new();
+    let mut peak_rss: f64 = 0.0;
+    let mut apiserver_down: Vec<(At, At)> = Vec::new();
+    let leader = |seen: &Arc<Mutex<Seen>>| -> Option<usize> {
+        let s = seen.lock().unwrap_or_else(|p| p.into_inner());
+        let holder = s.holders.last()?.1.clone();
+        (0..2).find(|i| Replicas::name(*i) == holder)
+    };
+    while Instant::now() < chaos_end || !undo.is_empty() {
+        peak_rss = peak_rss.max(replicas.peak_rss_mib());
+        tokio::time::sleep(Duration::from_millis(rng.random_range(300..2000))).await;
+        if Instant::now() < chaos_end {
+            churn(&world, &mut rng, &all_groups);
+        }
+        let now = Instant::now();
+        // Undo what is due.
+        let (due, rest): (Vec<_>, Vec<_>) = undo.into_iter().partition(|(t, _, _)| *t <= now);
+        undo = rest;
+        for (_, kind, target) in due {
+            undo_fault(
+                kind,
+                &target,
+                &vast.state,
+                &root,
+                &cluster,
+                &mut replicas,
+                &client,
+                &mut apiserver_down,
+                &world,
+                &mut generations,
+            )
+            .await?;
+        }
+        if now < chaos_end && now >= next_fault {
+            next_fault = now + Duration::from_secs(rng.random_range(5..20));
+            let kind = KINDS[rng.random_range(0..KINDS.len())];
+            let secs = rng.random_range(5..20);
+            let ns_i = rng.random_range(0..3);
+            let group = all_groups[rng.random_range(0..all_groups.len())];
+            let target = match kind {
+                Kind::Vast5xx
+                | Kind::Vast429
+                | Kind::VastTimeout
+                | Kind::VastGarbage
+                | Kind::VastReset
+                | Kind::KeyRevoked => group.to_string(),
+                Kind::SecretRotated | Kind::Recreated | Kind::Suspended | Kind::Repointed => {
+                    NAMESPACES[ns_i].to_string()
+                }
+                _ => String::new(),
+            };
+            let at = world.now();
+            let mut until = at;
+            match kind {
+                Kind::Vast5xx
+                | Kind::Vast429
+                | Kind::VastTimeout
+                | Kind::VastGarbage
+                | Kind::VastReset => {
+                    let fault = match kind {
+                        Kind::Vast5xx => Fault {
+                            status: Some(503),
+                            ..Default::default()
+                        },
+                        Kind::Vast429 => Fault {
+                            status: Some(429),
+                            ..Default::default()
+                        },
+                        Kind::VastTimeout => Fault {
+                            delay_ms: 8000,
+                            ..Default::default()
+                        },
+                        Kind::VastGarbage => Fault {
+                            body: FaultBody::Malformed,
+                            ..Default::default()
+                        },
+                        _ => Fault {
+                            body: FaultBody::ResetMidBody,
+                            ..Default::default()
+                        },
+                    };
+                    vast.state.set_fault(group, Some(fault));
+                    undo.push((now + Duration::from_secs(secs), kind, target.clone()));
+                    until = at + secs as f64;
+                }
+                Kind::KeyRevoked => {
+                    vast.state.set_api_key(group, "vk1-chaos-revoked-0000");
+                    undo.push((now + Duration::from_secs(secs), kind, target.clone()));
+                    until = at + secs as f64;
+                }
+                Kind::KillLeader | Kind::TermLeader | Kind::KillStandby => {
+                    let l = leader(&seen).unwrap_or(0);
+                    let i = if kind == Kind::KillStandby { 1 - l } else { l };
+                    replicas.signal(
+                        i,
+                        if kind == Kind::TermLeader {
+                            "-TERM"
+                        } else {
+                            "-9"
+                        },
+                    );
+                    undo.push((
+                        now + Duration::from_secs(rng.random_range(1..4)),
+                        kind,
+                        i.to_string(),
+                    ));
+                }
+                Kind::ApiserverStop => {
+                    vast_testkit::cluster::fault(&root, cluster.dir(), "apiserver-stop")?;
+                    apiserver_down.push((at, f64::INFINITY));
+                    undo.push((
+                        now + Duration::from_secs(secs.min(12)),
+                        kind,
+                        target.clone(),
+                    ));
+                }
+                Kind::EtcdRestart => {
+                    vast_testkit::cluster::fault(&root, cluster.dir(), "etcd-restart")?;
+                    apiserver_down.push((at, world.now() + 5.0));
+                }
+                Kind::SecretRotated => {
+                    generations[ns_i] += 1;
+                    let key = key_of(ns_i, generations[ns_i]);
+                    for g in groups_of_ns(ns_i) {
+                        vast.state.set_api_key(g, &key);
+                    }
+                    vast.state.set_endpoint_api_key(endpoint_of_ns(ns_i), &key);
+                    let _ = apply(
+                        &Api::<Secret>::namespaced(client.clone(), NAMESPACES[ns_i]),
+                        "vast",
+                        secret(NAMESPACES[ns_i], &key),
+                    )
+                    .await;
+                }
+                Kind::Recreated => {
+                    let api: Api<WorkerGroup> = Api::namespaced(client.clone(), NAMESPACES[ns_i]);
+                    let _ = api.delete("wg-3", &DeleteParams::default()).await;
+                    undo.push((now + Duration::from_secs(secs), kind, target.clone()));
+                    until = at + secs as f64;
+                }
+                Kind::Suspended => {
+                    let api: Api<WorkerGroup> = Api::namespaced(client.clone(), NAMESPACES[ns_i]);
+                    let mut spec = wg_spec(ns_i, 4, &groups_of_ns(ns_i));
+                    spec["suspend"] = json!(true);
+                    let _ = apply(&api, "wg-4", wg(NAMESPACES[ns_i], "wg-4", spec)).await;
+                    undo.push((now + Duration::from_secs(secs), kind, target.clone()));
+                    until = at + secs as f64;
+                }
+                Kind::Repointed => {
+                    let api: Api<WorkerGroup> = Api::namespaced(client.clone(), NAMESPACES[ns_i]);
+                    let groups = groups_of_ns(ns_i);
+                    let mut spec = wg_spec(ns_i, 9, &groups);
+                    spec["workergroupId"] = json!(groups[1]);
+                    let _ = apply(&api, "wg-9", wg(NAMESPACES[ns_i], "wg-9", spec)).await;
+                    undo.push((now + Duration::from_secs(secs), kind, target.clone()));
+                    until = at + secs as f64;
+                }
+            }
+            eprintln!("[chaos] {at:7.1}s {kind:?} {target}");
+            faults.push(FaultRecord {
+                at,
+                kind,
+                target,
+                until,
+            });
+        }
+    }
+    let quiet_from = world.now();
+    eprintln!(
+        "[chaos] {quiet_from:7.1}s last fault undone; quiet for {} s",
+        QUIET.as_secs()
+    );
+    let quiet_end = Instant::now() + QUIET;
+    while Instant::now() < quiet_end {
+        peak_rss = peak_rss.max(replicas.peak_rss_mib());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let end = world.now();
+
+    // The record, judged.
+    let (record, holders) = {
+        let s = seen.lock().unwrap_or_else(|p| p.into_inner());
+        let record = Record {
+            truth: world
+                .inner
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .truth
+                .clone(),
+            endpoints,
+            slices: s.slices.clone(),
+            groups: s.groups.clone(),
+            apiserver_down: apiserver_down.clone(),
+            quiet_from,
+            end,
+        };
+        (record, s.holders.clone())
+    };
+    let bounds = Bounds {
+        stale_after: STALE_AFTER,
+        interval: INTERVAL,
+        heartbeat: HEARTBEAT,
+        lease: LEASE_DURATION,
+        slack: Duration::from_secs(5),
+    };
+    let mut verdict = oracle::judge(&record, &bounds);
+    orphans(&client, &mut verdict).await;
+    leaks(&root, &out, &client, &mut verdict).await;
+    const RSS_LIMIT_MIB: f64 = 256.0;
+    *verdict.checks.entry("peak-rss-bounded").or_default() += 1;
+    if peak_rss > RSS_LIMIT_MIB {
+        verdict.violations.push(oracle::Violation {
+            invariant: "peak-rss-bounded",
+            at: end,
+            what: format!("a replica peaked at {peak_rss:.1} MiB (limit {RSS_LIMIT_MIB})"),
+        });
+    }
+    let conv: Vec<f64> = verdict.convergence.values().flatten().copied().collect();
+    let mut by_kind: BTreeMap<String, u32> = BTreeMap::new();
+    for f in &faults {
+        *by_kind.entry(format!("{:?}", f.kind)).or_default() += 1;
+    }
+    let report = json!({
+        "seed": args.seed,
+        "minutes": args.minutes,
+        "faults": by_kind,
+        "fault_timeline": faults.iter().map(|f| json!({"at": f.at, "kind": format!("{:?}", f.kind), "target": f.target, "until": f.until})).collect::<Vec<_>>(),
+        "checks": verdict.checks,
+        "violations": verdict.violations.iter().map(|v| json!({"invariant": v.invariant, "at": v.at, "what": v.what})).collect::<Vec<_>>(),
+        "convergence_seconds": {"p50": oracle::quantile(&conv, 0.5), "p99": oracle::quantile(&conv, 0.99), "never": verdict.convergence.values().filter(|c| c.is_none()).count()},
+        "restarts": replicas.starts.iter().map(|n| n.saturating_sub(1)).sum::<u32>(),
+        // A term begins whenever a replica takes the Lease; a takeover when another
+        // replica than the last holder does.
+        "terms": holders.iter().filter(|(_, h)| !h.is_empty()).count(),
+        "takeovers": holders
+            .iter()
+            .filter(|(_, h)| !h.is_empty())
+            .collect::<Vec<_>>()
+            .windows(2)
+            .filter(|w| w[0].1 != w[1].1)
+            .count(),
+        "lease_holders": holders.iter().map(|(at, h)| json!({"at": at, "holder": h})).collect::<Vec<_>>(),
+        "peak_rss_mib": peak_rss,
+        "observations": {"slices": record.slices.len(), "workergroups": record.groups.len()},
+    });
+    std::fs::write(
+        out.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    println!(
+        "seed {}  minutes {}  faults {}  restarts {}  terms {}  takeovers {}",
+        args.seed,
+        args.minutes,
+        faults.len(),
+        report["restarts"],
+        report["terms"],
+        report["takeovers"]
+    );
+    for (k, n) in &by_kind {
+        println!("  fault {k:<16} {n}");
+    }
+    for (k, n) in &verdict.checks {
+        println!("  check {k:<34} {n}");
+    }
+    println!(
+        "  convergence p50 {:?} s, p99 {:?} s; peak RSS {peak_rss:.1} MiB",
+        oracle::quantile(&conv, 0.5),
+        oracle::quantile(&conv, 0.99)
+    );
+    println!("  violations {}", verdict.violations.len());
+    for v in verdict.violations.iter().take(20) {
+        println!("    [{:7.1}s] {}: {}", v.at, v.invariant, v.what);
+        for f in faults
+            .iter()
+            .filter(|f| f.at <= v.at && f.until + 60.0 >= v.at)
+        {
+            println!(
+                "      near fault at {:7.1}s {:?} {}",
+                f.at, f.kind, f.target
+            );
+        }
+    }
+    if !verdict.violations.is_empty() {
+        println!(
+            "  replay: CHAOS_SEED={} CHAOS_MINUTES={} make chaos",
+            args.seed, args.minutes
+        );
+    }
+    drop(replicas);
+    drop(cluster);
+    Ok(verdict.violations.is_empty())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn undo_fault(
+    kind: Kind,
+    target: &str,
+    state: &FakeState,
+    root: &Path,
+    cluster: &Cluster,
+    replicas: &mut Replicas,
+    client: &Client,
+    apiserver_down: &mut [(At, At)],
+    world: &World,
+    generations: &mut [u32; 3],
+) -> Result<()> {
+    match kind {
+        Kind::Vast5xx | Kind::Vast429 | Kind::VastTimeout | Kind::VastGarbage | Kind::VastReset => {
+            if let Ok(g) = target.parse() {
+                state.set_fault(g, None);
+            }
+        }
+        Kind::KeyRevoked => {
+            if let Ok(g) = target.parse::<i64>() {
+                let ns_i = (g / 100 - 1) as usize;
+                state.set_api_key(g, &key_of(ns_i, generations[ns_i]));
+            }
+        }
+        Kind::KillLeader | Kind::TermLeader | Kind::KillStandby => {
+            if let Ok(i) = target.parse::<usize>() {
+                replicas.start(i)?;
+            }
+        }
+        Kind::ApiserverStop => {
+            vast_testkit::cluster::fault(root, cluster.dir(), "apiserver-start")?;
+            if let Some(last) = apiserver_down.last_mut() {
+                last.1 = world.now();
+            }
+        }
+        Kind::Recreated => {
+            if let Some(i) = NAMESPACES.iter().position(|n| *n == target) {
+                let api: Api<WorkerGroup> = Api::namespaced(client.clone(), target);
+                let _ = apply(
+                    &api,
+                    "wg-3",
+                    wg(target, "wg-3", wg_spec(i, 3, &groups_of_ns(i))),
+                )
+                .await;
+            }
+        }
+        Kind::Suspended | Kind::Repointed => {
+            if let Some(i) = NAMESPACES.iter().position(|n| *n == target) {
+                let api: Api<WorkerGroup> = Api::namespaced(client.clone(), target);
+                let n = if kind == Kind::Suspended { 4 } else { 9 };
+                let name = format!("wg-{n}");
+                let _ = apply(
+                    &api,
+                    &name,
+                    wg(target, &name, wg_spec(i, n, &groups_of_ns(i))),
+                )
+                .await;
+            }
+        }
+        Kind::EtcdRestart | Kind::SecretRotated => {}
+    }
+    Ok(())
+}
+
+/// No Service or EndpointSlice of ours is left without its WorkerGroup (the garbage
+/// collector runs), checked once the quiet time is over.
+async fn orphans(client: &Client, verdict: &mut oracle::Verdict) {
+    const NAME: &str = "no-object-outlives-its-workergroup";
+    let wgs: Api<WorkerGroup> = Api::all(client.clone());
+    let uids: std::collections::BTreeSet<String> = match wgs.list(&ListParams::default()).await {
+        Ok(l) => l
+            .items
+            .iter()
+            .filter_map(|w| w.metadata.uid.clone())
+            .collect(),
+        Err(_) => return,
+    };
+    let slices: Api<EndpointSlice> = Api::all(client.clone());
+    let lp = ListParams::default()
+        .labels("endpointslice.kubernetes.io/managed-by=vast-operator.vast.ai");
+    let Ok(list) = slices.list(&lp).await else {
+        return;
+    };
+    for s in list.items {
+        *verdict.checks.entry(NAME).or_default() += 1;
+        let owned = s
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.kind == "WorkerGroup" && uids.contains(&o.uid));
+        if !owned {
+            verdict.violations.push(oracle::Violation {
+                invariant: NAME,
+                at: 0.0,
+                what: format!(
+                    "slice {}/{} has no live WorkerGroup owner",
+                    s.namespace().unwrap_or_default(),
+                    s.name_any()
+                ),
+            });
+        }
+    }
+}
+
+/// No key in any replica's log, event, status or object: the objects dumped beside the
+/// logs, searched by `hack/leak-search.sh`.
+async fn leaks(root: &Path, out: &Path, client: &Client, verdict: &mut oracle::Verdict) {
+    const NAME: &str = "no-key-anywhere";
+    let dir = out.join("leak");
+    let _ = std::fs::remove_dir_all(&dir);
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    let mut objects = Vec::new();
+    for ns in NAMESPACES {
+        let wgs: Api<WorkerGroup> = Api::namespaced(client.clone(), ns);
+        if let Ok(l) = wgs.list(&ListParams::default()).await {
+            objects.push(serde_json::to_value(&l.items).unwrap_or_default());
+        }
+        let ev: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+        if let Ok(l) = ev.list(&ListParams::default()).await {
+            objects.push(serde_json::to_value(&l.items).unwrap_or_default());
+        }
+    }
+    let _ = std::fs::write(
+        dir.join("chaos-objects.json"),
+        serde_json::to_string(&objects).unwrap_or_default(),
+    );
+    if let Ok(entries) = std::fs::read_dir(out.join("logs")) {
+        for e in entries.flatten() {
+            let _ = std::fs::copy(e.path(), dir.join(e.file_name()));
+        }
+    }
+    *verdict.checks.entry(NAME).or_default() += 1;
+    let status = std::process::Command::new(root.join("hack/leak-search.sh"))
+        .arg(&dir)
+        .args(["--min-files", "3", "--min-lines", "100", "--min-dumps", "1"])
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        verdict.violations.push(oracle::Violation {
+            invariant: NAME,
+            at: 0.0,
+            what: format!(
+                "hack/leak-search.sh found a key (or could not search) in {}",
+                dir.display()
+            ),
+        });
+    }
+}
