@@ -63,8 +63,31 @@ const QUIET: Duration = Duration::from_secs(60);
 
 /// The key of namespace `i` (each namespace has its own account).
 fn key_of(i: usize, generation: u32) -> String {
-    format!("vk1-chaos-{i}-{generation}-7c1e4b9a2d")
+    KEYS[i][generation as usize % KEYS[i].len()].to_string()
 }
+
+/// The keys of each namespace, by generation (rotations cycle through them). Written out
+/// whole so that `hack/leak-search.sh` also looks for their tails and base64 forms.
+const KEYS: [[&str; 4]; 3] = [
+    [
+        "vk1-chaos-a0-7c1e4b9a2d",
+        "vk1-chaos-a1-5f0d2e8c31",
+        "vk1-chaos-a2-9b4a6c1e07",
+        "vk1-chaos-a3-2e7f9d0b54",
+    ],
+    [
+        "vk1-chaos-b0-4d8e1a7c62",
+        "vk1-chaos-b1-8c3b5f2e19",
+        "vk1-chaos-b2-1a6d9e4c73",
+        "vk1-chaos-b3-6f2c8b0d45",
+    ],
+    [
+        "vk1-chaos-c0-3b9e7d1a28",
+        "vk1-chaos-c1-7e1c4a9f56",
+        "vk1-chaos-c2-0d5b8e3c91",
+        "vk1-chaos-c3-9a4f2d6b17",
+    ],
+];
 
 /// The workergroups of namespace `i`: 8 of them; the last two form endpoint `10 * (i+1)`.
 fn groups_of_ns(i: usize) -> Vec<i64> {
@@ -89,6 +112,7 @@ struct WorldInner {
     /// Per group: worker id -> (state, address, port).
     workers: BTreeMap<i64, BTreeMap<i64, (String, String, u16)>>,
     truth: BTreeMap<i64, Vec<(At, Vec<TruthWorker>)>>,
+    next_id: i64,
 }
 
 impl World {
@@ -101,7 +125,7 @@ impl World {
         let json: Vec<serde_json::Value> = workers
             .iter()
             .map(|(id, (status, addr, port))| {
-                fake_vast::worker_json(*id, status, Some(&format!("http://{addr}:{port}")))
+                fake_vast::worker_json(*id, status, Some(&format!("http://[{addr}]:{port}")))
             })
             .collect();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -119,20 +143,24 @@ impl World {
         inner.workers.insert(group, workers);
     }
 
+    /// A worker id never used before in the run.
+    fn next_id(&self) -> i64 {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.next_id += 1;
+        inner.next_id
+    }
+
     fn workers(&self, group: i64) -> BTreeMap<i64, (String, String, u16)> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.workers.get(&group).cloned().unwrap_or_default()
     }
 }
 
-/// A worker's address: unique within every scope (documentation range).
+/// A worker's address, from its id: unique in the run, in the documentation range
+/// 2001:db8::/32 (which the address policy lets through).
 fn addr_of(id: i64) -> String {
-    let net = if id % 2 == 0 {
-        "198.51.100"
-    } else {
-        "203.0.113"
-    };
-    format!("{net}.{}", 1 + (id / 2) % 250)
+    let (hi, lo) = ((id >> 16) as u16, id as u16);
+    std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, hi, lo).to_string()
 }
 
 const STATES: [&str; 6] = [
@@ -158,10 +186,9 @@ fn churn(world: &World, rng: &mut StdRng, groups: &[i64]) {
             }
         }
         6..=7 if ws.len() < 5 => {
-            let id = group * 10
-                + (0..10)
-                    .find(|i| !ws.contains_key(&(group * 10 + i)))
-                    .unwrap_or(9);
+            // A new id (and address) every time: a reused one would let the old worker's
+            // ready truth excuse the new one.
+            let id = world.next_id();
             ws.insert(id, ("creating".into(), addr_of(id), 4000 + (id % 7) as u16));
         }
         _ if ws.len() > 1 => {
@@ -237,13 +264,18 @@ struct Args2 {
 }
 
 impl Replicas {
-    fn name(i: usize) -> String {
-        format!("chaos-op-{i}")
+    /// The identity (POD_NAME, the Lease holder) of replica `i` in its current start: new
+    /// on every start, as a Deployment's pods are (a restarted replica under the same
+    /// identity would take its Lease straight back, and the standby never would), and
+    /// with this run's pid, so that a replica left by an earlier run cannot pass for one
+    /// of this run's.
+    fn name(&self, i: usize) -> String {
+        format!("chaos-op-{i}-{}-{}", std::process::id(), self.starts[i])
     }
 
     fn start(&mut self, i: usize) -> Result<()> {
         self.starts[i] += 1;
-        let log = format!("{}-{}", Self::name(i), self.starts[i]);
+        let log = self.name(i);
         let p = Launch::new(
             &self.root.join(&self.args.bin),
             &self.args.kubeconfig,
@@ -261,11 +293,17 @@ impl Replicas {
         .args(["--terminal-retry", "10s", "--vast-timeout", "5s"])
         .args(["--failure-threshold", "2", "--settings-interval", "15s"])
         .args(["--shutdown-timeout", "5s"])
-        .env("POD_NAME", &Self::name(i))
+        .env("POD_NAME", &self.name(i))
         .env("RUST_LOG", "info,vast_operator=debug")
         .spawn()?;
         self.procs[i] = Some(p);
         Ok(())
+    }
+
+    /// Signals replica `i` and waits (15 s at most) for it to exit, off the runtime's
+    /// worker (the fake Vast and the watches run beside it).
+    fn signal_blocking(&mut self, i: usize, sig: &str) {
+        tokio::task::block_in_place(|| self.signal(i, sig));
     }
 
     fn signal(&mut self, i: usize, sig: &str) {
@@ -310,77 +348,72 @@ fn observe(client: Client, started: Instant, seen: Arc<Mutex<Seen>>) {
     let (c, s) = (client.clone(), seen.clone());
     tokio::spawn(async move {
         let api: Api<WorkerGroup> = Api::all(c);
-        let mut events = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        while let Some(ev) = events.next().await {
-            let (wg, deleted) = match ev {
-                Ok(watcher::Event::Apply(wg) | watcher::Event::InitApply(wg)) => (wg, false),
-                Ok(watcher::Event::Delete(wg)) => (wg, true),
-                _ => continue,
-            };
-            let key = format!("{}/{}", wg.namespace().unwrap_or_default(), wg.name_any());
-            let workers = wg
-                .status
-                .as_ref()
-                .map(|st| {
-                    st.workers
-                        .iter()
-                        .map(|w| (w.id, w.status.clone()))
-                        .collect()
-                })
-                .unwrap_or_default();
+        let events = watcher(api, watcher::Config::default()).default_backoff();
+        follow(events, |wg: Option<&WorkerGroup>, key: &str| {
             let g = GroupSeen {
                 at: at(),
-                key,
-                scope: if deleted { None } else { scope_of(&wg) },
-                workers,
-                suspended: wg.spec.suspend,
+                key: key.to_string(),
+                scope: wg.and_then(scope_of),
+                workers: wg
+                    .and_then(|wg| wg.status.as_ref())
+                    .map(|st| {
+                        st.workers
+                            .iter()
+                            .map(|w| (w.id, w.status.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                suspended: wg.is_some_and(|wg| wg.spec.suspend),
             };
             s.lock().unwrap_or_else(|p| p.into_inner()).groups.push(g);
-        }
+        })
+        .await;
     });
     let (c, s) = (client.clone(), seen.clone());
     tokio::spawn(async move {
         let api: Api<EndpointSlice> = Api::all(c);
         let config = watcher::Config::default()
             .labels("endpointslice.kubernetes.io/managed-by=vast-operator.vast.ai");
-        let mut events = watcher(api, config).default_backoff().boxed();
-        while let Some(ev) = events.next().await {
-            let (slice, deleted) = match ev {
-                Ok(watcher::Event::Apply(x) | watcher::Event::InitApply(x)) => (x, false),
-                Ok(watcher::Event::Delete(x)) => (x, true),
-                _ => continue,
-            };
-            let ns = slice.namespace().unwrap_or_default();
-            let service = slice
-                .labels()
-                .get("kubernetes.io/service-name")
-                .cloned()
+        let events = watcher(api, config).default_backoff();
+        // Slices are named `<service>-...`; the service is remembered from the slice
+        // itself, for a delete the relist inferred.
+        let mut services: BTreeMap<String, String> = BTreeMap::new();
+        follow(events, |slice: Option<&EndpointSlice>, key: &str| {
+            let ns = key.split('/').next().unwrap_or_default();
+            if let Some(x) = slice {
+                let service = x
+                    .labels()
+                    .get("kubernetes.io/service-name")
+                    .cloned()
+                    .unwrap_or_default();
+                services.insert(key.to_string(), format!("{ns}/{service}"));
+            }
+            let endpoints = slice
+                .map(|x| {
+                    x.endpoints
+                        .iter()
+                        .map(|e| {
+                            let ready = e.conditions.as_ref().and_then(|c| c.ready) == Some(true);
+                            (e.addresses.join(","), ready)
+                        })
+                        .collect()
+                })
                 .unwrap_or_default();
-            let endpoints = if deleted {
-                Vec::new()
-            } else {
-                slice
-                    .endpoints
-                    .iter()
-                    .map(|e| {
-                        let ready = e.conditions.as_ref().and_then(|c| c.ready) == Some(true);
-                        (e.addresses.join(","), ready)
-                    })
-                    .collect()
-            };
             let seen = SliceSeen {
                 at: at(),
-                slice: format!("{ns}/{}", slice.name_any()),
-                service: format!("{ns}/{service}"),
+                slice: key.to_string(),
+                service: services.get(key).cloned().unwrap_or_default(),
                 endpoints,
             };
+            if slice.is_none() {
+                services.remove(key);
+            }
             s.lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .slices
                 .push(seen);
-        }
+        })
+        .await;
     });
     tokio::spawn(async move {
         let api: Api<Lease> = Api::namespaced(client, SYSTEM);
@@ -460,6 +493,12 @@ async fn run(args: Args) -> Result<bool> {
     let _ = std::fs::remove_dir_all(out.join("logs"));
     std::fs::create_dir_all(out.join("logs"))?;
     eprintln!("[chaos] seed {} for {} min", args.seed, args.minutes);
+    // A control plane left by an earlier run (killed before its clean-up) goes first:
+    // its Lease and objects would be this run's start.
+    let _ = std::process::Command::new(root.join("hack/cluster.sh"))
+        .arg("down")
+        .env("VAST_CLUSTER_DIR", out.join("cluster"))
+        .output();
     let cluster = Cluster::up(&root, &out.join("cluster"), &Default::default())?;
     let kubeconfig = cluster.kubeconfig();
     let client = vast_testkit::cluster::client_for(&kubeconfig, None).await?;
@@ -491,8 +530,8 @@ async fn run(args: Args) -> Result<bool> {
                 vast.state.set_group_settings(g, json!({"endpoint_id": e}));
             }
             let ws = (0..rng.random_range(1..4))
-                .map(|k| {
-                    let id = g * 10 + k;
+                .map(|_| {
+                    let id = world.next_id();
                     (
                         id,
                         ("idle".to_string(), addr_of(id), 4000 + (id % 7) as u16),
@@ -551,14 +590,24 @@ async fn run(args: Args) -> Result<bool> {
     // the chaos time is up, each undone after its duration.
     let chaos_end = started + Duration::from_secs_f64(args.minutes * 60.0);
     let mut faults: Vec<FaultRecord> = Vec::new();
-    let mut next_fault = Instant::now() + Duration::from_secs(10);
+    // The faults draw from a stream of their own, and their times are offsets from the
+    // start: the same seed gives the same faults at the same times (the churn, which
+    // draws as time allows, may differ).
+    let mut frng = StdRng::seed_from_u64(args.seed ^ 0x0fa1_7500);
+    let mut next_fault = started + Duration::from_secs(10);
     let mut undo: Vec<(Instant, Kind, String)> = Vec::new();
     let mut peak_rss: f64 = 0.0;
     let mut apiserver_down: Vec<(At, At)> = Vec::new();
-    let leader = |seen: &Arc<Mutex<Seen>>| -> Option<usize> {
+    let leader = |seen: &Arc<Mutex<Seen>>, replicas: &Replicas| -> Option<usize> {
         let s = seen.lock().unwrap_or_else(|p| p.into_inner());
-        let holder = s.holders.last()?.1.clone();
-        (0..2).find(|i| Replicas::name(*i) == holder)
+        let holder = s
+            .holders
+            .iter()
+            .rev()
+            .find(|(_, h)| !h.is_empty())?
+            .1
+            .clone();
+        (0..2).find(|i| replicas.name(*i) == holder)
     };
     while Instant::now() < chaos_end || !undo.is_empty() {
         peak_rss = peak_rss.max(replicas.peak_rss_mib());
@@ -586,11 +635,22 @@ async fn run(args: Args) -> Result<bool> {
             .await?;
         }
         if now < chaos_end && now >= next_fault {
-            next_fault = now + Duration::from_secs(rng.random_range(5..20));
-            let kind = KINDS[rng.random_range(0..KINDS.len())];
-            let secs = rng.random_range(5..20);
-            let ns_i = rng.random_range(0..3);
-            let group = all_groups[rng.random_range(0..all_groups.len())];
+            next_fault += Duration::from_secs(frng.random_range(5..20));
+            let mut kind = KINDS[frng.random_range(0..KINDS.len())];
+            let secs = frng.random_range(5..20);
+            let ns_i = frng.random_range(0..3);
+            let group = all_groups[frng.random_range(0..all_groups.len())];
+            let restart_after = Duration::from_secs(frng.random_range(1..4));
+            // One control-plane outage at a time, and none in the last 30 s: recovery
+            // is part of the quiet time's bound.
+            let outage_open = apiserver_down
+                .last()
+                .is_some_and(|(_, to)| to.is_infinite());
+            if matches!(kind, Kind::ApiserverStop | Kind::EtcdRestart)
+                && (outage_open || now + Duration::from_secs(30) > chaos_end)
+            {
+                kind = Kind::Vast5xx;
+            }
             let target = match kind {
                 Kind::Vast5xx
                 | Kind::Vast429
@@ -643,9 +703,9 @@ async fn run(args: Args) -> Result<bool> {
                     until = at + secs as f64;
                 }
                 Kind::KillLeader | Kind::TermLeader | Kind::KillStandby => {
-                    let l = leader(&seen).unwrap_or(0);
+                    let l = leader(&seen, &replicas).unwrap_or(0);
                     let i = if kind == Kind::KillStandby { 1 - l } else { l };
-                    replicas.signal(
+                    replicas.signal_blocking(
                         i,
                         if kind == Kind::TermLeader {
                             "-TERM"
@@ -653,23 +713,20 @@ async fn run(args: Args) -> Result<bool> {
                             "-9"
                         },
                     );
-                    undo.push((
-                        now + Duration::from_secs(rng.random_range(1..4)),
-                        kind,
-                        i.to_string(),
-                    ));
+                    undo.push((now + restart_after, kind, i.to_string()));
                 }
                 Kind::ApiserverStop => {
-                    vast_testkit::cluster::fault(&root, cluster.dir(), "apiserver-stop")?;
-                    apiserver_down.push((at, f64::INFINITY));
+                    control_plane(&root, cluster.dir(), "apiserver-stop")?;
+                    // The undo closes this outage, by its index.
                     undo.push((
                         now + Duration::from_secs(secs.min(12)),
                         kind,
-                        target.clone(),
+                        apiserver_down.len().to_string(),
                     ));
+                    apiserver_down.push((at, f64::INFINITY));
                 }
                 Kind::EtcdRestart => {
-                    vast_testkit::cluster::fault(&root, cluster.dir(), "etcd-restart")?;
+                    control_plane(&root, cluster.dir(), "etcd-restart")?;
                     apiserver_down.push((at, world.now() + 5.0));
                 }
                 Kind::SecretRotated => {
@@ -679,7 +736,7 @@ async fn run(args: Args) -> Result<bool> {
                         vast.state.set_api_key(g, &key);
                     }
                     vast.state.set_endpoint_api_key(endpoint_of_ns(ns_i), &key);
-                    let _ = apply(
+                    apply_until_done(
                         &Api::<Secret>::namespaced(client.clone(), NAMESPACES[ns_i]),
                         "vast",
                         secret(NAMESPACES[ns_i], &key),
@@ -688,7 +745,14 @@ async fn run(args: Args) -> Result<bool> {
                 }
                 Kind::Recreated => {
                     let api: Api<WorkerGroup> = Api::namespaced(client.clone(), NAMESPACES[ns_i]);
-                    let _ = api.delete("wg-3", &DeleteParams::default()).await;
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while let Err(e) = api.delete("wg-3", &DeleteParams::default()).await {
+                        let gone = matches!(&e, kube::Error::Api(s) if s.code == 404);
+                        if gone || Instant::now() > deadline {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                     undo.push((now + Duration::from_secs(secs), kind, target.clone()));
                     until = at + secs as f64;
                 }
@@ -696,7 +760,7 @@ async fn run(args: Args) -> Result<bool> {
                     let api: Api<WorkerGroup> = Api::namespaced(client.clone(), NAMESPACES[ns_i]);
                     let mut spec = wg_spec(ns_i, 4, &groups_of_ns(ns_i));
                     spec["suspend"] = json!(true);
-                    let _ = apply(&api, "wg-4", wg(NAMESPACES[ns_i], "wg-4", spec)).await;
+                    apply_until_done(&api, "wg-4", wg(NAMESPACES[ns_i], "wg-4", spec)).await;
                     undo.push((now + Duration::from_secs(secs), kind, target.clone()));
                     until = at + secs as f64;
                 }
@@ -705,7 +769,7 @@ async fn run(args: Args) -> Result<bool> {
                     let groups = groups_of_ns(ns_i);
                     let mut spec = wg_spec(ns_i, 9, &groups);
                     spec["workergroupId"] = json!(groups[1]);
-                    let _ = apply(&api, "wg-9", wg(NAMESPACES[ns_i], "wg-9", spec)).await;
+                    apply_until_done(&api, "wg-9", wg(NAMESPACES[ns_i], "wg-9", spec)).await;
                     undo.push((now + Duration::from_secs(secs), kind, target.clone()));
                     until = at + secs as f64;
                 }
@@ -718,6 +782,15 @@ async fn run(args: Args) -> Result<bool> {
                 until,
             });
         }
+    }
+    // The quiet time starts when the last fault is undone and the control plane has had
+    // 15 s to catch up after its last outage.
+    let caught_up = apiserver_down
+        .iter()
+        .map(|(_, to)| to + 15.0)
+        .fold(0.0, f64::max);
+    while world.now() < caught_up {
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let quiet_from = world.now();
     eprintln!(
@@ -758,7 +831,7 @@ async fn run(args: Args) -> Result<bool> {
         slack: Duration::from_secs(5),
     };
     let mut verdict = oracle::judge(&record, &bounds);
-    orphans(&client, &mut verdict).await;
+    orphans(&client, end, &mut verdict).await;
     leaks(&root, &out, &client, &mut verdict).await;
     const RSS_LIMIT_MIB: f64 = 256.0;
     *verdict.checks.entry("peak-rss-bounded").or_default() += 1;
@@ -845,6 +918,77 @@ async fn run(args: Args) -> Result<bool> {
     Ok(verdict.violations.is_empty())
 }
 
+/// A fault of `hack/cluster.sh` (it waits for the apiserver to answer), off the
+/// runtime's worker.
+fn control_plane(root: &Path, dir: &Path, cmd: &str) -> Result<()> {
+    tokio::task::block_in_place(|| vast_testkit::cluster::fault(root, dir, cmd))
+        .map_err(|e| e.to_string().into())
+}
+
+/// Follows a watch, calling `seen` with each object as it comes (`Some`) and with each
+/// deletion (`None`), also the deletions a relist shows only by leaving the object out
+/// (after an apiserver restart the watch starts again from a fresh list, and what went
+/// meanwhile never has a delete event).
+async fn follow<K, S>(events: S, mut seen: impl FnMut(Option<&K>, &str))
+where
+    K: kube::Resource + Clone,
+    S: futures::Stream<Item = std::result::Result<watcher::Event<K>, watcher::Error>>,
+{
+    let key = |o: &K| {
+        format!(
+            "{}/{}",
+            o.meta().namespace.clone().unwrap_or_default(),
+            o.meta().name.clone().unwrap_or_default()
+        )
+    };
+    let mut known: std::collections::BTreeSet<String> = Default::default();
+    let mut relisted: Option<std::collections::BTreeSet<String>> = None;
+    let mut events = std::pin::pin!(events);
+    while let Some(ev) = events.next().await {
+        match ev {
+            Ok(watcher::Event::Init) => relisted = Some(Default::default()),
+            Ok(watcher::Event::InitApply(o)) => {
+                let k = key(&o);
+                if let Some(r) = relisted.as_mut() {
+                    r.insert(k.clone());
+                }
+                known.insert(k.clone());
+                seen(Some(&o), &k);
+            }
+            Ok(watcher::Event::InitDone) => {
+                let listed = relisted.take().unwrap_or_default();
+                for gone in known.difference(&listed).cloned().collect::<Vec<_>>() {
+                    seen(None, &gone);
+                }
+                known = listed;
+            }
+            Ok(watcher::Event::Apply(o)) => {
+                let k = key(&o);
+                known.insert(k.clone());
+                seen(Some(&o), &k);
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                let k = key(&o);
+                known.remove(&k);
+                seen(None, &k);
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Applies `obj` until it takes (60 s at most): a write the harness makes must not be
+/// lost to its own faults (an apiserver it stopped), or the truth and the cluster part.
+async fn apply_until_done<K>(api: &Api<K>, name: &str, obj: serde_json::Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while apply(api, name, obj.clone()).await.is_err() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn undo_fault(
     kind: Kind,
@@ -876,15 +1020,19 @@ async fn undo_fault(
             }
         }
         Kind::ApiserverStop => {
-            vast_testkit::cluster::fault(root, cluster.dir(), "apiserver-start")?;
-            if let Some(last) = apiserver_down.last_mut() {
-                last.1 = world.now();
+            control_plane(root, cluster.dir(), "apiserver-start")?;
+            if let Some(outage) = target
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| apiserver_down.get_mut(i))
+            {
+                outage.1 = world.now();
             }
         }
         Kind::Recreated => {
             if let Some(i) = NAMESPACES.iter().position(|n| *n == target) {
                 let api: Api<WorkerGroup> = Api::namespaced(client.clone(), target);
-                let _ = apply(
+                apply_until_done(
                     &api,
                     "wg-3",
                     wg(target, "wg-3", wg_spec(i, 3, &groups_of_ns(i))),
@@ -897,7 +1045,7 @@ async fn undo_fault(
                 let api: Api<WorkerGroup> = Api::namespaced(client.clone(), target);
                 let n = if kind == Kind::Suspended { 4 } else { 9 };
                 let name = format!("wg-{n}");
-                let _ = apply(
+                apply_until_done(
                     &api,
                     &name,
                     wg(target, &name, wg_spec(i, n, &groups_of_ns(i))),
@@ -911,9 +1059,17 @@ async fn undo_fault(
 }
 
 /// No Service or EndpointSlice of ours is left without its WorkerGroup (the garbage
-/// collector runs), checked once the quiet time is over.
-async fn orphans(client: &Client, verdict: &mut oracle::Verdict) {
+/// collector runs), checked once the quiet time is over. A list that fails is a
+/// violation too: nothing was checked.
+async fn orphans(client: &Client, at: At, verdict: &mut oracle::Verdict) {
     const NAME: &str = "no-object-outlives-its-workergroup";
+    let mut fail = |what: String| {
+        verdict.violations.push(oracle::Violation {
+            invariant: NAME,
+            at,
+            what,
+        })
+    };
     let wgs: Api<WorkerGroup> = Api::all(client.clone());
     let uids: std::collections::BTreeSet<String> = match wgs.list(&ListParams::default()).await {
         Ok(l) => l
@@ -921,31 +1077,49 @@ async fn orphans(client: &Client, verdict: &mut oracle::Verdict) {
             .iter()
             .filter_map(|w| w.metadata.uid.clone())
             .collect(),
-        Err(_) => return,
+        Err(e) => return fail(format!("cannot list WorkerGroups: {e}")),
     };
+    let mut owners: Vec<(
+        String,
+        Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+    )> = Vec::new();
     let slices: Api<EndpointSlice> = Api::all(client.clone());
     let lp = ListParams::default()
         .labels("endpointslice.kubernetes.io/managed-by=vast-operator.vast.ai");
-    let Ok(list) = slices.list(&lp).await else {
-        return;
-    };
-    for s in list.items {
+    match slices.list(&lp).await {
+        Ok(l) => owners.extend(l.items.into_iter().map(|o| {
+            let name = format!(
+                "slice {}/{}",
+                o.namespace().unwrap_or_default(),
+                o.name_any()
+            );
+            (name, o.metadata.owner_references.unwrap_or_default())
+        })),
+        Err(e) => return fail(format!("cannot list EndpointSlices: {e}")),
+    }
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::all(client.clone());
+    let lp = ListParams::default().labels("app.kubernetes.io/managed-by=vast-operator");
+    match services.list(&lp).await {
+        Ok(l) => owners.extend(l.items.into_iter().map(|o| {
+            let name = format!(
+                "Service {}/{}",
+                o.namespace().unwrap_or_default(),
+                o.name_any()
+            );
+            (name, o.metadata.owner_references.unwrap_or_default())
+        })),
+        Err(e) => return fail(format!("cannot list Services: {e}")),
+    }
+    for (name, refs) in owners {
         *verdict.checks.entry(NAME).or_default() += 1;
-        let owned = s
-            .metadata
-            .owner_references
+        if !refs
             .iter()
-            .flatten()
-            .any(|o| o.kind == "WorkerGroup" && uids.contains(&o.uid));
-        if !owned {
+            .any(|o| o.kind == "WorkerGroup" && uids.contains(&o.uid))
+        {
             verdict.violations.push(oracle::Violation {
                 invariant: NAME,
-                at: 0.0,
-                what: format!(
-                    "slice {}/{} has no live WorkerGroup owner",
-                    s.namespace().unwrap_or_default(),
-                    s.name_any()
-                ),
+                at,
+                what: format!("{name} has no live WorkerGroup owner"),
             });
         }
     }

@@ -168,7 +168,9 @@ fn ready_within(record: &Record, groups: &[i64], addr: &str, from: At, to: At) -
     })
 }
 
-/// The scopes `key` had at some time in `[from, to]`.
+/// The scopes `key` had at some time in `[from, to]` (the two watches are separate
+/// streams: a slice may be seen before the WorkerGroup change that led to it, so `to`
+/// is taken a little later by the caller).
 fn scopes_within(record: &Record, key: &str, from: At, to: At) -> BTreeSet<Scope> {
     let seen: Vec<&GroupSeen> = record.groups.iter().filter(|g| g.key == key).collect();
     let start = seen.iter().rposition(|g| g.at <= from).unwrap_or(0);
@@ -200,33 +202,46 @@ pub fn judge(record: &Record, bounds: &Bounds) -> Verdict {
 }
 
 /// No endpoint is ready for a worker Vast has not reported ready within the ready
-/// window (longer by any apiserver outage in it).
+/// window (longer by any apiserver outage in it), at any time while the slice says so:
+/// an observation holds until the slice's next one (or the end), and is judged every
+/// second of that.
 fn never_ready_without_vast(record: &Record, bounds: &Bounds, v: &mut Verdict) {
     const NAME: &str = "ready-only-if-vast-said-so";
     let window = bounds.ready_window();
-    for s in &record.slices {
+    let lookahead = bounds.slack.as_secs_f64();
+    for (i, s) in record.slices.iter().enumerate() {
+        let until = record.slices[i + 1..]
+            .iter()
+            .find(|n| n.slice == s.slice)
+            .map_or(record.end, |n| n.at);
         for (addr, ready) in &s.endpoints {
             if !ready {
                 continue;
             }
             *v.checks.entry(NAME).or_default() += 1;
-            let mut from = s.at - window;
-            from -= outage_room(record, from, s.at);
-            let groups: Vec<i64> = scopes_within(record, &s.service, from, s.at)
-                .into_iter()
-                .flat_map(|sc| groups_of(record, sc))
-                .collect();
-            if !ready_within(record, &groups, addr, from, s.at) {
-                v.violations.push(Violation {
-                    invariant: NAME,
-                    at: s.at,
-                    what: format!(
-                        "slice {} of {} had {addr} ready, which Vast did not report ready in the {:.0} s before (groups {groups:?})",
-                        s.slice,
-                        s.service,
-                        s.at - from
-                    ),
-                });
+            let mut t = s.at;
+            while t <= until {
+                let mut from = t - window;
+                from -= outage_room(record, from, t);
+                let groups: Vec<i64> = scopes_within(record, &s.service, from, t + lookahead)
+                    .into_iter()
+                    .flat_map(|sc| groups_of(record, sc))
+                    .collect();
+                if !ready_within(record, &groups, addr, from, t) {
+                    v.violations.push(Violation {
+                        invariant: NAME,
+                        at: t,
+                        what: format!(
+                            "slice {} of {} had {addr} ready (seen at {:.1} s, held until {until:.1} s), which Vast did not report ready in the {:.0} s before {t:.1} s (groups {groups:?})",
+                            s.slice,
+                            s.service,
+                            s.at,
+                            t - from
+                        ),
+                    });
+                    break;
+                }
+                t += 1.0;
             }
         }
     }
@@ -392,9 +407,21 @@ mod tests {
         r
     }
 
+    /// The endpoint taken out (not ready) at `at`.
+    fn taken_out(r: &mut Record, at: At) {
+        r.slices.push(SliceSeen {
+            at,
+            slice: "ns/a-v4-4001-0".into(),
+            service: "ns/a".into(),
+            endpoints: vec![("198.51.100.1".into(), false)],
+        });
+    }
+
     #[test]
     fn a_ready_endpoint_long_after_vast_said_otherwise_is_a_violation() {
-        let v = judge(&record(15.0), &bounds());
+        let mut right = record(15.0);
+        taken_out(&mut right, 40.0);
+        let v = judge(&right, &bounds());
         assert!(
             v.violations
                 .iter()
@@ -412,6 +439,37 @@ mod tests {
         );
     }
 
+    /// The planted bug of an operator that never rewrites the slice: ready seen once at
+    /// 2 s and held to the end is caught, though no later observation says ready.
+    #[test]
+    fn a_ready_endpoint_held_without_a_rewrite_is_judged_all_along() {
+        let mut r = record(15.0);
+        r.slices.truncate(1);
+        let v = judge(&r, &bounds());
+        let caught: Vec<&Violation> = v
+            .violations
+            .iter()
+            .filter(|x| x.invariant == "ready-only-if-vast-said-so")
+            .collect();
+        assert_eq!(caught.len(), 1, "{:?}", v.violations);
+        // Vast said error at 10 s: ready is fine until 10 + the 52 s window.
+        assert!(
+            caught[0].at >= 61.0 && caught[0].at < 64.0,
+            "{:?}",
+            caught[0]
+        );
+        // Taken out at 30 s: fine.
+        taken_out(&mut r, 30.0);
+        let v = judge(&r, &bounds());
+        assert!(
+            v.violations
+                .iter()
+                .all(|x| x.invariant != "ready-only-if-vast-said-so"),
+            "{:?}",
+            v.violations
+        );
+    }
+
     #[test]
     fn convergence_needs_both_status_and_slices_and_is_bounded() {
         // The slices still say ready at the end: never converged.
@@ -424,12 +482,7 @@ mod tests {
         );
         // Taken out at 17 s: converged 7 s after the quiet point.
         let mut r = record(15.0);
-        r.slices.push(SliceSeen {
-            at: 17.0,
-            slice: "ns/a-v4-4001-0".into(),
-            service: "ns/a".into(),
-            endpoints: vec![("198.51.100.1".into(), false)],
-        });
+        taken_out(&mut r, 17.0);
         let v = judge(&r, &bounds());
         assert_eq!(v.convergence.get("ns/a"), Some(&Some(7.0)));
         assert!(v.violations.is_empty(), "{:?}", v.violations);
@@ -438,6 +491,7 @@ mod tests {
     #[test]
     fn an_apiserver_outage_widens_the_window() {
         let mut r = record(70.0);
+        taken_out(&mut r, 75.0);
         assert!(!judge(&r, &bounds()).violations.is_empty());
         r.apiserver_down.push((20.0, 40.0));
         let v = judge(&r, &bounds());
