@@ -35,6 +35,11 @@ fi
 "$engine" install
 
 cargo build --locked --profile dist -p vast-operator
+# The image's binary carries no failpoint (the `failpoints` feature is for make chaos).
+if grep -a -q -E 'crash-after-(service|slices|status)|skip-stale-rule|watch-hold' target/dist/vast-operator; then
+  echo "image: target/dist/vast-operator carries failpoints (built with --features failpoints?)" >&2
+  exit 1
+fi
 
 if [[ $base == local ]]; then
   hack/image-base.sh "$local_base"

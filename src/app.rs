@@ -56,6 +56,7 @@ const RELEASE_BUDGET: Duration = Duration::from_secs(3);
 
 /// Runs the operator until SIGTERM or Ctrl-C.
 pub async fn run(settings: Settings) -> Result<(), crate::error::Error> {
+    crate::runtime::failpoints::follow_file();
     // Installed before anything else, so that a SIGTERM during start-up (the Lease may
     // take a while to read) is a clean shutdown, not the default kill.
     let mut signals = Signals::install()?;

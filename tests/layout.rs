@@ -1,6 +1,6 @@
 //! The architecture holds: modules import only modules of a lower layer, the pure core
-//! names no I/O crate, and the release build carries neither the fake Vast server nor
-//! axum. See `docs/architecture.md`.
+//! names no I/O crate, and the release build carries neither the fake Vast server, nor
+//! axum, nor failpoints. See `docs/architecture.md`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -395,7 +395,7 @@ fn the_pure_parts_name_no_io() {
 }
 
 #[test]
-fn the_release_build_has_no_fake_server_and_no_axum() {
+fn the_release_build_has_no_fake_server_no_axum_and_no_failpoints() {
     let out = Command::new(env!("CARGO"))
         .args([
             "tree",
@@ -420,7 +420,7 @@ fn the_release_build_has_no_fake_server_and_no_axum() {
         tree.lines().any(|l| l.starts_with("kube ")),
         "cargo tree lists the dependencies"
     );
-    for banned in ["axum ", "fake-vast "] {
+    for banned in ["axum ", "fake-vast ", "fail "] {
         assert!(
             !tree.lines().any(|l| l.starts_with(banned)),
             "the operator's release dependencies include {banned}"

@@ -135,6 +135,9 @@ async fn finish(
         debug!(retry_in = ?delay, "the WorkerGroup changed since it was read; planning again from the newer one");
         return Ok(Action::requeue(delay));
     };
+    if plan.write && !plan.events.is_empty() {
+        crate::crash_point!("crash-after-status");
+    }
     emit_events(ctx, &plan.events, &written).await;
     record_metrics(ctx, wg, &plan, &poll.outcome);
     if matches!(poll.outcome, PollOutcome::Synced(_)) {
@@ -154,7 +157,11 @@ fn freshness(
 ) -> Freshness {
     let recorded = status_of_spec(wg).and_then(|s| s.last_sync_time);
     let interval = interval.copied().unwrap_or(DEFAULT_INTERVAL);
-    let window = sync::stale_after(ctx.config.stale_after, interval);
+    let mut window = sync::stale_after(ctx.config.stale_after, interval);
+    if crate::failpoint!("skip-stale-rule") {
+        // A planted bug (test builds only): nothing ever goes stale.
+        window = Duration::from_secs(10 * 365 * 86_400);
+    }
     // What this process saw is exact; status.lastSyncTime (all there is after a restart
     // or a failover) lags the last successful poll by up to the heartbeat.
     let (last_success, lag) = match ctx.memory.last_success(wg) {

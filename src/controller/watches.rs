@@ -167,6 +167,7 @@ async fn watch_groups(
         .reflect(writer)
         .boxed();
     while let Some(event) = events.next().await {
+        crate::runtime::failpoints::hold_watch().await;
         match event {
             Ok(Event::Apply(wg)) => {
                 let key = ObjectRef::from_obj(&wg);
@@ -264,6 +265,7 @@ async fn watch_secrets(
         .reflect(writer)
         .boxed();
     while let Some(event) = events.next().await {
+        crate::runtime::failpoints::hold_watch().await;
         match event {
             Ok(Event::Init) => relist = Some(HashMap::new()),
             Ok(Event::InitApply(s)) => {

@@ -4,6 +4,7 @@
 //! watch has listed ([`listed`]), and fair sharing of slots and rates between
 //! namespaces ([`fair`]).
 
+pub mod failpoints;
 pub mod fair;
 pub mod http;
 pub mod leader;

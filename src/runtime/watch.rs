@@ -40,7 +40,11 @@ where
 {
     let streaming = watcher(api.clone(), config.clone().streaming_lists());
     let paged = watcher(api, config);
-    streaming_or_else(streaming, paged, FIRST_STREAM_DEADLINE, what)
+    // Held while the `watch-hold` failpoint is on (test builds only): a stale view.
+    streaming_or_else(streaming, paged, FIRST_STREAM_DEADLINE, what).then(|ev| async move {
+        super::failpoints::hold_watch().await;
+        ev
+    })
 }
 
 /// `streaming`, or `paged` instead, for good, once the apiserver refuses the protocol at a
