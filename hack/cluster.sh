@@ -15,7 +15,8 @@
 #   hack/cluster.sh apiserver-stop | apiserver-start | etcd-restart
 #                           faults for tests: the same ports, certificates and data
 #
-# VAST_APISERVER_FLAGS adds kube-apiserver flags (a test's own cluster: request limits).
+# VAST_APISERVER_FLAGS adds kube-apiserver flags (a test's own cluster: request limits;
+# the chaos run's audit log and tokens), kept for apiserver-start.
 # VAST_CLUSTER_NO_DNS=1 leaves CoreDNS out (the benchmark: its watches would count).
 #
 # State lives in $VAST_CLUSTER_DIR (default: .cluster/ in the repository): kubeconfig,
@@ -63,7 +64,7 @@ down() {
   stop_one kube-apiserver
   stop_one etcd
   rm -rf "$dir/etcd-data" "$pki" "$kubeconfig" "$dir/apiserver-url" "$dir/etcd-url" \
-    "$dir/etcd-peer-port" "$dir/dns-addr" "$dir/Corefile" "$dir"/*.pid
+    "$dir/etcd-peer-port" "$dir/apiserver-flags" "$dir/dns-addr" "$dir/Corefile" "$dir"/*.pid
   log "stopped; logs kept in $logs"
 }
 
@@ -159,7 +160,7 @@ start_apiserver() {
     --endpoint-reconciler-type none \
     --disable-admission-plugins ServiceAccount \
     --allow-privileged=true \
-    ${VAST_APISERVER_FLAGS:-} \
+    $(cat "$dir/apiserver-flags" 2>/dev/null) \
     >>"$logs/kube-apiserver.log" 2>&1 &
   echo $! > "$dir/kube-apiserver.pid"
   local deadline=$((SECONDS + 120))
@@ -218,6 +219,8 @@ up() {
   echo "http://127.0.0.1:$etcd_client" > "$dir/etcd-url"
   echo "$etcd_peer" > "$dir/etcd-peer-port"
   echo "https://127.0.0.1:$api_port" > "$dir/apiserver-url"
+  # Kept for the apiserver-start fault: the apiserver comes back as it was.
+  printf '%s\n' "${VAST_APISERVER_FLAGS:-}" > "$dir/apiserver-flags"
   : > "$logs/etcd.log"; : > "$logs/kube-apiserver.log"
   start_etcd
   start_apiserver
