@@ -419,7 +419,12 @@ struct Proxy {
 
 impl Proxy {
     async fn start(upstream: String) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_on(0, upstream).await
+    }
+
+    /// On `port` of 127.0.0.1 (0: a free one).
+    async fn start_on(port: u16, upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
@@ -444,6 +449,66 @@ impl Proxy {
     fn cut(&self) {
         self.task.abort();
     }
+}
+
+/// Found by `make chaos` (a replica restarted while cut off from the apiserver exited
+/// with "cannot use Lease", and a Deployment would have crash-looped it): a replica that
+/// cannot reach the apiserver at start waits for it, and leads once it can.
+#[tokio::test]
+async fn a_replica_started_while_the_apiserver_is_unreachable_waits_and_then_leads() {
+    let id = 36;
+    let (ns, vast) = setup("startcut", id).await;
+    ns.apply_group("g", group_spec(id, "5s")).await;
+    let real = std::fs::read_to_string(common::kubeconfig()).expect("kubeconfig");
+    let server = real
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: https://"))
+        .expect("server line")
+        .to_string();
+    // A port with nothing on it yet: connections are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let kc = common::repo_root()
+        .join("target/test-logs")
+        .join(format!("{}-unreachable.kubeconfig", ns.name));
+    if let Some(dir) = kc.parent() {
+        std::fs::create_dir_all(dir).expect("log dir");
+    }
+    std::fs::write(&kc, real.replace(&server, &format!("127.0.0.1:{port}")))
+        .expect("write kubeconfig");
+    let la = lease_args(&ns.name);
+    let mut p = OperatorProcess::start_with("op", &ns.name, &vast.url(), &args(&la), &kc);
+    eventually(
+        "waiting for the apiserver",
+        Duration::from_secs(30),
+        || async {
+            p.log_text()
+                .contains("cannot read the Lease yet")
+                .then_some(())
+        },
+    )
+    .await;
+    // A second refused attempt at least, and the process still there.
+    eventually("still waiting", Duration::from_secs(30), || async {
+        (p.log_text().matches("cannot read the Lease yet").count() >= 2).then_some(())
+    })
+    .await;
+    assert!(
+        p.child.try_wait().ok().flatten().is_none(),
+        "the replica exited: {}",
+        p.log_text()
+    );
+    // The apiserver becomes reachable on that address.
+    let _proxy = Proxy::start_on(port, server.clone()).await;
+    eventually("leading and polling", Duration::from_secs(40), || async {
+        let leads = leader_value(&p).await? == 1.0;
+        (leads && ready_workers(&ns, "g").await? == 1).then_some(())
+    })
+    .await;
+    drop(p);
+    ns.cleanup().await;
 }
 
 #[tokio::test]

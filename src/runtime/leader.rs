@@ -71,16 +71,41 @@ pub async fn start(
         settings: settings.clone(),
         params,
     };
-    let manager = candidate.manager().await.map_err(|e| {
-        crate::error::Error::StartUp(format!(
-            "cannot use Lease {}/{}: {e}",
-            settings.namespace, settings.lease_name
-        ))
-    })?;
+    // An apiserver that cannot be reached (down, restarting, a network cut) is waited
+    // for, as a standby waits: exiting would only crash-loop the pod. An answer that
+    // refuses (RBAC, a bad namespace) is an error at once.
+    let mut delay = Duration::from_millis(500);
+    let manager = loop {
+        match candidate.manager().await {
+            Ok(m) => break m,
+            Err(e) if refused(&e) => {
+                return Err(crate::error::Error::StartUp(format!(
+                    "cannot use Lease {}/{}: {e}",
+                    settings.namespace, settings.lease_name
+                )));
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in = ?delay, lease = %settings.lease_name, "cannot read the Lease yet (is the apiserver reachable?); retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    };
     let (tx, rx) = watch::channel(false);
     let leases = Api::<Lease>::namespaced(client, &settings.namespace);
     let task = tokio::spawn(elect(candidate, manager, leases, tx, stop));
     Ok((rx, task))
+}
+
+/// Whether the apiserver answered and refused (a 4xx other than a conflict or a rate
+/// limit): waiting will not help.
+fn refused(e: &kube_lease_manager::LeaseManagerError) -> bool {
+    match e {
+        kube_lease_manager::LeaseManagerError::KubeError(kube::Error::Api(s)) => {
+            (400..500).contains(&s.code) && s.code != 409 && s.code != 429
+        }
+        _ => false,
+    }
 }
 
 /// What it takes to make a lease manager.
