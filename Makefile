@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/debug/vast-operator
 
-.PHONY: help demo test lint unit integration cluster cluster-down tools crds build clean bench bench-smoke chaos fuzz leak-check mutants image image-test
+.PHONY: chaos-build help demo test lint unit integration cluster cluster-down tools crds build clean bench bench-smoke chaos fuzz leak-check mutants image image-test
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -37,9 +37,15 @@ leak-check: tools ## The tests alone (no lint): at RUST_LOG=trace, failing if a 
 CHAOS_SEED ?= 1
 CHAOS_MINUTES ?= 10
 
-chaos: tools ## Two replicas under a seeded fault schedule (CHAOS_SEED, CHAOS_MINUTES=10), judged by an oracle; target/chaos/report.json; not in make test.
+chaos: tools chaos-build ## Two replicas under a seeded fault schedule (CHAOS_SEED, CHAOS_MINUTES=10; CHAOS_PLANT=stale plants a bug), judged by an oracle; target/chaos/report.json; not in make test.
+	target/debug/vast-operator-chaos --seed $(CHAOS_SEED) --minutes $(CHAOS_MINUTES) --operator target/chaos/vast-operator-failpoints
+
+chaos-build: ## Build the chaos harness and the operator with failpoints (target/chaos/vast-operator-failpoints).
+	@# The replicas are a test build with failpoints (crash points, a held watch, the
+	@# planted bug), kept aside; target/debug/vast-operator stays the plain build.
+	$(CARGO) build -p vast-operator --features failpoints --bin vast-operator
+	mkdir -p target/chaos && cp target/debug/vast-operator target/chaos/vast-operator-failpoints
 	$(CARGO) build -p vast-operator -p vast-operator-chaos
-	target/debug/vast-operator-chaos --seed $(CHAOS_SEED) --minutes $(CHAOS_MINUTES)
 
 FUZZ_SECONDS ?= 180
 

@@ -155,7 +155,7 @@ async fn watch_groups(
     // apiserver serves consistent lists from its cache too (ConsistentListFromCache,
     // on by default since Kubernetes 1.31), so the cheap semantics would save little.
     let mut events = watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
+        .backoff(crate::runtime::watch::WatchBackoff::default())
         .modify(|wg| {
             // Only the resync annotation is read; kubectl's last-applied copy of the
             // object, for one, is not.
@@ -257,7 +257,7 @@ async fn watch_secrets(
     // The store keeps names and resourceVersions: annotations (kubectl's
     // last-applied copy may hold the data) and managedFields are dropped.
     let mut events = watcher::watcher(api, config)
-        .default_backoff()
+        .backoff(crate::runtime::watch::WatchBackoff::default())
         .modify(|s| {
             s.metadata.annotations = None;
             s.metadata.managed_fields = None;

@@ -62,7 +62,7 @@ impl Stores {
         let handles = vec![
             tokio::spawn(
                 streamed(svc_api, svc_cfg, "Services")
-                    .default_backoff()
+                    .backoff(crate::runtime::watch::WatchBackoff::default())
                     .for_each(services.clone().updater(
                         "Services",
                         services_listed.clone(),
@@ -76,7 +76,7 @@ impl Stores {
             ),
             tokio::spawn(
                 streamed(slice_api, slice_cfg, "EndpointSlices")
-                    .default_backoff()
+                    .backoff(crate::runtime::watch::WatchBackoff::default())
                     .for_each(slices.clone().updater(
                         "EndpointSlices",
                         slices_listed.clone(),

@@ -169,7 +169,7 @@ async fn elect(
     let (mut driver, mut transitions) = drive(manager.clone());
     let wc = watcher::Config::default().fields(&format!("metadata.name={}", settings.lease_name));
     let mut lease_events = watcher(leases, wc)
-        .default_backoff()
+        .backoff(crate::runtime::watch::WatchBackoff::default())
         .applied_objects()
         .boxed();
     let mut manager_leads = false;

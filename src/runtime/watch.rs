@@ -129,6 +129,19 @@ pub fn refuses_streaming(s: &Status) -> bool {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_watch_backoff_doubles_to_five_seconds_and_starts_again_on_reset() {
+        use kube::runtime::utils::Backoff;
+        let mut b = WatchBackoff::default();
+        let waits: Vec<u64> = (0..6)
+            .filter_map(|_| b.next())
+            .map(|d| d.as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 5000, 5000]);
+        b.reset();
+        assert_eq!(b.next(), Some(Duration::from_millis(500)));
+    }
+
     fn answer(code: u16, message: &str) -> Status {
         Status::failure(message, "Invalid").with_code(code)
     }
@@ -294,5 +307,44 @@ mod tests {
             seen(s).await,
             ["Init", "a", "InitDone", err.as_str(), "Init", "b"]
         );
+    }
+}
+
+/// The backoff of the operator's watches after an error: from 0.5 s, doubling, at most
+/// [`WATCH_BACKOFF_MAX`], back to the start at the first event that comes through.
+/// kube-runtime's default goes up to 30 s: after an apiserver outage of a minute, every
+/// watch (and with them discovery, which waits for its caches) then came back up to 30 s
+/// after the apiserver did (found by `make chaos`). The operator has a handful of
+/// watches, so retrying them every few seconds costs the apiserver nothing to speak of.
+#[derive(Clone, Debug)]
+pub struct WatchBackoff {
+    next: Duration,
+}
+
+/// The longest wait between two attempts of a watch.
+pub const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(5);
+const WATCH_BACKOFF_FIRST: Duration = Duration::from_millis(500);
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self {
+            next: WATCH_BACKOFF_FIRST,
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let now = self.next;
+        self.next = (self.next * 2).min(WATCH_BACKOFF_MAX);
+        Some(now)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = WATCH_BACKOFF_FIRST;
     }
 }

@@ -7,7 +7,9 @@
 //! (`oracle.rs`). Writes `target/chaos/report.json` and a table; a violation fails the
 //! run, with the seed to replay it.
 
+mod audit;
 mod oracle;
+mod proxy;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,7 +32,8 @@ use vast_operator::crd::WorkerGroup;
 use vast_testkit::cluster::Cluster;
 use vast_testkit::operator::{Launch, OperatorProcess};
 
-use oracle::{At, Bounds, GroupSeen, Record, Scope, SliceSeen, TruthWorker};
+use oracle::{At, Bounds, GroupSeen, Own, Record, Scope, SliceSeen, TruthWorker};
+use proxy::Proxy;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -49,6 +52,10 @@ struct Args {
     /// Where the report, the logs and the control plane go.
     #[arg(long, default_value = "target/chaos")]
     out: PathBuf,
+    /// A planted bug for the oracle to catch (needs an operator built with the
+    /// `failpoints` feature): `stale`, endpoints that never go stale.
+    #[arg(long, env = "CHAOS_PLANT", value_parser = ["stale"])]
+    plant: Option<String>,
 }
 
 const NAMESPACES: [&str; 3] = ["chaos-a", "chaos-b", "chaos-c"];
@@ -113,6 +120,8 @@ struct WorldInner {
     workers: BTreeMap<i64, BTreeMap<i64, (String, String, u16)>>,
     truth: BTreeMap<i64, Vec<(At, Vec<TruthWorker>)>>,
     next_id: i64,
+    /// Workergroups Vast says are gone (a fault): their truth is empty meanwhile.
+    deleted: std::collections::BTreeSet<i64>,
 }
 
 impl World {
@@ -131,8 +140,10 @@ impl World {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         self.state.set_workers(group, json);
         let at = self.now();
+        let gone = inner.deleted.contains(&group);
         let truth = workers
             .iter()
+            .filter(|_| !gone)
             .map(|(id, (status, addr, _))| TruthWorker {
                 id: *id,
                 status: status.clone(),
@@ -141,6 +152,19 @@ impl World {
             .collect();
         inner.truth.entry(group).or_default().push((at, truth));
         inner.workers.insert(group, workers);
+    }
+
+    /// Vast says `group` is gone (`true`) or back (`false`), from now on.
+    fn set_deleted(&self, group: i64, gone: bool) {
+        {
+            let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if gone {
+                inner.deleted.insert(group);
+            } else {
+                inner.deleted.remove(&group);
+            }
+        }
+        self.set(group, self.workers(group));
     }
 
     /// A worker id never used before in the run.
@@ -218,9 +242,22 @@ enum Kind {
     Recreated,
     Suspended,
     Repointed,
+    VastGroupDeleted,
+    VastOutage,
+    CutFromApiserver,
+    CutFromVast,
+    CrashPoint,
+    StaleView,
 }
 
-const KINDS: [Kind; 15] = [
+/// The crash points of one reconcile (failpoints of a test build).
+const CRASH_POINTS: [&str; 3] = [
+    "crash-after-service",
+    "crash-after-slices",
+    "crash-after-status",
+];
+
+const KINDS: [Kind; 21] = [
     Kind::Vast5xx,
     Kind::Vast429,
     Kind::VastTimeout,
@@ -236,6 +273,12 @@ const KINDS: [Kind; 15] = [
     Kind::Recreated,
     Kind::Suspended,
     Kind::Repointed,
+    Kind::VastGroupDeleted,
+    Kind::VastOutage,
+    Kind::CutFromApiserver,
+    Kind::CutFromVast,
+    Kind::CrashPoint,
+    Kind::StaleView,
 ];
 
 /// A fault as it happened.
@@ -253,13 +296,23 @@ struct Replicas {
     args: Args2,
     procs: [Option<OperatorProcess>; 2],
     starts: [u32; 2],
+    /// Each replica's failpoints beyond the planted one (`name=actions`).
+    points: [Vec<String>; 2],
+    /// Exits nobody asked for: (when, replica, how, whether a crash point was on).
+    exits: Vec<(At, usize, String, bool)>,
 }
 
 #[derive(Clone)]
 struct Args2 {
     bin: PathBuf,
-    kubeconfig: PathBuf,
-    vast_url: String,
+    /// Per replica: its kubeconfig (its own user, through its own proxy).
+    kubeconfigs: [PathBuf; 2],
+    /// Per replica: the fake Vast through its own proxy.
+    vast_urls: [String; 2],
+    /// Per replica: the failpoints file it follows.
+    points: [PathBuf; 2],
+    /// The planted bug's failpoint line, in every replica all along.
+    planted: Option<String>,
     logs: PathBuf,
 }
 
@@ -273,13 +326,33 @@ impl Replicas {
         format!("chaos-op-{i}-{}-{}", std::process::id(), self.starts[i])
     }
 
+    /// Writes replica `i`'s failpoints file: the planted bug and its own points.
+    fn write_points(&self, i: usize) {
+        let lines: Vec<&str> = self
+            .args
+            .planted
+            .iter()
+            .chain(&self.points[i])
+            .map(String::as_str)
+            .collect();
+        let _ = std::fs::write(&self.args.points[i], lines.join("\n") + "\n");
+    }
+
+    /// Sets replica `i`'s own failpoints.
+    fn set_points(&mut self, i: usize, points: Vec<String>) {
+        self.points[i] = points;
+        self.write_points(i);
+    }
+
     fn start(&mut self, i: usize) -> Result<()> {
         self.starts[i] += 1;
         let log = self.name(i);
+        self.write_points(i);
+        let points = self.args.points[i].display().to_string();
         let p = Launch::new(
             &self.root.join(&self.args.bin),
-            &self.args.kubeconfig,
-            &self.args.vast_url,
+            &self.args.kubeconfigs[i],
+            &self.args.vast_urls[i],
             &self.args.logs,
             &log,
         )
@@ -294,6 +367,7 @@ impl Replicas {
         .args(["--failure-threshold", "2", "--settings-interval", "15s"])
         .args(["--shutdown-timeout", "5s"])
         .env("POD_NAME", &self.name(i))
+        .env("VAST_OPERATOR_FAILPOINTS", &points)
         .env("RUST_LOG", "info,vast_operator=debug")
         .spawn()?;
         self.procs[i] = Some(p);
@@ -315,6 +389,32 @@ impl Replicas {
             }
         }
         self.procs[i] = None;
+    }
+
+    /// Restarts each replica that exited without being told to (a crash point, or a
+    /// crash of its own), as a Deployment would, recording the exit. A crash point that
+    /// fired is switched off for the restarted replica.
+    fn restart_exited(&mut self, now: At) -> Result<()> {
+        for i in 0..2 {
+            let Some(p) = self.procs[i].as_mut() else {
+                continue;
+            };
+            let Ok(Some(status)) = p.child.try_wait() else {
+                continue;
+            };
+            let crash_point = self.points[i].iter().any(|l| l.starts_with("crash-"));
+            eprintln!("[chaos] {now:7.1}s replica {i} exited ({status}); restarting");
+            self.exits.push((now, i, status.to_string(), crash_point));
+            let kept = self.points[i]
+                .iter()
+                .filter(|l| !l.starts_with("crash-"))
+                .cloned()
+                .collect();
+            self.points[i] = kept;
+            self.procs[i] = None;
+            self.start(i)?;
+        }
+        Ok(())
     }
 
     fn peak_rss_mib(&self) -> f64 {
@@ -348,7 +448,8 @@ fn observe(client: Client, started: Instant, seen: Arc<Mutex<Seen>>) {
     let (c, s) = (client.clone(), seen.clone());
     tokio::spawn(async move {
         let api: Api<WorkerGroup> = Api::all(c);
-        let events = watcher(api, watcher::Config::default()).default_backoff();
+        let events = watcher(api, watcher::Config::default())
+            .backoff(vast_operator::runtime::watch::WatchBackoff::default());
         follow(events, |wg: Option<&WorkerGroup>, key: &str| {
             let g = GroupSeen {
                 at: at(),
@@ -374,7 +475,8 @@ fn observe(client: Client, started: Instant, seen: Arc<Mutex<Seen>>) {
         let api: Api<EndpointSlice> = Api::all(c);
         let config = watcher::Config::default()
             .labels("endpointslice.kubernetes.io/managed-by=vast-operator.vast.ai");
-        let events = watcher(api, config).default_backoff();
+        let events =
+            watcher(api, config).backoff(vast_operator::runtime::watch::WatchBackoff::default());
         // Slices are named `<service>-...`; the service is remembered from the slice
         // itself, for a delete the relist inferred.
         let mut services: BTreeMap<String, String> = BTreeMap::new();
@@ -418,7 +520,9 @@ fn observe(client: Client, started: Instant, seen: Arc<Mutex<Seen>>) {
     tokio::spawn(async move {
         let api: Api<Lease> = Api::namespaced(client, SYSTEM);
         let config = watcher::Config::default().fields(&format!("metadata.name={LEASE}"));
-        let mut events = watcher(api, config).default_backoff().boxed();
+        let mut events = watcher(api, config)
+            .backoff(vast_operator::runtime::watch::WatchBackoff::default())
+            .boxed();
         while let Some(ev) = events.next().await {
             let Ok(watcher::Event::Apply(l) | watcher::Event::InitApply(l)) = ev else {
                 continue;
@@ -499,7 +603,31 @@ async fn run(args: Args) -> Result<bool> {
         .arg("down")
         .env("VAST_CLUSTER_DIR", out.join("cluster"))
         .output();
-    let cluster = Cluster::up(&root, &out.join("cluster"), &Default::default())?;
+    // Each replica is a user of its own (a token), so that the audit log tells their
+    // writes apart; the log holds the replicas' writes with their bodies.
+    let auth = out.join("auth");
+    let _ = std::fs::remove_dir_all(&auth);
+    std::fs::create_dir_all(&auth)?;
+    let users: Vec<String> = (0..2).map(|i| format!("chaos-op-{i}")).collect();
+    let tokens: Vec<String> = (0..2)
+        .map(|i| format!("chaos-token-{i}-{}-{:x}", std::process::id(), args.seed))
+        .collect();
+    let csv: String = (0..2)
+        .map(|i| format!("{},{},{},system:masters\n", tokens[i], users[i], users[i]))
+        .collect();
+    std::fs::write(auth.join("tokens.csv"), csv)?;
+    std::fs::write(auth.join("audit-policy.yaml"), audit::policy(&users))?;
+    let audit_log = auth.join("audit.log");
+    let options = vast_testkit::cluster::Options {
+        apiserver_flags: format!(
+            "--token-auth-file {} --audit-policy-file {} --audit-log-path {} --audit-log-format json",
+            auth.join("tokens.csv").display(),
+            auth.join("audit-policy.yaml").display(),
+            audit_log.display()
+        ),
+        no_dns: false,
+    };
+    let cluster = Cluster::up(&root, &out.join("cluster"), &options)?;
     let kubeconfig = cluster.kubeconfig();
     let client = vast_testkit::cluster::client_for(&kubeconfig, None).await?;
     vast_testkit::apiserver::install_crd(&client, &vast_operator::crd::crd(), "chaos").await?;
@@ -507,7 +635,43 @@ async fn run(args: Args) -> Result<bool> {
     let vast = fake_vast::FakeVast::start(0).await?;
     vast.state
         .set_console_thresholds(Duration::ZERO, Duration::ZERO);
+    // Each replica reaches the apiserver and Vast through proxies of its own, to be cut
+    // off one at a time.
+    let apiserver_url = std::fs::read_to_string(cluster.dir().join("apiserver-url"))?;
+    let apiserver = proxy::socket_of(apiserver_url.trim()).ok_or("no apiserver address")?;
+    let vast_addr = proxy::socket_of(&vast.url()).ok_or("no fake Vast address")?;
+    let (api_proxies, vast_proxies) = (
+        [
+            Proxy::start(apiserver).await?,
+            Proxy::start(apiserver).await?,
+        ],
+        [
+            Proxy::start(vast_addr).await?,
+            Proxy::start(vast_addr).await?,
+        ],
+    );
+    let admin = std::fs::read_to_string(&kubeconfig)?;
+    let ca = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("certificate-authority-data:"))
+        .map(|v| v.trim().to_string())
+        .ok_or("no CA in the admin kubeconfig")?;
+    let mut kubeconfigs: [PathBuf; 2] = Default::default();
+    for i in 0..2 {
+        let kc = json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "chaos", "cluster": {
+                "server": format!("https://127.0.0.1:{}", api_proxies[i].addr.port()),
+                "certificate-authority-data": ca}}],
+            "users": [{"name": users[i], "user": {"token": tokens[i]}}],
+            "contexts": [{"name": "chaos", "context": {"cluster": "chaos", "user": users[i], "namespace": "default"}}],
+            "current-context": "chaos",
+        });
+        kubeconfigs[i] = auth.join(format!("kubeconfig-{i}"));
+        std::fs::write(&kubeconfigs[i], serde_json::to_string_pretty(&kc)?)?;
+    }
     let started = Instant::now();
+    let started_wall = jiff::Timestamp::now();
     let world = World {
         state: vast.state.clone(),
         started,
@@ -576,13 +740,23 @@ async fn run(args: Args) -> Result<bool> {
         root: root.clone(),
         args: Args2 {
             bin: args.operator.clone(),
-            kubeconfig: kubeconfig.clone(),
-            vast_url: vast.url(),
+            kubeconfigs,
+            vast_urls: [0, 1].map(|i| format!("http://{}", vast_proxies[i].addr)),
+            points: [0, 1].map(|i| auth.join(format!("failpoints-{i}"))),
+            planted: args
+                .plant
+                .as_ref()
+                .map(|_| "skip-stale-rule=return".to_string()),
             logs: out.join("logs"),
         },
         procs: [None, None],
         starts: [0, 0],
+        points: Default::default(),
+        exits: Vec::new(),
     };
+    if let Some(p) = &args.plant {
+        eprintln!("[chaos] planted bug: {p} (the oracle must catch it)");
+    }
     replicas.start(0)?;
     replicas.start(1)?;
 
@@ -612,6 +786,7 @@ async fn run(args: Args) -> Result<bool> {
     while Instant::now() < chaos_end || !undo.is_empty() {
         peak_rss = peak_rss.max(replicas.peak_rss_mib());
         tokio::time::sleep(Duration::from_millis(rng.random_range(300..2000))).await;
+        replicas.restart_exited(world.now())?;
         if Instant::now() < chaos_end {
             churn(&world, &mut rng, &all_groups);
         }
@@ -631,6 +806,7 @@ async fn run(args: Args) -> Result<bool> {
                 &mut apiserver_down,
                 &world,
                 &mut generations,
+                [&api_proxies, &vast_proxies],
             )
             .await?;
         }
@@ -651,18 +827,22 @@ async fn run(args: Args) -> Result<bool> {
             {
                 kind = Kind::Vast5xx;
             }
-            let target = match kind {
+            let mut target = match kind {
                 Kind::Vast5xx
                 | Kind::Vast429
                 | Kind::VastTimeout
                 | Kind::VastGarbage
                 | Kind::VastReset
+                | Kind::VastOutage
                 | Kind::KeyRevoked => group.to_string(),
                 Kind::SecretRotated | Kind::Recreated | Kind::Suspended | Kind::Repointed => {
                     NAMESPACES[ns_i].to_string()
                 }
+                // A workergroup no endpoint holds (the endpoint would still list it).
+                Kind::VastGroupDeleted => groups_of_ns(ns_i)[frng.random_range(0..6)].to_string(),
                 _ => String::new(),
             };
+            let point = CRASH_POINTS[frng.random_range(0..CRASH_POINTS.len())];
             let at = world.now();
             let mut until = at;
             match kind {
@@ -702,6 +882,86 @@ async fn run(args: Args) -> Result<bool> {
                     undo.push((now + Duration::from_secs(secs), kind, target.clone()));
                     until = at + secs as f64;
                 }
+                Kind::VastOutage => {
+                    // Longer than the ready window: only the stale rule takes the
+                    // workers' endpoints out meanwhile.
+                    let long = 60 + secs * 2;
+                    vast.state.set_fault(
+                        group,
+                        Some(Fault {
+                            status: Some(503),
+                            ..Default::default()
+                        }),
+                    );
+                    undo.push((now + Duration::from_secs(long), kind, target.clone()));
+                    until = at + long as f64;
+                }
+                Kind::VastGroupDeleted => {
+                    if let Ok(g) = target.parse::<i64>() {
+                        vast.state.set_fault(
+                            g,
+                            Some(Fault {
+                                body: FaultBody::ErrorMsg(format!("workergroup {g} not found")),
+                                ..Default::default()
+                            }),
+                        );
+                        world.set_deleted(g, true);
+                    }
+                    undo.push((now + Duration::from_secs(secs), kind, target.clone()));
+                    until = at + secs as f64;
+                }
+                Kind::CutFromApiserver | Kind::CutFromVast | Kind::StaleView => {
+                    let l = leader(&seen, &replicas).unwrap_or(0);
+                    match kind {
+                        Kind::CutFromApiserver => api_proxies[l].cut(true),
+                        Kind::CutFromVast => vast_proxies[l].cut(true),
+                        _ => {
+                            let mut p = replicas.points[l].clone();
+                            p.push("watch-hold=return".into());
+                            replicas.set_points(l, p);
+                        }
+                    }
+                    target = l.to_string();
+                    undo.push((now + Duration::from_secs(secs), kind, target.clone()));
+                    until = at + secs as f64;
+                }
+                Kind::CrashPoint => {
+                    // Both replicas: whichever leads when the point is reached crashes
+                    // there, once.
+                    for i in 0..2 {
+                        let mut p = replicas.points[i].clone();
+                        p.retain(|l| !l.starts_with("crash-"));
+                        p.push(format!("{point}=1*return"));
+                        replicas.set_points(i, p);
+                    }
+                    target = point.to_string();
+                    if point == "crash-after-service" {
+                        // A Service is written when a WorkerGroup is new: one is made
+                        // new, by a delete and a create.
+                        let ns = NAMESPACES[ns_i];
+                        let api: Api<WorkerGroup> = Api::namespaced(client.clone(), ns);
+                        let _ = api.delete("wg-3", &DeleteParams::default()).await;
+                        let mut gone = false;
+                        for _ in 0..100 {
+                            if matches!(api.get_opt("wg-3").await, Ok(None)) {
+                                gone = true;
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        if gone {
+                            apply_until_done(
+                                &api,
+                                "wg-3",
+                                wg(ns, "wg-3", wg_spec(ns_i, 3, &groups_of_ns(ns_i))),
+                            )
+                            .await;
+                        }
+                        target = format!("{point} {ns}/wg-3");
+                    }
+                    undo.push((now + Duration::from_secs(secs), kind, String::new()));
+                    until = at + secs as f64;
+                }
                 Kind::KillLeader | Kind::TermLeader | Kind::KillStandby => {
                     let l = leader(&seen, &replicas).unwrap_or(0);
                     let i = if kind == Kind::KillStandby { 1 - l } else { l };
@@ -714,6 +974,8 @@ async fn run(args: Args) -> Result<bool> {
                         },
                     );
                     undo.push((now + restart_after, kind, i.to_string()));
+                    target = i.to_string();
+                    until = at + restart_after.as_secs_f64();
                 }
                 Kind::ApiserverStop => {
                     control_plane(&root, cluster.dir(), "apiserver-stop")?;
@@ -818,6 +1080,16 @@ async fn run(args: Args) -> Result<bool> {
             slices: s.slices.clone(),
             groups: s.groups.clone(),
             apiserver_down: apiserver_down.clone(),
+            writes: std::fs::read_to_string(&audit_log)
+                .ok()
+                .map(|text| audit::writes(&text, started_wall)),
+            own: Own {
+                lease: format!("{SYSTEM}/{LEASE}"),
+                namespaces: NAMESPACES.iter().map(|n| n.to_string()).collect(),
+                names: (1..=10).map(|n| format!("wg-{n}")).collect(),
+            },
+            disturbed: disturbed(&faults),
+            silent: silent(&faults),
             quiet_from,
             end,
         };
@@ -831,8 +1103,23 @@ async fn run(args: Args) -> Result<bool> {
         slack: Duration::from_secs(5),
     };
     let mut verdict = oracle::judge(&record, &bounds);
+    // A replica exits only when the harness kills it or a crash point fires.
+    const EXITS: &str = "replicas-exit-only-when-made-to";
+    *verdict.checks.entry(EXITS).or_default() += 1;
+    for (at, i, how, crash_point) in &replicas.exits {
+        if !crash_point {
+            verdict.violations.push(oracle::Violation {
+                invariant: EXITS,
+                at: *at,
+                what: format!(
+                    "replica {i} exited on its own ({how}); see its log in {}",
+                    out.join("logs").display()
+                ),
+            });
+        }
+    }
     orphans(&client, end, &mut verdict).await;
-    leaks(&root, &out, &client, &mut verdict).await;
+    leaks(&root, &out, &client, &audit_log, &mut verdict).await;
     const RSS_LIMIT_MIB: f64 = 256.0;
     *verdict.checks.entry("peak-rss-bounded").or_default() += 1;
     if peak_rss > RSS_LIMIT_MIB {
@@ -868,6 +1155,9 @@ async fn run(args: Args) -> Result<bool> {
             .count(),
         "lease_holders": holders.iter().map(|(at, h)| json!({"at": at, "holder": h})).collect::<Vec<_>>(),
         "peak_rss_mib": peak_rss,
+        "exits": replicas.exits.iter().map(|(at, i, how, cp)| json!({"at": at, "replica": i, "how": how, "crash_point": cp})).collect::<Vec<_>>(),
+        "audited_writes": record.writes.as_ref().map(Vec::len),
+        "planted": args.plant,
         "observations": {"slices": record.slices.len(), "workergroups": record.groups.len()},
     });
     std::fs::write(
@@ -894,6 +1184,11 @@ async fn run(args: Args) -> Result<bool> {
         oracle::quantile(&conv, 0.5),
         oracle::quantile(&conv, 0.99)
     );
+    println!(
+        "  exits at crash points {}, audited writes {:?}",
+        replicas.exits.iter().filter(|e| e.3).count(),
+        record.writes.as_ref().map(Vec::len)
+    );
     println!("  violations {}", verdict.violations.len());
     for v in verdict.violations.iter().take(20) {
         println!("    [{:7.1}s] {}: {}", v.at, v.invariant, v.what);
@@ -916,6 +1211,77 @@ async fn run(args: Args) -> Result<bool> {
     drop(replicas);
     drop(cluster);
     Ok(verdict.violations.is_empty())
+}
+
+/// When each fault kept the operator from seeing a workergroup (or all of them) or from
+/// writing what it saw, with the time to catch up after: for the oracle's
+/// lasting-changes-are-seen (control-plane outages are in the record of their own).
+fn disturbed(faults: &[FaultRecord]) -> Vec<(At, At, Option<i64>)> {
+    let catch_up = (INTERVAL * 2 + LEASE_DURATION).as_secs_f64() + 5.0;
+    let mut out = Vec::new();
+    for f in faults {
+        let to = f.until + catch_up;
+        match f.kind {
+            Kind::Vast5xx
+            | Kind::Vast429
+            | Kind::VastTimeout
+            | Kind::VastGarbage
+            | Kind::VastReset
+            | Kind::KeyRevoked
+            | Kind::VastOutage
+            | Kind::VastGroupDeleted => {
+                if let Ok(g) = f.target.parse() {
+                    out.push((f.at, to, Some(g)));
+                }
+            }
+            // The leader gone or cut off: until the standby (or the restarted replica)
+            // leads and polls. A held watch and the standby's faults hide nothing: the
+            // polls go on.
+            Kind::KillLeader
+            | Kind::TermLeader
+            | Kind::CutFromApiserver
+            | Kind::CutFromVast
+            | Kind::CrashPoint => out.push((f.at, to, None)),
+            Kind::KillStandby | Kind::StaleView | Kind::ApiserverStop | Kind::EtcdRestart => {}
+            Kind::SecretRotated | Kind::Recreated | Kind::Suspended | Kind::Repointed => {
+                if let Some(i) = NAMESPACES.iter().position(|n| *n == f.target) {
+                    let groups = groups_of_ns(i);
+                    let hit: Vec<i64> = match f.kind {
+                        Kind::SecretRotated => groups,
+                        Kind::Recreated => vec![groups[2]],
+                        Kind::Suspended => vec![groups[3]],
+                        _ => vec![],
+                    };
+                    out.extend(hit.into_iter().map(|g| (f.at, to, Some(g))));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// When Vast answered no call of a scope: a fault on a workergroup's calls silences its
+/// group scope (an endpoint's calls are answered apart), a leader cut off from Vast hears
+/// nothing of any.
+fn silent(faults: &[FaultRecord]) -> Vec<(At, At, Option<Scope>)> {
+    faults
+        .iter()
+        .filter_map(|f| match f.kind {
+            Kind::Vast5xx
+            | Kind::Vast429
+            | Kind::VastTimeout
+            | Kind::VastGarbage
+            | Kind::VastReset
+            | Kind::VastOutage
+            | Kind::KeyRevoked
+            | Kind::VastGroupDeleted => {
+                let g = f.target.parse().ok()?;
+                Some((f.at, f.until, Some(Scope::Group(g))))
+            }
+            Kind::CutFromVast => Some((f.at, f.until, None)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A fault of `hack/cluster.sh` (it waits for the apiserver to answer), off the
@@ -1001,9 +1367,41 @@ async fn undo_fault(
     apiserver_down: &mut [(At, At)],
     world: &World,
     generations: &mut [u32; 3],
+    [api_proxies, vast_proxies]: [&[Proxy; 2]; 2],
 ) -> Result<()> {
     match kind {
-        Kind::Vast5xx | Kind::Vast429 | Kind::VastTimeout | Kind::VastGarbage | Kind::VastReset => {
+        Kind::VastGroupDeleted => {
+            if let Ok(g) = target.parse::<i64>() {
+                state.set_fault(g, None);
+                world.set_deleted(g, false);
+            }
+        }
+        Kind::CutFromApiserver | Kind::CutFromVast | Kind::StaleView => {
+            if let Ok(i) = target.parse::<usize>() {
+                match kind {
+                    Kind::CutFromApiserver => api_proxies[i].cut(false),
+                    Kind::CutFromVast => vast_proxies[i].cut(false),
+                    _ => {
+                        let mut p = replicas.points[i].clone();
+                        p.retain(|l| l != "watch-hold=return");
+                        replicas.set_points(i, p);
+                    }
+                }
+            }
+        }
+        Kind::CrashPoint => {
+            for i in 0..2 {
+                let mut p = replicas.points[i].clone();
+                p.retain(|l| !l.starts_with("crash-"));
+                replicas.set_points(i, p);
+            }
+        }
+        Kind::Vast5xx
+        | Kind::Vast429
+        | Kind::VastTimeout
+        | Kind::VastGarbage
+        | Kind::VastReset
+        | Kind::VastOutage => {
             if let Ok(g) = target.parse() {
                 state.set_fault(g, None);
             }
@@ -1127,7 +1525,13 @@ async fn orphans(client: &Client, at: At, verdict: &mut oracle::Verdict) {
 
 /// No key in any replica's log, event, status or object: the objects dumped beside the
 /// logs, searched by `hack/leak-search.sh`.
-async fn leaks(root: &Path, out: &Path, client: &Client, verdict: &mut oracle::Verdict) {
+async fn leaks(
+    root: &Path,
+    out: &Path,
+    client: &Client,
+    audit_log: &Path,
+    verdict: &mut oracle::Verdict,
+) {
     const NAME: &str = "no-key-anywhere";
     let dir = out.join("leak");
     let _ = std::fs::remove_dir_all(&dir);
@@ -1149,6 +1553,8 @@ async fn leaks(root: &Path, out: &Path, client: &Client, verdict: &mut oracle::V
         dir.join("chaos-objects.json"),
         serde_json::to_string(&objects).unwrap_or_default(),
     );
+    // The audit log holds the bodies of the replicas' writes.
+    let _ = std::fs::copy(audit_log, dir.join("audit.log"));
     if let Ok(entries) = std::fs::read_dir(out.join("logs")) {
         for e in entries.flatten() {
             let _ = std::fs::copy(e.path(), dir.join(e.file_name()));

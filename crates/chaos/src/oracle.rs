@@ -76,10 +76,67 @@ pub struct Record {
     pub groups: Vec<GroupSeen>,
     /// When the control plane's apiserver was down: (from, to).
     pub apiserver_down: Vec<(At, At)>,
+    /// The operator's writes, from the apiserver's audit log (None: no audit log).
+    pub writes: Option<Vec<Write>>,
+    /// What the operator may write: its Lease, and the namespaces and WorkerGroup names
+    /// of the run.
+    pub own: Own,
+    /// When a fault kept the operator from seeing Vast or from writing: (from, to, the
+    /// workergroup it kept from view, or None for all of them).
+    pub disturbed: Vec<(At, At, Option<i64>)>,
+    /// When Vast answered no call of a scope (a fault on its calls, or the leader cut off
+    /// from Vast: None, every scope): what the truth says then was never reported.
+    pub silent: Vec<(At, At, Option<Scope>)>,
     /// When the last fault ended (the world is still from then on).
     pub quiet_from: At,
     /// When the record ends.
     pub end: At,
+}
+
+/// One write of a replica, as the apiserver's audit log has it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Write {
+    /// When the apiserver received it.
+    pub at: At,
+    /// When it was answered.
+    pub done: At,
+    /// The replica (from the audit user `chaos-op-<i>`).
+    pub replica: Option<usize>,
+    /// `create`, `update`, `patch`, `delete`.
+    pub verb: String,
+    /// `services`, `endpointslices`, `events`, `leases`, `workergroups/status`, ...
+    pub resource: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name (empty for a create by generateName).
+    pub name: String,
+    /// The answer's status code.
+    pub code: u16,
+    /// For a Lease: the `spec.holderIdentity` the body sets (`Some("")` when cleared,
+    /// None when the body does not set it).
+    pub holder: Option<String>,
+    /// The kinds of the owner references the body sets (None: no metadata in the body).
+    pub owners: Option<Vec<String>>,
+}
+
+/// What the operator may write.
+#[derive(Clone, Debug, Default)]
+pub struct Own {
+    /// The Lease's `namespace/name`.
+    pub lease: String,
+    /// The WorkerGroups' namespaces.
+    pub namespaces: Vec<String>,
+    /// The WorkerGroups' names (in every namespace).
+    pub names: Vec<String>,
+}
+
+/// The replica of a Lease holder identity or audit user `chaos-op-<i>[-...]`.
+pub fn replica_of(who: &str) -> Option<usize> {
+    who.strip_prefix("chaos-op-")?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// How long each invariant allows.
@@ -152,20 +209,47 @@ fn truth_at(record: &Record, group: i64, at: At) -> Vec<TruthWorker> {
         .unwrap_or_default()
 }
 
-/// Whether Vast reported a ready worker at `addr` in one of `groups` at some time in
-/// `[from, to]`.
-fn ready_within(record: &Record, groups: &[i64], addr: &str, from: At, to: At) -> bool {
-    groups.iter().any(|g| {
+/// Whether Vast reported a ready worker at `addr` to a call of `scope` at some time in
+/// `[from, to]`: a time the truth had it ready and Vast was not silent for that scope.
+fn ready_within(record: &Record, scope: Scope, addr: &str, from: At, to: At) -> bool {
+    let silent: Vec<(At, At)> = record
+        .silent
+        .iter()
+        .filter(|(_, _, sc)| sc.is_none_or(|sc| sc == scope))
+        .map(|(a, b, _)| (*a, *b))
+        .collect();
+    groups_of(record, scope).iter().any(|g| {
         let Some(tl) = record.truth.get(g) else {
             return false;
         };
-        // The state in force at `from`, and every change up to `to`.
+        // The state in force at `from`, and every change up to `to`, each until the next.
         let start = tl.iter().rposition(|(t, _)| *t <= from).unwrap_or(0);
         tl[start..]
             .iter()
-            .take_while(|(t, _)| *t <= to)
-            .any(|(_, ws)| ws.iter().any(|w| w.addr == addr && w.ready()))
+            .enumerate()
+            .take_while(|(_, (t, _))| *t <= to)
+            .any(|(k, (t, ws))| {
+                let next = tl.get(start + k + 1).map_or(f64::INFINITY, |(n, _)| *n);
+                ws.iter().any(|w| w.addr == addr && w.ready())
+                    && !covered(&silent, t.max(from), next.min(to))
+            })
     })
+}
+
+/// Whether `[lo, hi]` lies wholly within the union of `windows`.
+fn covered(windows: &[(At, At)], lo: At, hi: At) -> bool {
+    let mut cursor = lo;
+    while let Some((_, end)) = windows.iter().find(|(a, b)| *a <= cursor && *b > cursor) {
+        cursor = *end;
+        if cursor >= hi {
+            break;
+        }
+    }
+    if lo < hi {
+        cursor >= hi
+    } else {
+        windows.iter().any(|(a, b)| *a <= lo && *b >= lo)
+    }
 }
 
 /// The scopes `key` had at some time in `[from, to]` (the two watches are separate
@@ -198,7 +282,206 @@ pub fn judge(record: &Record, bounds: &Bounds) -> Verdict {
     let mut v = Verdict::default();
     never_ready_without_vast(record, bounds, &mut v);
     converges(record, bounds, &mut v);
+    lasting_changes_are_seen(record, bounds, &mut v);
+    match &record.writes {
+        Some(writes) => {
+            writes_inside_own_term(writes, &mut v);
+            writes_to_own_objects(writes, &record.own, &mut v);
+        }
+        None => v.violations.push(Violation {
+            invariant: "writes-inside-own-lease-term",
+            at: record.end,
+            what: "no audit log to judge the writes by".into(),
+        }),
+    }
     v
+}
+
+/// Who held the Lease from when: each successful Lease write whose body sets the holder
+/// (a take-over, a create, a release that clears it) sets it from when it was answered.
+/// A renewal sets only the times, and leaves the holder as it was, whoever sends it
+/// (a patch without a precondition lands even after another replica took over).
+fn terms(writes: &[Write]) -> Vec<(At, Option<usize>)> {
+    let mut changes: Vec<(At, Option<usize>)> = writes
+        .iter()
+        .filter(|w| w.resource == "leases" && (200..300).contains(&w.code))
+        .filter_map(|w| Some((w.done, replica_of(w.holder.as_ref()?))))
+        .collect();
+    changes.sort_by(|a, b| a.0.total_cmp(&b.0));
+    changes
+}
+
+/// No replica writes anything but its Lease while another holds the Lease, or nobody
+/// does: a write received at a time when the last Lease write answered before it names
+/// another holder is a write outside its own term.
+fn writes_inside_own_term(writes: &[Write], v: &mut Verdict) {
+    const NAME: &str = "writes-inside-own-lease-term";
+    let terms = terms(writes);
+    if !writes.iter().any(|w| w.resource != "leases") {
+        v.violations.push(Violation {
+            invariant: NAME,
+            at: 0.0,
+            what: "the audit log holds no write of the operator's: nothing was judged".into(),
+        });
+        return;
+    }
+    for w in writes.iter().filter(|w| w.resource != "leases") {
+        *v.checks.entry(NAME).or_default() += 1;
+        let holder = terms
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= w.at)
+            .and_then(|(_, h)| *h);
+        if holder != w.replica || w.replica.is_none() {
+            v.violations.push(Violation {
+                invariant: NAME,
+                at: w.at,
+                what: format!(
+                    "replica {:?} wrote ({} {} {}/{}, answered {}) while the Lease was held by {}",
+                    w.replica,
+                    w.verb,
+                    w.resource,
+                    w.namespace,
+                    w.name,
+                    w.code,
+                    holder.map_or("nobody".to_string(), |h| format!("replica {h}")),
+                ),
+            });
+        }
+    }
+}
+
+/// Every write goes to the operator's own objects: its Lease, the status of a
+/// WorkerGroup of the run, the Services and slices named after one (with a WorkerGroup
+/// as owner in every body that sets metadata), and Events, all in the run's namespaces.
+fn writes_to_own_objects(writes: &[Write], own: &Own, v: &mut Verdict) {
+    const NAME: &str = "writes-only-to-own-objects";
+    for w in writes {
+        *v.checks.entry(NAME).or_default() += 1;
+        let in_ns = own.namespaces.contains(&w.namespace);
+        let named = |exact: bool| {
+            own.names.iter().any(|n| {
+                if exact {
+                    w.name == *n
+                } else {
+                    w.name
+                        .strip_prefix(n.as_str())
+                        .is_some_and(|r| r.starts_with('-'))
+                }
+            })
+        };
+        let owned = w
+            .owners
+            .as_ref()
+            .is_none_or(|kinds| kinds.iter().any(|k| k == "WorkerGroup"));
+        let ok = match w.resource.as_str() {
+            "leases" => format!("{}/{}", w.namespace, w.name) == own.lease,
+            "workergroups/status" => in_ns && named(true),
+            "services" => in_ns && named(true) && owned,
+            "endpointslices" => in_ns && (named(false) || w.name.is_empty()) && owned,
+            "events" => in_ns,
+            _ => false,
+        };
+        if !ok {
+            v.violations.push(Violation {
+                invariant: NAME,
+                at: w.at,
+                what: format!(
+                    "replica {:?} wrote {} {} {}/{} (owners {:?}), not an object of its own",
+                    w.replica, w.verb, w.resource, w.namespace, w.name, w.owners
+                ),
+            });
+        }
+    }
+}
+
+/// Every state a worker held at Vast for at least two intervals, undisturbed by a fault
+/// that kept the operator from seeing it, shows in the status of a WorkerGroup of its
+/// workergroup while it lasts (or within the slack after).
+fn lasting_changes_are_seen(record: &Record, bounds: &Bounds, v: &mut Verdict) {
+    const NAME: &str = "lasting-changes-are-seen";
+    let long = 2.0 * bounds.interval.as_secs_f64();
+    let slack = bounds.slack.as_secs_f64();
+    for (group, timeline) in &record.truth {
+        // Per worker: (state, from, to).
+        let mut open: BTreeMap<i64, (String, At)> = BTreeMap::new();
+        let mut segments: Vec<(i64, String, At, At)> = Vec::new();
+        for (at, workers) in timeline {
+            let now: BTreeMap<i64, &str> =
+                workers.iter().map(|w| (w.id, w.status.as_str())).collect();
+            for (id, (state, from)) in std::mem::take(&mut open) {
+                match now.get(&id) {
+                    Some(s) if *s == state => {
+                        open.insert(id, (state, from));
+                    }
+                    _ => segments.push((id, state, from, *at)),
+                }
+            }
+            for (id, s) in now {
+                open.entry(id).or_insert_with(|| (s.to_string(), *at));
+            }
+        }
+        segments.extend(
+            open.into_iter()
+                .map(|(id, (state, from))| (id, state, from, record.end)),
+        );
+        for (id, state, from, to) in segments {
+            if to - from < long || to > record.end - slack {
+                continue;
+            }
+            // Judged when two intervals of it in a row were undisturbed.
+            let mut hidden: Vec<(At, At)> = record
+                .disturbed
+                .iter()
+                .filter(|(_, _, g)| g.is_none_or(|g| g == *group))
+                .map(|(a, b, _)| (*a, *b))
+                .chain(record.apiserver_down.iter().map(|(a, b)| (*a, b + 15.0)))
+                .filter(|(a, b)| *a <= to && *b >= from)
+                .collect();
+            hidden.sort_by(|x, y| x.0.total_cmp(&y.0));
+            let (mut longest, mut cursor) = (0.0f64, from);
+            for (a, b) in hidden {
+                longest = longest.max(a - cursor);
+                cursor = cursor.max(b);
+            }
+            longest = longest.max(to - cursor);
+            if longest < long {
+                continue;
+            }
+            // A WorkerGroup of this workergroup, not suspended, all along.
+            let watchers: BTreeSet<&str> = record
+                .groups
+                .iter()
+                .filter(|g| g.at <= to)
+                .filter(|g| {
+                    g.scope
+                        .is_some_and(|sc| groups_of(record, sc).contains(group))
+                        && !g.suspended
+                })
+                .map(|g| g.key.as_str())
+                .collect();
+            if watchers.is_empty() {
+                continue;
+            }
+            *v.checks.entry(NAME).or_default() += 1;
+            let seen = record.groups.iter().any(|g| {
+                g.at >= from
+                    && g.at <= to + slack
+                    && g.scope
+                        .is_some_and(|sc| groups_of(record, sc).contains(group))
+                    && g.workers.iter().any(|(i, s)| *i == id && *s == state)
+            });
+            if !seen {
+                v.violations.push(Violation {
+                    invariant: NAME,
+                    at: from,
+                    what: format!(
+                        "worker {id} of workergroup {group} was {state} at Vast from {from:.1} s to {to:.1} s, and no status showed it (WorkerGroups {watchers:?})"
+                    ),
+                });
+            }
+        }
+    }
 }
 
 /// No endpoint is ready for a worker Vast has not reported ready within the ready
@@ -223,16 +506,16 @@ fn never_ready_without_vast(record: &Record, bounds: &Bounds, v: &mut Verdict) {
             while t <= until {
                 let mut from = t - window;
                 from -= outage_room(record, from, t);
-                let groups: Vec<i64> = scopes_within(record, &s.service, from, t + lookahead)
-                    .into_iter()
-                    .flat_map(|sc| groups_of(record, sc))
-                    .collect();
-                if !ready_within(record, &groups, addr, from, t) {
+                let scopes = scopes_within(record, &s.service, from, t + lookahead);
+                if !scopes
+                    .iter()
+                    .any(|sc| ready_within(record, *sc, addr, from, t))
+                {
                     v.violations.push(Violation {
                         invariant: NAME,
                         at: t,
                         what: format!(
-                            "slice {} of {} had {addr} ready (seen at {:.1} s, held until {until:.1} s), which Vast did not report ready in the {:.0} s before {t:.1} s (groups {groups:?})",
+                            "slice {} of {} had {addr} ready (seen at {:.1} s, held until {until:.1} s), which Vast did not report ready in the {:.0} s before {t:.1} s (scopes {scopes:?})",
                             s.slice,
                             s.service,
                             s.at,
@@ -404,7 +687,145 @@ mod tests {
         r.groups.push(seen(16.0, "error"));
         r.quiet_from = 10.0;
         r.end = 120.0;
+        r.own = Own {
+            lease: "sys/l".into(),
+            namespaces: vec!["ns".into()],
+            names: vec!["a".into()],
+        };
+        r.writes = Some(vec![
+            lease(0.5, 0, Some("chaos-op-0-7-1")),
+            write(3.0, 0, "workergroups/status", "a"),
+        ]);
         r
+    }
+
+    fn lease(at: At, replica: usize, holder: Option<&str>) -> Write {
+        Write {
+            at,
+            done: at,
+            replica: Some(replica),
+            verb: "patch".into(),
+            resource: "leases".into(),
+            namespace: "sys".into(),
+            name: "l".into(),
+            code: 200,
+            holder: holder.map(str::to_string),
+            owners: None,
+        }
+    }
+
+    fn write(at: At, replica: usize, resource: &str, name: &str) -> Write {
+        Write {
+            at,
+            done: at + 0.01,
+            replica: Some(replica),
+            verb: "patch".into(),
+            resource: resource.into(),
+            namespace: "ns".into(),
+            name: name.into(),
+            code: 200,
+            holder: None,
+            owners: None,
+        }
+    }
+
+    fn violated(r: &Record, name: &str) -> Vec<Violation> {
+        judge(r, &bounds())
+            .violations
+            .into_iter()
+            .filter(|v| v.invariant == name)
+            .collect()
+    }
+
+    #[test]
+    fn a_write_after_the_lease_moved_on_is_caught() {
+        const NAME: &str = "writes-inside-own-lease-term";
+        let mut r = record(15.0);
+        taken_out(&mut r, 17.0);
+        let w = r.writes.get_or_insert_default();
+        w.push(lease(10.0, 0, None)); // a renewal
+        w.push(lease(22.0, 0, None)); // a late renewal by the old holder: still replica 1's
+        w.push(write(19.0, 0, "endpointslices", "a-v4-4001-0"));
+        w.push(lease(20.0, 1, Some("chaos-op-1-7-1"))); // a takeover
+        w.push(write(25.0, 1, "events", "a.1"));
+        assert!(violated(&r, NAME).is_empty(), "{:?}", violated(&r, NAME));
+        // The old holder writes after the takeover was answered.
+        r.writes
+            .get_or_insert_default()
+            .push(write(21.0, 0, "workergroups/status", "a"));
+        let v = violated(&r, NAME);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].what.contains("held by replica 1"), "{v:?}");
+        // A write after the holder let the Lease go.
+        let mut r = record(15.0);
+        let w = r.writes.get_or_insert_default();
+        w.push(lease(30.0, 0, Some("")));
+        w.push(write(31.0, 0, "events", "a.2"));
+        let v = violated(&r, NAME);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].what.contains("held by nobody"), "{v:?}");
+        // No audit log, or one without a single write: nothing judged is a violation.
+        r.writes = None;
+        assert_eq!(violated(&r, NAME).len(), 1);
+        r.writes = Some(vec![lease(1.0, 0, Some("chaos-op-0-7-1"))]);
+        assert_eq!(violated(&r, NAME).len(), 1);
+    }
+
+    #[test]
+    fn a_write_to_an_object_not_its_own_is_caught() {
+        const NAME: &str = "writes-only-to-own-objects";
+        let mut r = record(15.0);
+        let mut owned = write(4.0, 0, "endpointslices", "a-v4-4001-0");
+        owned.owners = Some(vec!["WorkerGroup".into()]);
+        r.writes.get_or_insert_default().push(owned);
+        assert!(violated(&r, NAME).is_empty(), "{:?}", violated(&r, NAME));
+        let mut unowned = write(5.0, 0, "endpointslices", "a-v4-4001-1");
+        unowned.owners = Some(vec![]);
+        let mut elsewhere = write(6.0, 0, "events", "a.1");
+        elsewhere.namespace = "kube-system".into();
+        let planted = [
+            write(5.0, 0, "services", "b"),
+            unowned,
+            elsewhere,
+            write(7.0, 0, "secrets", "vast"),
+            write(8.0, 0, "workergroups", "a"),
+            write(9.0, 0, "endpointslices", "ab-v4"),
+        ];
+        let n = planted.len();
+        r.writes.get_or_insert_default().extend(planted);
+        assert_eq!(violated(&r, NAME).len(), n, "{:?}", violated(&r, NAME));
+    }
+
+    #[test]
+    fn a_lasting_state_never_shown_is_caught_unless_a_fault_hid_it() {
+        const NAME: &str = "lasting-changes-are-seen";
+        let mut r = record(15.0);
+        taken_out(&mut r, 17.0);
+        r.truth.insert(
+            1,
+            vec![
+                (0.0, vec![w(11, "idle", "198.51.100.1")]),
+                (10.0, vec![w(11, "loading", "198.51.100.1")]),
+                (13.0, vec![w(11, "model_loading", "198.51.100.1")]),
+                (30.0, vec![w(11, "error", "198.51.100.1")]),
+            ],
+        );
+        // loading lasted 3 s (not judged); model_loading 17 s, never shown.
+        let v = violated(&r, NAME);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].what.contains("model_loading"), "{v:?}");
+        // Shown at 20 s: fine.
+        r.groups.push(seen(20.0, "model_loading"));
+        assert!(violated(&r, NAME).is_empty());
+        r.groups.pop();
+        // A Vast fault on this workergroup that leaves no two intervals in a row of it
+        // excuses it; one on another workergroup, or a short one, does not.
+        r.disturbed.push((14.0, 29.0, Some(2)));
+        assert_eq!(violated(&r, NAME).len(), 1);
+        r.disturbed.push((14.0, 16.0, Some(1)));
+        assert_eq!(violated(&r, NAME).len(), 1);
+        r.disturbed.push((20.0, 29.0, Some(1)));
+        assert!(violated(&r, NAME).is_empty());
     }
 
     /// The endpoint taken out (not ready) at `at`.
@@ -502,6 +923,42 @@ mod tests {
             "{:?}",
             v.violations
         );
+    }
+
+    /// Vast silent (a long outage of the workergroup's calls) while the truth says
+    /// ready: an endpoint kept ready through it, past the window, is the planted bug of
+    /// an operator without the stale rule, and is caught; a silence of another scope is
+    /// not an excuse, and the same record without the silence passes.
+    #[test]
+    fn ready_through_a_long_silence_of_vast_is_a_violation() {
+        const NAME: &str = "ready-only-if-vast-said-so";
+        let mut r = Record::default();
+        r.truth
+            .insert(1, vec![(0.0, vec![w(11, "idle", "198.51.100.1")])]);
+        r.groups.push(seen(1.0, "idle"));
+        r.slices.push(SliceSeen {
+            at: 2.0,
+            slice: "ns/a-v4-4001-0".into(),
+            service: "ns/a".into(),
+            endpoints: vec![("198.51.100.1".into(), true)],
+        });
+        r.end = 100.0;
+        r.quiet_from = 100.0;
+        let judged = |r: &Record| violated(r, NAME);
+        assert!(judged(&r).is_empty());
+        r.silent.push((10.0, 90.0, Some(Scope::Group(2))));
+        assert!(judged(&r).is_empty(), "another scope's silence");
+        r.silent.push((10.0, 90.0, Some(Scope::Group(1))));
+        let v = judged(&r);
+        assert_eq!(v.len(), 1, "{v:?}");
+        // Last reported at 10 s: ready may last the 52 s window, not longer.
+        assert!(v[0].at >= 61.5 && v[0].at < 64.0, "{v:?}");
+        // Taken out (stale) 30 s into the silence: fine.
+        taken_out(&mut r, 40.0);
+        assert!(judged(&r).is_empty(), "{:?}", judged(&r));
+        assert!(covered(&[(0.0, 2.0), (1.5, 4.0)], 0.5, 3.0));
+        assert!(!covered(&[(0.0, 2.0), (2.5, 4.0)], 0.5, 3.0));
+        assert!(!covered(&[], 1.0, 1.0));
     }
 
     #[test]
