@@ -136,7 +136,7 @@ async fn finish(
         return Ok(Action::requeue(delay));
     };
     if plan.write && !plan.events.is_empty() {
-        crate::crash_point!("crash-after-status");
+        crate::runtime::failpoints::crash_point!("crash-after-status");
     }
     emit_events(ctx, &plan.events, &written).await;
     record_metrics(ctx, wg, &plan, &poll.outcome);
@@ -158,7 +158,7 @@ fn freshness(
     let recorded = status_of_spec(wg).and_then(|s| s.last_sync_time);
     let interval = interval.copied().unwrap_or(DEFAULT_INTERVAL);
     let mut window = sync::stale_after(ctx.config.stale_after, interval);
-    if crate::failpoint!("skip-stale-rule") {
+    if crate::runtime::failpoints::failpoint!("skip-stale-rule") {
         // A planted bug (test builds only): nothing ever goes stale.
         window = Duration::from_secs(10 * 365 * 86_400);
     }

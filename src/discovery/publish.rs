@@ -66,12 +66,12 @@ pub async fn publish(
     let want = desired(wg, workers, stale, policy);
     let service_ok = w.ensure_service(&services, &want).await;
     if w.writes > 0 {
-        crate::crash_point!("crash-after-service");
+        crate::runtime::failpoints::crash_point!("crash-after-service");
     }
     let before = w.writes;
     w.ensure_slices(&slices, &want, service_ok).await;
     if w.writes > before {
-        crate::crash_point!("crash-after-slices");
+        crate::runtime::failpoints::crash_point!("crash-after-slices");
     }
     w.finish(Some((&want, service_ok)))
 }

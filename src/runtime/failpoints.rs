@@ -3,7 +3,7 @@
 //! and the binary). With the feature, the file named by `VAST_OPERATOR_FAILPOINTS` is
 //! read every 200 ms; each line `name=actions` configures one point in the `fail` crate's
 //! syntax (`return`, `1*return`, `50%return`, `off`), and a point no longer listed is
-//! switched off. Without the feature, [`failpoint!`](crate::failpoint) is `false` and no
+//! switched off. Without the feature, `failpoint!` is `false` and no
 //! point's name is in the binary.
 //!
 //! The points:
@@ -18,7 +18,6 @@
 
 /// Whether the failpoint `$name` (a literal) is on; always `false` without the
 /// `failpoints` feature, which then leaves the name out of the binary.
-#[macro_export]
 macro_rules! failpoint {
     ($name:literal) => {{
         #[cfg(feature = "failpoints")]
@@ -30,19 +29,20 @@ macro_rules! failpoint {
 }
 
 /// Aborts the process, as a crash would, when the failpoint `$name` is on.
-#[macro_export]
 macro_rules! crash_point {
     ($name:literal) => {{
-        if $crate::failpoint!($name) {
+        if $crate::runtime::failpoints::failpoint!($name) {
             eprintln!(concat!("failpoint ", $name, ": aborting"));
             std::process::abort();
         }
     }};
 }
 
+pub(crate) use {crash_point, failpoint};
+
 /// Waits while the failpoint `watch-hold` is on (a watch held back).
 pub async fn hold_watch() {
-    while crate::failpoint!("watch-hold") {
+    while failpoint!("watch-hold") {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
