@@ -1,6 +1,6 @@
 //! Failpoints for `make chaos`, compiled in only with the `failpoints` feature (the
-//! release build and the image carry none: `tests/layout.rs` checks the dependency tree
-//! and the binary). With the feature, the file named by `VAST_OPERATOR_FAILPOINTS` is
+//! release build and the image carry none: `tests/layout.rs` checks the dependency tree,
+//! `hack/image.sh` the binary). With the feature, the file named by `VAST_OPERATOR_FAILPOINTS` is
 //! read every 200 ms; each line `name=actions` configures one point in the `fail` crate's
 //! syntax (`return`, `1*return`, `50%return`, `off`), and a point no longer listed is
 //! switched off. Without the feature, `failpoint!` is `false` and no
@@ -11,7 +11,7 @@
 //!   aborts between two writes of one reconcile (after the Service was written and
 //!   before its slices; after the slices and before the status; after the status and
 //!   before the events): Sieve's intermediate states.
-//! - `watch-hold`: the watches of WorkerGroups, Services and EndpointSlices stop
+//! - `watch-hold`: the watches of WorkerGroups, Secrets, Services and EndpointSlices stop
 //!   delivering while it is on, and deliver what queued once it is off: a stale view.
 //! - `skip-stale-rule`: a planted bug for the oracle to catch: stale endpoints stay
 //!   ready.
