@@ -44,6 +44,7 @@ chaos-build: ## Build the chaos harness and the operator with failpoints (target
 	@# The replicas are a test build with failpoints (crash points, a held watch, the
 	@# planted bug), kept aside; target/debug/vast-operator stays the plain build.
 	$(CARGO) build -p vast-operator --features failpoints --bin vast-operator
+	$(CARGO) test -p vast-operator --features failpoints --lib failpoint
 	mkdir -p target/chaos && cp target/debug/vast-operator target/chaos/vast-operator-failpoints
 	$(CARGO) build -p vast-operator -p vast-operator-chaos
 

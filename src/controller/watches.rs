@@ -154,7 +154,8 @@ async fn watch_groups(
     // written, and after a relist on another apiserver it can even go back in time. The
     // apiserver serves consistent lists from its cache too (ConsistentListFromCache,
     // on by default since Kubernetes 1.31), so the cheap semantics would save little.
-    let mut events = watcher::watcher(api, watcher::Config::default())
+    let start = move || watcher::watcher(api.clone(), watcher::Config::default());
+    let mut events = crate::runtime::watch::relisting(start)
         .backoff(crate::runtime::watch::WatchBackoff::default())
         .modify(|wg| {
             // Only the resync annotation is read; kubectl's last-applied copy of the
@@ -256,7 +257,8 @@ async fn watch_secrets(
     let mut relist: Option<HashMap<Key, Option<String>>> = None;
     // The store keeps names and resourceVersions: annotations (kubectl's
     // last-applied copy may hold the data) and managedFields are dropped.
-    let mut events = watcher::watcher(api, config)
+    let start = move || watcher::watcher(api.clone(), config.clone());
+    let mut events = crate::runtime::watch::relisting(start)
         .backoff(crate::runtime::watch::WatchBackoff::default())
         .modify(|s| {
             s.metadata.annotations = None;

@@ -13,6 +13,9 @@
 //!   before the events): Sieve's intermediate states.
 //! - `watch-hold`: the watches of WorkerGroups, Secrets, Services and EndpointSlices stop
 //!   delivering while it is on, and deliver what queued once it is off: a stale view.
+//! - `watch-relist`: each of those watches starts again from a fresh list whenever the
+//!   point's value changes (`watch-relist=return(3)`, then `return(4)`, ...): a relist
+//!   that shows the world as it is now, without the events of what happened meanwhile.
 //! - `skip-stale-rule`: a planted bug for the oracle to catch: stale endpoints stay
 //!   ready.
 
@@ -51,6 +54,12 @@ pub async fn hold_watch() {
 #[cfg(feature = "failpoints")]
 pub fn on(name: &str) -> bool {
     fail::eval(name, |_| ()).is_some()
+}
+
+/// The value of `watch-relist` (`return(v)`), when it is on.
+#[cfg(feature = "failpoints")]
+pub fn relist_value() -> Option<String> {
+    fail::eval("watch-relist", |v| v).flatten()
 }
 
 /// Follows the file `VAST_OPERATOR_FAILPOINTS` names, if any (see the module's text).

@@ -38,13 +38,56 @@ pub fn streamed<K>(
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    let streaming = watcher(api.clone(), config.clone().streaming_lists());
-    let paged = watcher(api, config);
+    let start = move || {
+        let streaming = watcher(api.clone(), config.clone().streaming_lists());
+        let paged = watcher(api.clone(), config.clone());
+        streaming_or_else(streaming, paged, FIRST_STREAM_DEADLINE, what)
+    };
     // Held while the `watch-hold` failpoint is on (test builds only): a stale view.
-    streaming_or_else(streaming, paged, FIRST_STREAM_DEADLINE, what).then(|ev| async move {
+    relisting(start).then(|ev| async move {
         super::failpoints::hold_watch().await;
         ev
     })
+}
+
+/// The watch `start` makes; in a test build, made again (a fresh list, from its `Init`)
+/// whenever the `watch-relist` failpoint's value changes: see `runtime::failpoints`.
+/// Without the `failpoints` feature this is `start()` itself.
+pub fn relisting<S, F>(start: F) -> impl Stream<Item = S::Item> + Send
+where
+    F: Fn() -> S + Send + 'static,
+    S: Stream + Send + 'static,
+    S::Item: Send,
+{
+    #[cfg(not(feature = "failpoints"))]
+    {
+        start()
+    }
+    #[cfg(feature = "failpoints")]
+    {
+        // The value the watch last relisted for; checked before each event and every
+        // 200 ms of a quiet watch.
+        let last = super::failpoints::relist_value();
+        futures::stream::unfold(
+            (Box::pin(start()), start, last),
+            |(mut stream, start, mut last)| async move {
+                loop {
+                    let now = super::failpoints::relist_value();
+                    if now.is_some() && now != last {
+                        tracing::warn!(
+                            "failpoint watch-relist: the watch starts again from a list"
+                        );
+                        stream = Box::pin(start());
+                        last = now;
+                    }
+                    tokio::select! {
+                        item = stream.next() => return item.map(|i| (i, (stream, start, last))),
+                        () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
+                }
+            },
+        )
+    }
 }
 
 /// `streaming`, or `paged` instead, for good, once the apiserver refuses the protocol at a
@@ -259,6 +302,47 @@ mod tests {
 
     fn at(n: &str, t: u64) -> (String, u64) {
         (n.to_string(), t)
+    }
+
+    /// A test build's watch starts again from a list when `watch-relist`'s value changes,
+    /// and only then (run by `make chaos-build`: `cargo test --features failpoints`).
+    #[cfg(feature = "failpoints")]
+    #[tokio::test(start_paused = true)]
+    async fn a_failpoint_relist_starts_the_watch_again_when_its_value_changes() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let starts = Arc::new(AtomicU32::new(0));
+        let n = starts.clone();
+        let start = move || {
+            let i = n.fetch_add(1, Ordering::SeqCst) + 1;
+            futures::stream::iter([format!("list {i}")]).chain(futures::stream::pending())
+        };
+        let mut s = Box::pin(relisting(start));
+        assert_eq!(s.next().await.as_deref(), Some("list 1"));
+        // Quiet: no event, and no new start, while the value stays.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(2), s.next())
+                .await
+                .is_err()
+        );
+        assert_eq!(starts.load(Ordering::SeqCst), 1);
+        for (value, list) in [("return(1)", "list 2"), ("return(2)", "list 3")] {
+            fail::cfg("watch-relist", value).expect("a failpoint config");
+            let next = tokio::time::timeout(Duration::from_secs(1), s.next()).await;
+            assert_eq!(next.ok().flatten().as_deref(), Some(list), "after {value}");
+            assert!(
+                tokio::time::timeout(Duration::from_secs(2), s.next())
+                    .await
+                    .is_err()
+            );
+        }
+        fail::remove("watch-relist");
+        assert!(
+            tokio::time::timeout(Duration::from_secs(2), s.next())
+                .await
+                .is_err()
+        );
+        assert_eq!(starts.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test(start_paused = true)]
