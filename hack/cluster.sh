@@ -15,8 +15,9 @@
 #   hack/cluster.sh apiserver-stop | apiserver-start | etcd-restart
 #                           faults for tests: the same ports, certificates and data
 #
-# VAST_APISERVER_FLAGS adds kube-apiserver flags (a test's own cluster: request limits;
-# the chaos run's audit log and tokens), kept for apiserver-start.
+# VAST_APISERVER_FLAGS adds kube-apiserver flags, one per line, each passed whole (so a
+# path may hold spaces): `--name=value` (a test's own cluster: request limits; the chaos
+# run's audit log and tokens), kept for apiserver-start.
 # VAST_CLUSTER_NO_DNS=1 leaves CoreDNS out (the benchmark: its watches would count).
 #
 # State lives in $VAST_CLUSTER_DIR (default: .cluster/ in the repository): kubeconfig,
@@ -145,8 +146,13 @@ start_etcd() {
 
 # kube-apiserver on the URL recorded by `up`, against the recorded etcd.
 start_apiserver() {
-  local bin="$root/hack/bin" url etcd_url port
+  local bin="$root/hack/bin" url etcd_url port extra=()
   url=$(cat "$dir/apiserver-url"); etcd_url=$(cat "$dir/etcd-url"); port=${url##*:}
+  # One flag per line, blank lines left out.
+  if [[ -f "$dir/apiserver-flags" ]]; then
+    local line
+    while IFS= read -r line; do [[ -n "$line" ]] && extra+=("$line"); done < "$dir/apiserver-flags"
+  fi
   log "starting kube-apiserver on $url"
   "$bin/kube-apiserver" \
     --etcd-servers "$etcd_url" \
@@ -160,7 +166,7 @@ start_apiserver() {
     --endpoint-reconciler-type none \
     --disable-admission-plugins ServiceAccount \
     --allow-privileged=true \
-    $(cat "$dir/apiserver-flags" 2>/dev/null) \
+    "${extra[@]}" \
     >>"$logs/kube-apiserver.log" 2>&1 &
   echo $! > "$dir/kube-apiserver.pid"
   local deadline=$((SECONDS + 120))

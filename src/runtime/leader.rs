@@ -78,7 +78,7 @@ pub async fn start(
     let manager = loop {
         match candidate.manager().await {
             Ok(m) => break m,
-            Err(e) if refused(&e) => {
+            Err(e) if !worth_waiting(&e) => {
                 return Err(crate::error::Error::StartUp(format!(
                     "cannot use Lease {}/{}: {e}",
                     settings.namespace, settings.lease_name
@@ -97,14 +97,18 @@ pub async fn start(
     Ok((rx, task))
 }
 
-/// Whether the apiserver answered and refused (a 4xx other than a conflict or a rate
-/// limit): waiting will not help.
-fn refused(e: &kube_lease_manager::LeaseManagerError) -> bool {
+/// Whether a failed start may go through later: the apiserver could not be reached or
+/// was busy (a transport error, 5xx, a conflict, a rate limit), or another replica
+/// created or deleted the Lease at the same moment. An answer that refuses (any other
+/// 4xx: RBAC, a bad namespace) and the crate's own inconsistencies will not mend.
+fn worth_waiting(e: &kube_lease_manager::LeaseManagerError) -> bool {
+    use kube_lease_manager::LeaseManagerError as E;
     match e {
-        kube_lease_manager::LeaseManagerError::KubeError(kube::Error::Api(s)) => {
-            (400..500).contains(&s.code) && s.code != 409 && s.code != 429
+        E::KubeError(kube::Error::Api(s)) => {
+            !(400..500).contains(&s.code) || s.code == 409 || s.code == 429
         }
-        _ => false,
+        E::KubeError(_) | E::LeaseAlreadyExists(_) | E::NonexistentLease(_) => true,
+        E::InconsistentState(_) | E::ControlChannelError(_) => false,
     }
 }
 
@@ -283,5 +287,30 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube_lease_manager::LeaseManagerError as E;
+
+    fn answer(code: u16) -> E {
+        E::KubeError(kube::Error::Api(Box::new(
+            kube::core::Status::failure("no", "Reason").with_code(code),
+        )))
+    }
+
+    #[test]
+    fn a_start_waits_for_what_can_mend_and_stops_at_what_cannot() {
+        for code in [409, 429, 500, 503, 504] {
+            assert!(worth_waiting(&answer(code)), "{code}");
+        }
+        assert!(worth_waiting(&E::LeaseAlreadyExists("l".into())));
+        assert!(worth_waiting(&E::NonexistentLease("l".into())));
+        for code in [400, 401, 403, 404, 422] {
+            assert!(!worth_waiting(&answer(code)), "{code}");
+        }
+        assert!(!worth_waiting(&E::InconsistentState("bug".into())));
     }
 }

@@ -37,7 +37,13 @@ fn start_cluster() -> PathBuf {
         .join("test-clusters")
         .join(format!("{name}-{}", std::process::id()));
     let options = vast_testkit::cluster::Options {
-        apiserver_flags: APISERVER_FLAGS.get().copied().unwrap_or("").to_string(),
+        apiserver_flags: APISERVER_FLAGS
+            .get()
+            .copied()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(String::from)
+            .collect(),
         no_dns: false,
     };
     vast_testkit::cluster::Cluster::up(&repo_root(), &dir, &options)
@@ -54,7 +60,8 @@ pub fn kubeconfig() -> &'static Path {
 /// Extra kube-apiserver flags for this process's own control plane.
 static APISERVER_FLAGS: OnceLock<&'static str> = OnceLock::new();
 
-/// Starts this process's control plane with extra kube-apiserver `flags`; must come
+/// Starts this process's control plane with extra kube-apiserver `flags` (separated by
+/// whitespace; none holds a space); must come
 /// before anything else uses the cluster (a test binary of its own).
 pub fn kubeconfig_with_apiserver_flags(flags: &'static str) -> &'static Path {
     assert!(

@@ -248,6 +248,8 @@ enum Kind {
     CutFromVast,
     CrashPoint,
     StaleView,
+    /// The leader's watches held, then made to start again from a fresh list.
+    Relist,
 }
 
 /// The crash points of one reconcile (failpoints of a test build).
@@ -257,7 +259,7 @@ const CRASH_POINTS: [&str; 3] = [
     "crash-after-status",
 ];
 
-const KINDS: [Kind; 21] = [
+const KINDS: [Kind; 22] = [
     Kind::Vast5xx,
     Kind::Vast429,
     Kind::VastTimeout,
@@ -279,7 +281,33 @@ const KINDS: [Kind; 21] = [
     Kind::CutFromVast,
     Kind::CrashPoint,
     Kind::StaleView,
+    Kind::Relist,
 ];
+
+/// Faults on a workergroup's calls at Vast (its fault slot at the fake, or its key).
+const VAST_GROUP_KINDS: [Kind; 8] = [
+    Kind::Vast5xx,
+    Kind::Vast429,
+    Kind::VastTimeout,
+    Kind::VastGarbage,
+    Kind::VastReset,
+    Kind::VastOutage,
+    Kind::KeyRevoked,
+    Kind::VastGroupDeleted,
+];
+
+/// What a fault holds while it is open: two faults on one slot would end each other
+/// early (an undo clears the fake's fault slot, lets a proxy through, drops the held
+/// watch), while the record still says the later one goes on. One open fault per slot.
+fn slot(kind: Kind, target: &str) -> Option<String> {
+    match kind {
+        k if VAST_GROUP_KINDS.contains(&k) => Some(format!("vast {target}")),
+        Kind::CutFromApiserver => Some(format!("apiserver-cut {target}")),
+        Kind::CutFromVast => Some(format!("vast-cut {target}")),
+        Kind::StaleView | Kind::Relist => Some(format!("watch-hold {target}")),
+        _ => None,
+    }
+}
 
 /// A fault as it happened.
 #[derive(Clone, Debug)]
@@ -298,8 +326,10 @@ struct Replicas {
     starts: [u32; 2],
     /// Each replica's failpoints beyond the planted one (`name=actions`).
     points: [Vec<String>; 2],
-    /// Exits nobody asked for: (when, replica, how, whether a crash point was on).
+    /// Exits nobody asked for: (when, replica, how, whether a crash point made it).
     exits: Vec<(At, usize, String, bool)>,
+    /// The value of the last `watch-relist` failpoint written.
+    relists: u32,
 }
 
 #[derive(Clone)]
@@ -392,9 +422,11 @@ impl Replicas {
     }
 
     /// Restarts each replica that exited without being told to (a crash point, or a
-    /// crash of its own), as a Deployment would, recording the exit. A crash point that
-    /// fired is switched off for the restarted replica.
+    /// crash of its own), as a Deployment would, recording the exit. An exit counts as a
+    /// crash point's only when the replica aborted (SIGABRT) and its log says which point
+    /// made it; a crash point that fired is switched off for the restarted replica.
     fn restart_exited(&mut self, now: At) -> Result<()> {
+        use std::os::unix::process::ExitStatusExt;
         for i in 0..2 {
             let Some(p) = self.procs[i].as_mut() else {
                 continue;
@@ -402,7 +434,11 @@ impl Replicas {
             let Ok(Some(status)) = p.child.try_wait() else {
                 continue;
             };
-            let crash_point = self.points[i].iter().any(|l| l.starts_with("crash-"));
+            let log = p.log_text();
+            let crash_point = status.signal() == Some(libc_sigabrt())
+                && CRASH_POINTS
+                    .iter()
+                    .any(|c| log.contains(&format!("failpoint {c}: aborting")));
             eprintln!("[chaos] {now:7.1}s replica {i} exited ({status}); restarting");
             self.exits.push((now, i, status.to_string(), crash_point));
             let kept = self.points[i]
@@ -417,6 +453,26 @@ impl Replicas {
         Ok(())
     }
 
+    /// Holds replica `i`'s watches (`watch-hold`) or lets them go.
+    fn hold(&mut self, i: usize, on: bool) {
+        let mut p = self.points[i].clone();
+        p.retain(|l| l != "watch-hold=return");
+        if on {
+            p.push("watch-hold=return".into());
+        }
+        self.set_points(i, p);
+    }
+
+    /// Makes each of replica `i`'s watches start again from a list (a new value of
+    /// `watch-relist`).
+    fn relist(&mut self, i: usize) {
+        self.relists += 1;
+        let mut p = self.points[i].clone();
+        p.retain(|l| !l.starts_with("watch-relist="));
+        p.push(format!("watch-relist=return({})", self.relists));
+        self.set_points(i, p);
+    }
+
     fn peak_rss_mib(&self) -> f64 {
         self.procs
             .iter()
@@ -424,6 +480,11 @@ impl Replicas {
             .map(|p| p.peak_rss_kib() as f64 / 1024.0)
             .fold(0.0, f64::max)
     }
+}
+
+/// SIGABRT, what `std::process::abort` ends a process with on Linux.
+const fn libc_sigabrt() -> i32 {
+    6
 }
 
 /// What the observer saw, shared with the watch tasks.
@@ -581,7 +642,31 @@ fn secret(ns: &str, key: &str) -> serde_json::Value {
 async fn main() -> std::process::ExitCode {
     vast_operator::install_crypto_provider();
     let args = Args::parse();
-    match run(args).await {
+    // SIGTERM (CI's clean-up of a failed step) or SIGINT ends the run with its clean-up:
+    // dropping the run drops the replicas (killed) and the control plane (`down`).
+    let stopped = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                }
+            }
+            _ => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = run(args) => outcome,
+        sig = stopped => {
+            eprintln!("chaos: stopped by {sig}; stopping the replicas and the control plane");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match outcome {
         Ok(true) => std::process::ExitCode::SUCCESS,
         Ok(false) => std::process::ExitCode::FAILURE,
         Err(e) => {
@@ -619,12 +704,15 @@ async fn run(args: Args) -> Result<bool> {
     std::fs::write(auth.join("audit-policy.yaml"), audit::policy(&users))?;
     let audit_log = auth.join("audit.log");
     let options = vast_testkit::cluster::Options {
-        apiserver_flags: format!(
-            "--token-auth-file {} --audit-policy-file {} --audit-log-path {} --audit-log-format json",
-            auth.join("tokens.csv").display(),
-            auth.join("audit-policy.yaml").display(),
-            audit_log.display()
-        ),
+        apiserver_flags: vec![
+            format!("--token-auth-file={}", auth.join("tokens.csv").display()),
+            format!(
+                "--audit-policy-file={}",
+                auth.join("audit-policy.yaml").display()
+            ),
+            format!("--audit-log-path={}", audit_log.display()),
+            "--audit-log-format=json".to_string(),
+        ],
         no_dns: false,
     };
     let cluster = Cluster::up(&root, &out.join("cluster"), &options)?;
@@ -753,6 +841,7 @@ async fn run(args: Args) -> Result<bool> {
         starts: [0, 0],
         points: Default::default(),
         exits: Vec::new(),
+        relists: 0,
     };
     if let Some(p) = &args.plant {
         eprintln!("[chaos] planted bug: {p} (the oracle must catch it)");
@@ -842,6 +931,39 @@ async fn run(args: Args) -> Result<bool> {
                 Kind::VastGroupDeleted => groups_of_ns(ns_i)[frng.random_range(0..6)].to_string(),
                 _ => String::new(),
             };
+            // A Vast fault goes to the next workergroup without one open (among those
+            // its kind may take); a fault on the leader whose slot is taken is left out.
+            let open = |kind: Kind, target: &str| {
+                slot(kind, target)
+                    .is_some_and(|s| undo.iter().any(|(_, k, t)| slot(*k, t) == Some(s.clone())))
+            };
+            if VAST_GROUP_KINDS.contains(&kind) {
+                let pool: Vec<i64> = if kind == Kind::VastGroupDeleted {
+                    groups_of_ns(ns_i)[..6].to_vec()
+                } else {
+                    all_groups.clone()
+                };
+                let from = pool
+                    .iter()
+                    .position(|g| g.to_string() == target)
+                    .unwrap_or(0);
+                let free = (0..pool.len())
+                    .map(|k| pool[(from + k) % pool.len()])
+                    .find(|g| !open(kind, &g.to_string()));
+                match free {
+                    Some(g) => target = g.to_string(),
+                    None => continue,
+                }
+            }
+            let group: i64 = target.parse().unwrap_or(group);
+            let on_leader = leader(&seen, &replicas).unwrap_or(0);
+            if matches!(
+                kind,
+                Kind::CutFromApiserver | Kind::CutFromVast | Kind::StaleView | Kind::Relist
+            ) && open(kind, &on_leader.to_string())
+            {
+                continue;
+            }
             let point = CRASH_POINTS[frng.random_range(0..CRASH_POINTS.len())];
             let at = world.now();
             let mut until = at;
@@ -910,16 +1032,13 @@ async fn run(args: Args) -> Result<bool> {
                     undo.push((now + Duration::from_secs(secs), kind, target.clone()));
                     until = at + secs as f64;
                 }
-                Kind::CutFromApiserver | Kind::CutFromVast | Kind::StaleView => {
-                    let l = leader(&seen, &replicas).unwrap_or(0);
+                Kind::CutFromApiserver | Kind::CutFromVast | Kind::StaleView | Kind::Relist => {
+                    let l = on_leader;
                     match kind {
                         Kind::CutFromApiserver => api_proxies[l].cut(true),
                         Kind::CutFromVast => vast_proxies[l].cut(true),
-                        _ => {
-                            let mut p = replicas.points[l].clone();
-                            p.push("watch-hold=return".into());
-                            replicas.set_points(l, p);
-                        }
+                        // A Relist's list comes at its undo.
+                        _ => replicas.hold(l, true),
                     }
                     target = l.to_string();
                     undo.push((now + Duration::from_secs(secs), kind, target.clone()));
@@ -994,8 +1113,15 @@ async fn run(args: Args) -> Result<bool> {
                 Kind::SecretRotated => {
                     generations[ns_i] += 1;
                     let key = key_of(ns_i, generations[ns_i]);
+                    // A revoked key stays revoked until its own undo (which then
+                    // restores this generation's key).
                     for g in groups_of_ns(ns_i) {
-                        vast.state.set_api_key(g, &key);
+                        let revoked = undo
+                            .iter()
+                            .any(|(_, k, t)| *k == Kind::KeyRevoked && *t == g.to_string());
+                        if !revoked {
+                            vast.state.set_api_key(g, &key);
+                        }
                     }
                     vast.state.set_endpoint_api_key(endpoint_of_ns(ns_i), &key);
                     apply_until_done(
@@ -1062,8 +1188,11 @@ async fn run(args: Args) -> Result<bool> {
     let quiet_end = Instant::now() + QUIET;
     while Instant::now() < quiet_end {
         peak_rss = peak_rss.max(replicas.peak_rss_mib());
+        // An exit in the quiet time is recorded too (no crash point is on then).
+        replicas.restart_exited(world.now())?;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    replicas.restart_exited(world.now())?;
     let end = world.now();
 
     // The record, judged.
@@ -1235,14 +1364,17 @@ fn disturbed(faults: &[FaultRecord]) -> Vec<(At, At, Option<i64>)> {
                 }
             }
             // The leader gone or cut off: until the standby (or the restarted replica)
-            // leads and polls. A held watch and the standby's faults hide nothing: the
-            // polls go on.
+            // leads and polls. A held watch too: the polls go on, but the status writes
+            // carry the held view's resourceVersion and are refused (409) until it
+            // moves. The standby's faults hide nothing.
             Kind::KillLeader
             | Kind::TermLeader
             | Kind::CutFromApiserver
             | Kind::CutFromVast
-            | Kind::CrashPoint => out.push((f.at, to, None)),
-            Kind::KillStandby | Kind::StaleView | Kind::ApiserverStop | Kind::EtcdRestart => {}
+            | Kind::CrashPoint
+            | Kind::StaleView
+            | Kind::Relist => out.push((f.at, to, None)),
+            Kind::KillStandby | Kind::ApiserverStop | Kind::EtcdRestart => {}
             Kind::SecretRotated | Kind::Recreated | Kind::Suspended | Kind::Repointed => {
                 if let Some(i) = NAMESPACES.iter().position(|n| *n == f.target) {
                     let groups = groups_of_ns(i);
@@ -1376,16 +1508,18 @@ async fn undo_fault(
                 world.set_deleted(g, false);
             }
         }
-        Kind::CutFromApiserver | Kind::CutFromVast | Kind::StaleView => {
+        Kind::CutFromApiserver | Kind::CutFromVast | Kind::StaleView | Kind::Relist => {
             if let Ok(i) = target.parse::<usize>() {
                 match kind {
                     Kind::CutFromApiserver => api_proxies[i].cut(false),
                     Kind::CutFromVast => vast_proxies[i].cut(false),
-                    _ => {
-                        let mut p = replicas.points[i].clone();
-                        p.retain(|l| l != "watch-hold=return");
-                        replicas.set_points(i, p);
+                    Kind::Relist => {
+                        // Let go and list again at once: what happened meanwhile
+                        // comes as the world is now, not as its events.
+                        replicas.relist(i);
+                        replicas.hold(i, false);
                     }
+                    _ => replicas.hold(i, false),
                 }
             }
         }

@@ -12,8 +12,9 @@ use crate::Result;
 /// How to start a control plane.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
-    /// Extra kube-apiserver flags (`VAST_APISERVER_FLAGS`).
-    pub apiserver_flags: String,
+    /// Extra kube-apiserver flags, each one argument (`--name=value`; passed one per
+    /// line in `VAST_APISERVER_FLAGS`, so a value may hold spaces).
+    pub apiserver_flags: Vec<String>,
     /// Leave CoreDNS out (`VAST_CLUSTER_NO_DNS`): its watches count in the apiserver's
     /// requests.
     pub no_dns: bool,
@@ -34,7 +35,7 @@ impl Cluster {
         let mut cmd = Command::new(&script);
         cmd.arg("up")
             .env("VAST_CLUSTER_DIR", dir)
-            .env("VAST_APISERVER_FLAGS", &options.apiserver_flags);
+            .env("VAST_APISERVER_FLAGS", options.apiserver_flags.join("\n"));
         if options.no_dns {
             cmd.env("VAST_CLUSTER_NO_DNS", "1");
         }
