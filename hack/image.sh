@@ -36,7 +36,7 @@ fi
 
 cargo build --locked --profile dist -p vast-operator
 # The image's binary carries no failpoint (the `failpoints` feature is for make chaos).
-if grep -a -q -E 'crash-after-(service|slices|status)|skip-stale-rule|watch-hold' target/dist/vast-operator; then
+if grep -a -q -E 'crash-after-(service|slices|status)|skip-stale-rule|watch-hold|watch-relist' target/dist/vast-operator; then
   echo "image: target/dist/vast-operator carries failpoints (built with --features failpoints?)" >&2
   exit 1
 fi

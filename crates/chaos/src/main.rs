@@ -305,6 +305,12 @@ fn slot(kind: Kind, target: &str) -> Option<String> {
         Kind::CutFromApiserver => Some(format!("apiserver-cut {target}")),
         Kind::CutFromVast => Some(format!("vast-cut {target}")),
         Kind::StaleView | Kind::Relist => Some(format!("watch-hold {target}")),
+        // The crash points are written to both replicas' files at once.
+        Kind::CrashPoint => Some("crash-point".into()),
+        // Each of these rewrites one WorkerGroup of the namespace until its undo.
+        Kind::Recreated => Some(format!("{target}/wg-3")),
+        Kind::Suspended => Some(format!("{target}/wg-4")),
+        Kind::Repointed => Some(format!("{target}/wg-9")),
         _ => None,
     }
 }
@@ -365,7 +371,13 @@ impl Replicas {
             .chain(&self.points[i])
             .map(String::as_str)
             .collect();
-        let _ = std::fs::write(&self.args.points[i], lines.join("\n") + "\n");
+        // Whole or not at all: the operator reads the file every 200 ms, and a file
+        // caught half-written would switch every point off.
+        let path = &self.args.points[i];
+        let tmp = path.with_extension("tmp");
+        if std::fs::write(&tmp, lines.join("\n") + "\n").is_ok() {
+            let _ = std::fs::rename(&tmp, path);
+        }
     }
 
     /// Sets replica `i`'s own failpoints.
@@ -375,6 +387,14 @@ impl Replicas {
     }
 
     fn start(&mut self, i: usize) -> Result<()> {
+        // Two undos of kills of one replica (faults bunched after a blocked loop): the
+        // second finds it running, and leaves it be.
+        if self.procs[i]
+            .as_mut()
+            .is_some_and(|p| p.child.try_wait().ok().flatten().is_none())
+        {
+            return Ok(());
+        }
         self.starts[i] += 1;
         let log = self.name(i);
         self.write_points(i);
@@ -426,7 +446,6 @@ impl Replicas {
     /// crash point's only when the replica aborted (SIGABRT) and its log says which point
     /// made it; a crash point that fired is switched off for the restarted replica.
     fn restart_exited(&mut self, now: At) -> Result<()> {
-        use std::os::unix::process::ExitStatusExt;
         for i in 0..2 {
             let Some(p) = self.procs[i].as_mut() else {
                 continue;
@@ -434,11 +453,7 @@ impl Replicas {
             let Ok(Some(status)) = p.child.try_wait() else {
                 continue;
             };
-            let log = p.log_text();
-            let crash_point = status.signal() == Some(libc_sigabrt())
-                && CRASH_POINTS
-                    .iter()
-                    .any(|c| log.contains(&format!("failpoint {c}: aborting")));
+            let crash_point = made_by_crash_point(status, &p.log_text());
             eprintln!("[chaos] {now:7.1}s replica {i} exited ({status}); restarting");
             self.exits.push((now, i, status.to_string(), crash_point));
             let kept = self.points[i]
@@ -453,6 +468,19 @@ impl Replicas {
         Ok(())
     }
 
+    /// Records the exits since the last look without restarting (the run's end).
+    fn record_exits(&mut self, now: At) {
+        for i in 0..2 {
+            let Some(p) = self.procs[i].as_mut() else {
+                continue;
+            };
+            if let Ok(Some(status)) = p.child.try_wait() {
+                let crash_point = made_by_crash_point(status, &p.log_text());
+                self.exits.push((now, i, status.to_string(), crash_point));
+            }
+        }
+    }
+
     /// Holds replica `i`'s watches (`watch-hold`) or lets them go.
     fn hold(&mut self, i: usize, on: bool) {
         let mut p = self.points[i].clone();
@@ -463,12 +491,12 @@ impl Replicas {
         self.set_points(i, p);
     }
 
-    /// Makes each of replica `i`'s watches start again from a list (a new value of
-    /// `watch-relist`).
-    fn relist(&mut self, i: usize) {
+    /// Lets replica `i`'s held watches go and makes each start again from a list (a new
+    /// value of `watch-relist`), in one write.
+    fn release_and_relist(&mut self, i: usize) {
         self.relists += 1;
         let mut p = self.points[i].clone();
-        p.retain(|l| !l.starts_with("watch-relist="));
+        p.retain(|l| l != "watch-hold=return" && !l.starts_with("watch-relist="));
         p.push(format!("watch-relist=return({})", self.relists));
         self.set_points(i, p);
     }
@@ -482,9 +510,14 @@ impl Replicas {
     }
 }
 
-/// SIGABRT, what `std::process::abort` ends a process with on Linux.
-const fn libc_sigabrt() -> i32 {
-    6
+/// Whether an exit was a crash point's: the process aborted (SIGABRT, 6 on Linux) and
+/// its log names the point that made it.
+fn made_by_crash_point(status: std::process::ExitStatus, log: &str) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal() == Some(6)
+        && CRASH_POINTS
+            .iter()
+            .any(|c| log.contains(&format!("failpoint {c}: aborting")))
 }
 
 /// What the observer saw, shared with the watch tasks.
@@ -643,28 +676,25 @@ async fn main() -> std::process::ExitCode {
     vast_operator::install_crypto_provider();
     let args = Args::parse();
     // SIGTERM (CI's clean-up of a failed step) or SIGINT ends the run with its clean-up:
-    // dropping the run drops the replicas (killed) and the control plane (`down`).
-    let stopped = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => "SIGTERM",
-                    _ = int.recv() => "SIGINT",
-                }
-            }
-            _ => std::future::pending().await,
+    // dropping the run drops the replicas (killed) and the control plane (`down`). The
+    // handlers are in place before anything starts; a signal that comes during a
+    // blocking step (the control plane starting) is acted on once it returns.
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            eprintln!("chaos: cannot handle SIGTERM and SIGINT");
+            return std::process::ExitCode::from(2);
         }
     };
     let outcome = tokio::select! {
+        biased;
+        _ = term.recv() => Err("stopped by SIGTERM".into()),
+        _ = int.recv() => Err("stopped by SIGINT".into()),
         outcome = run(args) => outcome,
-        sig = stopped => {
-            eprintln!("chaos: stopped by {sig}; stopping the replicas and the control plane");
-            return std::process::ExitCode::from(2);
-        }
     };
     match outcome {
         Ok(true) => std::process::ExitCode::SUCCESS,
@@ -714,6 +744,7 @@ async fn run(args: Args) -> Result<bool> {
             "--audit-log-format=json".to_string(),
         ],
         no_dns: false,
+        no_gc: false,
     };
     let cluster = Cluster::up(&root, &out.join("cluster"), &options)?;
     let kubeconfig = cluster.kubeconfig();
@@ -931,6 +962,9 @@ async fn run(args: Args) -> Result<bool> {
                 Kind::VastGroupDeleted => groups_of_ns(ns_i)[frng.random_range(0..6)].to_string(),
                 _ => String::new(),
             };
+            // Every draw is made before a fault may be left out below, so that one seed
+            // keeps its schedule whatever is left out.
+            let point = CRASH_POINTS[frng.random_range(0..CRASH_POINTS.len())];
             // A Vast fault goes to the next workergroup without one open (among those
             // its kind may take); a fault on the leader whose slot is taken is left out.
             let open = |kind: Kind, target: &str| {
@@ -957,14 +991,26 @@ async fn run(args: Args) -> Result<bool> {
             }
             let group: i64 = target.parse().unwrap_or(group);
             let on_leader = leader(&seen, &replicas).unwrap_or(0);
-            if matches!(
-                kind,
-                Kind::CutFromApiserver | Kind::CutFromVast | Kind::StaleView | Kind::Relist
-            ) && open(kind, &on_leader.to_string())
-            {
+            let busy = match kind {
+                Kind::CutFromApiserver | Kind::CutFromVast | Kind::StaleView | Kind::Relist => {
+                    open(kind, &on_leader.to_string())
+                }
+                // A crash point after the Service makes wg-3 new, as Recreated does.
+                Kind::CrashPoint => {
+                    open(kind, "")
+                        || (point == "crash-after-service"
+                            && open(Kind::Recreated, NAMESPACES[ns_i]))
+                }
+                Kind::Recreated | Kind::Suspended | Kind::Repointed => open(kind, &target),
+                _ => false,
+            };
+            if busy {
+                eprintln!(
+                    "[chaos] {:7.1}s {kind:?} left out: its target has a fault open",
+                    world.now()
+                );
                 continue;
             }
-            let point = CRASH_POINTS[frng.random_range(0..CRASH_POINTS.len())];
             let at = world.now();
             let mut until = at;
             match kind {
@@ -1133,7 +1179,7 @@ async fn run(args: Args) -> Result<bool> {
                 }
                 Kind::Recreated => {
                     let api: Api<WorkerGroup> = Api::namespaced(client.clone(), NAMESPACES[ns_i]);
-                    let deadline = Instant::now() + Duration::from_secs(60);
+                    let deadline = Instant::now() + Duration::from_secs(300);
                     while let Err(e) = api.delete("wg-3", &DeleteParams::default()).await {
                         let gone = matches!(&e, kube::Error::Api(s) if s.code == 404);
                         if gone || Instant::now() > deadline {
@@ -1178,6 +1224,7 @@ async fn run(args: Args) -> Result<bool> {
         .map(|(_, to)| to + 15.0)
         .fold(0.0, f64::max);
     while world.now() < caught_up {
+        replicas.restart_exited(world.now())?;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let quiet_from = world.now();
@@ -1192,7 +1239,7 @@ async fn run(args: Args) -> Result<bool> {
         replicas.restart_exited(world.now())?;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    replicas.restart_exited(world.now())?;
+    replicas.record_exits(world.now());
     let end = world.now();
 
     // The record, judged.
@@ -1475,13 +1522,14 @@ where
     }
 }
 
-/// Applies `obj` until it takes (60 s at most): a write the harness makes must not be
-/// lost to its own faults (an apiserver it stopped), or the truth and the cluster part.
+/// Applies `obj` until it takes (5 min at most): a write the harness makes must not be
+/// lost to its own faults (an apiserver it stopped, whose start took over a minute on a
+/// loaded machine), or the truth and the cluster part.
 async fn apply_until_done<K>(api: &Api<K>, name: &str, obj: serde_json::Value)
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(300);
     while apply(api, name, obj.clone()).await.is_err() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -1516,8 +1564,7 @@ async fn undo_fault(
                     Kind::Relist => {
                         // Let go and list again at once: what happened meanwhile
                         // comes as the world is now, not as its events.
-                        replicas.relist(i);
-                        replicas.hold(i, false);
+                        replicas.release_and_relist(i);
                     }
                     _ => replicas.hold(i, false),
                 }
