@@ -19,6 +19,8 @@
 # path may hold spaces): `--name=value` (a test's own cluster: request limits; the chaos
 # run's audit log and tokens), kept for apiserver-start.
 # VAST_CLUSTER_NO_DNS=1 leaves CoreDNS out (the benchmark: its watches would count).
+# VAST_CLUSTER_NO_GC=1 leaves the garbage collector out (a test of what the operator does
+# while the collector is behind).
 #
 # State lives in $VAST_CLUSTER_DIR (default: .cluster/ in the repository): kubeconfig,
 # pki/, etcd-data/, dns-addr, Corefile,
@@ -148,10 +150,10 @@ start_etcd() {
 start_apiserver() {
   local bin="$root/hack/bin" url etcd_url port extra=()
   url=$(cat "$dir/apiserver-url"); etcd_url=$(cat "$dir/etcd-url"); port=${url##*:}
-  # One flag per line, blank lines left out.
+  # One flag per line (trimmed), blank lines left out.
   if [[ -f "$dir/apiserver-flags" ]]; then
     local line
-    while IFS= read -r line; do [[ -n "$line" ]] && extra+=("$line"); done < "$dir/apiserver-flags"
+    while read -r line; do [[ -n "$line" ]] && extra+=("$line"); done < "$dir/apiserver-flags"
   fi
   log "starting kube-apiserver on $url"
   "$bin/kube-apiserver" \
@@ -246,9 +248,11 @@ up() {
   fi
 
   log "starting kube-controller-manager"
+  local controllers=namespace-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller
+  [[ "${VAST_CLUSTER_NO_GC:-}" == 1 ]] || controllers="garbage-collector-controller,$controllers"
   "$bin/kube-controller-manager" \
     --kubeconfig "$kubeconfig" \
-    --controllers garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller \
+    --controllers "$controllers" \
     --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
     --leader-elect=false --secure-port 0 \
     >"$logs/kube-controller-manager.log" 2>&1 &

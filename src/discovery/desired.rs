@@ -211,6 +211,27 @@ pub fn owned_by<K: Resource>(obj: &K, wg: &WorkerGroup) -> bool {
             .is_some_and(|o| o.iter().any(|r| Some(r.uid.as_str()) == uid))
 }
 
+/// Whether `obj` was left by an earlier WorkerGroup of `wg`'s name (deleted and created
+/// again): its owners are all WorkerGroups (`vast.ai`) of that name with another uid than
+/// `wg`'s. A name is held by one object at a time in a namespace, so that owner is gone,
+/// and the object waits for the garbage collector, which may be behind (after an
+/// apiserver restart it was for minutes in `make chaos`). Such an object is ours to
+/// replace; anything else under our names stays a conflict.
+pub fn left_by_earlier<K: Resource>(obj: &K, wg: &WorkerGroup) -> bool {
+    let (Some(uid), Some(name)) = (wg.meta().uid.as_deref(), wg.meta().name.as_deref()) else {
+        return false;
+    };
+    let owners = obj.meta().owner_references.as_deref().unwrap_or_default();
+    !owners.is_empty()
+        && owners.iter().all(|o| {
+            o.kind == "WorkerGroup"
+                && o.api_version.starts_with("vast.ai/")
+                && o.name == name
+                && !o.uid.is_empty()
+                && o.uid != uid
+        })
+}
+
 /// After a replace of `seen` was refused with 409: whether the object now under its
 /// name (`now`, read again) is another one that this WorkerGroup does not own (a uid
 /// precondition failed), rather than ours changed since it was read. Judged from the
@@ -806,6 +827,58 @@ mod tests {
         }
         assert!(!owned_by(&blank, &no_uid));
         assert!(!owned_by(&d.service, &no_uid));
+    }
+
+    #[test]
+    fn only_objects_whose_owners_are_all_an_earlier_workergroup_of_the_name_are_left_by_it() {
+        let g = wg();
+        let d = desired(&g, &[], false, &EndpointPolicy::default());
+        let with_owners = |edit: &dyn Fn(&mut Vec<OwnerReference>)| {
+            let mut s = d.service.clone();
+            let mut refs = s.metadata.owner_references.clone().unwrap_or_default();
+            edit(&mut refs);
+            s.metadata.owner_references = Some(refs);
+            s
+        };
+        let earlier = with_owners(&|r| r[0].uid = "u-earlier".into());
+        assert!(left_by_earlier(&earlier, &g));
+        assert!(!left_by_earlier(&d.service, &g), "its own: not left");
+        let other_name = with_owners(&|r| {
+            r[0].uid = "u-earlier".into();
+            r[0].name = "another".into();
+        });
+        assert!(!left_by_earlier(&other_name, &g), "another WorkerGroup's");
+        let other_kind = with_owners(&|r| {
+            r[0].uid = "u-earlier".into();
+            r[0].kind = "Deployment".into();
+            r[0].api_version = "apps/v1".into();
+        });
+        assert!(!left_by_earlier(&other_kind, &g));
+        let other_group = with_owners(&|r| {
+            r[0].uid = "u-earlier".into();
+            r[0].api_version = "example.com/v1".into();
+        });
+        assert!(
+            !left_by_earlier(&other_group, &g),
+            "a WorkerGroup of another API"
+        );
+        let shared = with_owners(&|r| {
+            r[0].uid = "u-earlier".into();
+            r.push(OwnerReference {
+                api_version: "v1".into(),
+                kind: "ConfigMap".into(),
+                name: "keep".into(),
+                uid: "u-cm".into(),
+                ..Default::default()
+            });
+        });
+        assert!(!left_by_earlier(&shared, &g), "someone else owns it too");
+        let mut unowned = d.service.clone();
+        unowned.metadata.owner_references = None;
+        assert!(!left_by_earlier(&unowned, &g));
+        let mut no_uid = wg();
+        no_uid.metadata.uid = None;
+        assert!(!left_by_earlier(&earlier, &no_uid));
     }
 
     #[test]

@@ -8,14 +8,15 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use kube::{Client, Resource, ResourceExt};
 
-use super::Stores;
 use super::desired::{
-    Desired, KeptSlice, Seen, desired, needs_recreate, owned_by, replaced_by_another,
-    service_matches, service_name, service_name_problem, skipped_reason, slice_matches,
+    Desired, KeptSlice, Seen, desired, left_by_earlier, needs_recreate, owned_by,
+    replaced_by_another, service_matches, service_name, service_name_problem, skipped_reason,
+    slice_matches,
 };
+use super::{MANAGED_BY, SLICE_MANAGED_BY_LABEL, Stores};
 use crate::crd::{DiscoveryStatus, WorkerGroup, WorkerStatus};
 use crate::reasons::Reason;
 use crate::sync::EndpointPolicy;
@@ -103,6 +104,9 @@ struct Writer<'a> {
     writes: u32,
     problems: Vec<String>,
     conflict: bool,
+    /// Whether a Service left by an earlier WorkerGroup of this name was replaced: its
+    /// slices go too.
+    replaced_earlier: bool,
 }
 
 impl<'a> Writer<'a> {
@@ -119,6 +123,7 @@ impl<'a> Writer<'a> {
             writes: 0,
             problems: Vec::new(),
             conflict: false,
+            replaced_earlier: false,
         }
     }
 
@@ -150,8 +155,34 @@ impl<'a> Writer<'a> {
                 if let Some(cur) = found {
                     self.delete(&api, &Seen::of(&**cur)).await;
                 }
-                self.create(&api, &want.service, needs_recreate).await
+                let created = self.create(&api, &want.service, needs_recreate).await;
+                if self.replaced_earlier {
+                    self.remove_earlier_slices(&name).await;
+                }
+                created
             }
+        }
+    }
+
+    /// Deletes the slices of Service `service` that an earlier WorkerGroup of this name
+    /// left (the garbage collector behind): labelled with the Service's name, they would
+    /// route the new Service's traffic to the earlier workers. One list, made only after
+    /// such a Service was found.
+    async fn remove_earlier_slices(&mut self, service: &str) {
+        let api = self.slices.clone();
+        let lp = ListParams::default().labels(&format!(
+            "kubernetes.io/service-name={service},{SLICE_MANAGED_BY_LABEL}={MANAGED_BY}"
+        ));
+        match api.list(&lp).await {
+            Ok(list) => {
+                for slice in list.items.iter().filter(|s| left_by_earlier(*s, self.wg)) {
+                    self.delete(&api, &Seen::of(slice)).await;
+                }
+            }
+            Err(e) => self.problems.push(format!(
+                "cannot list the EndpointSlices an earlier WorkerGroup {} left: {e}",
+                self.wg.name_any()
+            )),
         }
     }
 
@@ -243,7 +274,14 @@ impl<'a> Writer<'a> {
                 true
             }
             Err(kube::Error::Api(s)) if s.code == 409 => match api.get_opt(&name).await {
-                Ok(Some(cur)) if owned_by(&cur, self.wg) && recreate(&cur, obj) => {
+                Ok(Some(cur))
+                    if (owned_by(&cur, self.wg) && recreate(&cur, obj))
+                        || left_by_earlier(&cur, self.wg) =>
+                {
+                    if left_by_earlier(&cur, self.wg) {
+                        tracing::info!(kind = %kind, name = %name, "left by an earlier WorkerGroup of this name, not yet collected by the garbage collector: replaced");
+                        self.replaced_earlier = true;
+                    }
                     self.delete(api, &Seen::of(&cur)).await;
                     match api.create(&self.post, obj).await {
                         Ok(_) => {

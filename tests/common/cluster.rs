@@ -45,6 +45,7 @@ fn start_cluster() -> PathBuf {
             .map(String::from)
             .collect(),
         no_dns: false,
+        no_gc: NO_GC.get().copied().unwrap_or(false),
     };
     vast_testkit::cluster::Cluster::up(&repo_root(), &dir, &options)
         .and_then(|c| c.stop_when_process_exits())
@@ -68,6 +69,18 @@ pub fn kubeconfig_with_apiserver_flags(flags: &'static str) -> &'static Path {
         APISERVER_FLAGS.set(flags).is_ok(),
         "apiserver flags given twice"
     );
+    kubeconfig()
+}
+
+/// Whether this process's control plane runs without the garbage collector.
+static NO_GC: OnceLock<bool> = OnceLock::new();
+
+/// Starts this process's control plane without the garbage collector (owned objects
+/// outlive their owners); must come before anything else uses the cluster (a test
+/// binary of its own).
+#[allow(dead_code)]
+pub fn kubeconfig_without_garbage_collector() -> &'static Path {
+    assert!(NO_GC.set(true).is_ok(), "set twice");
     kubeconfig()
 }
 

@@ -18,6 +18,9 @@ pub struct Options {
     /// Leave CoreDNS out (`VAST_CLUSTER_NO_DNS`): its watches count in the apiserver's
     /// requests.
     pub no_dns: bool,
+    /// Leave the garbage collector out (`VAST_CLUSTER_NO_GC`): what the operator does
+    /// while the collector is behind.
+    pub no_gc: bool,
 }
 
 /// A control plane in a directory of its own. Stopped on drop unless
@@ -38,6 +41,9 @@ impl Cluster {
             .env("VAST_APISERVER_FLAGS", options.apiserver_flags.join("\n"));
         if options.no_dns {
             cmd.env("VAST_CLUSTER_NO_DNS", "1");
+        }
+        if options.no_gc {
+            cmd.env("VAST_CLUSTER_NO_GC", "1");
         }
         let out = cmd.stdin(Stdio::null()).output()?;
         if !out.status.success() {
