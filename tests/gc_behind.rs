@@ -60,8 +60,8 @@ async fn a_workergroup_created_again_replaces_what_its_earlier_self_left_while_t
     })
     .await;
     // The premise: nothing collects what it owned.
-    let left = services.get("g").await.expect("the Service left behind");
-    assert_eq!(owner_uids(&left), std::slice::from_ref(&old_uid));
+    let left_service = services.get("g").await.expect("the Service left behind");
+    assert_eq!(owner_uids(&left_service), std::slice::from_ref(&old_uid));
     let left = slices.list(&of_g).await.expect("slices").items;
     assert_eq!(
         left.iter().map(|s| s.name_any()).collect::<Vec<_>>(),
@@ -69,6 +69,24 @@ async fn a_workergroup_created_again_replaces_what_its_earlier_self_left_while_t
         "the slices left behind"
     );
 
+    // Made again in a later second than what its earlier self left: creation times have
+    // seconds only, and within one second the operator cannot tell which is earlier, so
+    // it leaves the objects to the collector (as it leaves the new one's alone when its
+    // own view is stale).
+    let made = left_service
+        .metadata
+        .creation_timestamp
+        .clone()
+        .expect("a creation time")
+        .0;
+    eventually(
+        "a second after the Service was made",
+        Duration::from_secs(5),
+        || async {
+            (jiff::Timestamp::now() >= made + jiff::SignedDuration::from_secs(1)).then_some(())
+        },
+    )
+    .await;
     // Created again on another workergroup, whose one worker is on IPv6: the earlier
     // (IPv4) slice's name is not wanted, so only the sweep of the earlier self's slices
     // takes it away.

@@ -213,16 +213,27 @@ pub fn owned_by<K: Resource>(obj: &K, wg: &WorkerGroup) -> bool {
 
 /// Whether `obj` was left by an earlier WorkerGroup of `wg`'s name (deleted and created
 /// again): its owners are all WorkerGroups (`vast.ai`) of that name with another uid than
-/// `wg`'s. A name is held by one object at a time in a namespace, so that owner is gone,
-/// and the object waits for the garbage collector, which may be behind (after an
+/// `wg`'s, and it was made before `wg` was (a whole second before: timestamps have
+/// seconds only). A name is held by one object at a time in a namespace, so that owner is
+/// gone, and the object waits for the garbage collector, which may be behind (after an
 /// apiserver restart it was for minutes in `make chaos`). Such an object is ours to
-/// replace; anything else under our names stays a conflict.
+/// replace; anything else under our names stays a conflict. The age test keeps a stale
+/// view safe: a replica whose cache still holds the earlier WorkerGroup sees the new
+/// one's objects as younger than itself, and leaves them alone.
 pub fn left_by_earlier<K: Resource>(obj: &K, wg: &WorkerGroup) -> bool {
     let (Some(uid), Some(name)) = (wg.meta().uid.as_deref(), wg.meta().name.as_deref()) else {
         return false;
     };
+    let older = match (
+        &obj.meta().creation_timestamp,
+        &wg.meta().creation_timestamp,
+    ) {
+        (Some(made), Some(wg_made)) => made.0 < wg_made.0,
+        _ => false,
+    };
     let owners = obj.meta().owner_references.as_deref().unwrap_or_default();
-    !owners.is_empty()
+    older
+        && !owners.is_empty()
         && owners.iter().all(|o| {
             o.kind == "WorkerGroup"
                 && o.api_version.starts_with("vast.ai/")
@@ -831,10 +842,14 @@ mod tests {
 
     #[test]
     fn only_objects_whose_owners_are_all_an_earlier_workergroup_of_the_name_are_left_by_it() {
-        let g = wg();
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let at = |t: &str| Some(Time(t.parse().expect("a timestamp")));
+        let mut g = wg();
+        g.metadata.creation_timestamp = at("2026-12-03T18:34:20Z");
         let d = desired(&g, &[], false, &EndpointPolicy::default());
         let with_owners = |edit: &dyn Fn(&mut Vec<OwnerReference>)| {
             let mut s = d.service.clone();
+            s.metadata.creation_timestamp = at("2026-12-03T18:28:38Z");
             let mut refs = s.metadata.owner_references.clone().unwrap_or_default();
             edit(&mut refs);
             s.metadata.owner_references = Some(refs);
@@ -876,9 +891,23 @@ mod tests {
         let mut unowned = d.service.clone();
         unowned.metadata.owner_references = None;
         assert!(!left_by_earlier(&unowned, &g));
-        let mut no_uid = wg();
+        let mut no_uid = g.clone();
         no_uid.metadata.uid = None;
         assert!(!left_by_earlier(&earlier, &no_uid));
+        // A stale view: the WorkerGroup at hand is the earlier one, the object is the
+        // new one's (made after it), or made within the same second, or without a time.
+        let mut stale = g.clone();
+        stale.metadata.creation_timestamp = at("2026-12-03T18:20:00Z");
+        assert!(
+            !left_by_earlier(&earlier, &stale),
+            "younger than the WorkerGroup"
+        );
+        let mut same_second = earlier.clone();
+        same_second.metadata.creation_timestamp = g.metadata.creation_timestamp.clone();
+        assert!(!left_by_earlier(&same_second, &g));
+        let mut untimed = earlier.clone();
+        untimed.metadata.creation_timestamp = None;
+        assert!(!left_by_earlier(&untimed, &g));
     }
 
     #[test]
