@@ -41,8 +41,9 @@ chaos: tools chaos-build ## Two replicas under a seeded fault schedule (CHAOS_SE
 	target/debug/vast-operator-chaos --seed $(CHAOS_SEED) --minutes $(CHAOS_MINUTES) --operator target/chaos/vast-operator-failpoints
 
 chaos-build: ## Build the chaos harness and the operator with failpoints (target/chaos/vast-operator-failpoints).
-	@# The replicas are a test build with failpoints (crash points, a held watch, the
-	@# planted bug), kept aside; target/debug/vast-operator stays the plain build.
+	@# The replicas are a test build with failpoints (crash points, a held watch, a
+	@# forced relist, the planted bug), kept aside; target/debug/vast-operator stays the
+	@# plain build. The failpoints' own unit tests run here, with the feature.
 	$(CARGO) build -p vast-operator --features failpoints --bin vast-operator
 	$(CARGO) test -p vast-operator --features failpoints --lib failpoint
 	mkdir -p target/chaos && cp target/debug/vast-operator target/chaos/vast-operator-failpoints

@@ -6,7 +6,9 @@
 //! reads; [`publish`] creates, replaces and deletes only what differs. The objects of a deleted WorkerGroup go with it through
 //! their ownerReferences (the cluster's garbage collector). Objects are never taken
 //! over: a Service or slice of the same name that the WorkerGroup does not own is a
-//! conflict, reported, not overwritten.
+//! conflict, reported, not overwritten. The one exception is what an earlier WorkerGroup
+//! of the same name left while the collector is behind (`desired::left_by_earlier`):
+//! its owner is gone for certain, and the object is replaced.
 
 pub mod desired;
 pub mod publish;

@@ -255,7 +255,9 @@ impl<'a> Writer<'a> {
     }
 
     /// Creates `obj` with a plain POST, so that an object of that name, whoever made it
-    /// and whenever, is never taken over: the apiserver answers 409. One of ours that
+    /// and whenever, is never taken over: the apiserver answers 409. One left by an
+    /// earlier WorkerGroup of this name ([`left_by_earlier`]) is deleted and `obj` created
+    /// again. One of ours that
     /// the store has not seen (owned by this WorkerGroup's uid) is updated in place, or,
     /// when `recreate(found, obj)` says an update cannot make it so (a Service of the
     /// other headless kind), deleted and created again; anyone else's is a conflict and
@@ -274,6 +276,17 @@ impl<'a> Writer<'a> {
                 true
             }
             Err(kube::Error::Api(s)) if s.code == 409 => match api.get_opt(&name).await {
+                Ok(Some(cur))
+                    if left_by_earlier(&cur, self.wg)
+                        && cur.meta().deletion_timestamp.is_some() =>
+                {
+                    // Being deleted already (a finalizer holds it): created once it is
+                    // gone, at a later poll.
+                    self.problems.push(format!(
+                        "{kind} {name}, left by an earlier WorkerGroup of this name, is still being deleted"
+                    ));
+                    false
+                }
                 Ok(Some(cur))
                     if (owned_by(&cur, self.wg) && recreate(&cur, obj))
                         || left_by_earlier(&cur, self.wg) =>

@@ -18,6 +18,7 @@ fn start_cluster() -> PathBuf {
         .join("kubeconfig");
     if let Some(path) = std::env::var_os("KUBECONFIG").map(PathBuf::from)
         && APISERVER_FLAGS.get().is_none()
+        && NO_GC.get().is_none()
         && path.exists()
         && path.canonicalize().ok() == ours.canonicalize().ok()
     {

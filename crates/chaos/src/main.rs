@@ -375,8 +375,10 @@ impl Replicas {
         // caught half-written would switch every point off.
         let path = &self.args.points[i];
         let tmp = path.with_extension("tmp");
-        if std::fs::write(&tmp, lines.join("\n") + "\n").is_ok() {
-            let _ = std::fs::rename(&tmp, path);
+        if let Err(e) =
+            std::fs::write(&tmp, lines.join("\n") + "\n").and_then(|()| std::fs::rename(&tmp, path))
+        {
+            eprintln!("[chaos] cannot write {}: {e}", path.display());
         }
     }
 
@@ -389,10 +391,7 @@ impl Replicas {
     fn start(&mut self, i: usize) -> Result<()> {
         // Two undos of kills of one replica (faults bunched after a blocked loop): the
         // second finds it running, and leaves it be.
-        if self.procs[i]
-            .as_mut()
-            .is_some_and(|p| p.child.try_wait().ok().flatten().is_none())
-        {
+        if self.running(i) {
             return Ok(());
         }
         self.starts[i] += 1;
@@ -428,6 +427,13 @@ impl Replicas {
     /// worker (the fake Vast and the watches run beside it).
     fn signal_blocking(&mut self, i: usize, sig: &str) {
         tokio::task::block_in_place(|| self.signal(i, sig));
+    }
+
+    /// Whether replica `i` runs (started, and not exited).
+    fn running(&mut self, i: usize) -> bool {
+        self.procs[i]
+            .as_mut()
+            .is_some_and(|p| matches!(p.child.try_wait(), Ok(None)))
     }
 
     fn signal(&mut self, i: usize, sig: &str) {
@@ -888,6 +894,7 @@ async fn run(args: Args) -> Result<bool> {
     // start: the same seed gives the same faults at the same times (the churn, which
     // draws as time allows, may differ).
     let mut frng = StdRng::seed_from_u64(args.seed ^ 0x0fa1_7500);
+    let writes = Writes::start();
     let mut next_fault = started + Duration::from_secs(10);
     let mut undo: Vec<(Instant, Kind, String)> = Vec::new();
     let mut peak_rss: f64 = 0.0;
@@ -927,6 +934,7 @@ async fn run(args: Args) -> Result<bool> {
                 &world,
                 &mut generations,
                 [&api_proxies, &vast_proxies],
+                &writes,
             )
             .await?;
         }
@@ -990,11 +998,34 @@ async fn run(args: Args) -> Result<bool> {
                 }
             }
             let group: i64 = target.parse().unwrap_or(group);
-            let on_leader = leader(&seen, &replicas).unwrap_or(0);
+            let on_leader = leader(&seen, &replicas);
+            // Faults on the leader wait for one to be known (a restarted leader holds the
+            // Lease under a new name only once it has taken it); a kill needs its
+            // target running.
+            let on_leader_kinds = matches!(
+                kind,
+                Kind::CutFromApiserver
+                    | Kind::CutFromVast
+                    | Kind::StaleView
+                    | Kind::Relist
+                    | Kind::KillLeader
+                    | Kind::TermLeader
+                    | Kind::KillStandby
+            );
+            if on_leader_kinds && on_leader.is_none() {
+                eprintln!(
+                    "[chaos] {:7.1}s {kind:?} left out: no leader known",
+                    world.now()
+                );
+                continue;
+            }
+            let on_leader = on_leader.unwrap_or(0);
             let busy = match kind {
                 Kind::CutFromApiserver | Kind::CutFromVast | Kind::StaleView | Kind::Relist => {
                     open(kind, &on_leader.to_string())
                 }
+                Kind::KillLeader | Kind::TermLeader => !replicas.running(on_leader),
+                Kind::KillStandby => !replicas.running(1 - on_leader),
                 // A crash point after the Service makes wg-3 new, as Recreated does.
                 Kind::CrashPoint => {
                     open(kind, "")
@@ -1105,31 +1136,23 @@ async fn run(args: Args) -> Result<bool> {
                         // new, by a delete and a create.
                         let ns = NAMESPACES[ns_i];
                         let api: Api<WorkerGroup> = Api::namespaced(client.clone(), ns);
-                        let _ = api.delete("wg-3", &DeleteParams::default()).await;
-                        let mut gone = false;
-                        for _ in 0..100 {
-                            if matches!(api.get_opt("wg-3").await, Ok(None)) {
-                                gone = true;
-                                break;
-                            }
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        if gone {
-                            apply_until_done(
-                                &api,
-                                "wg-3",
-                                wg(ns, "wg-3", wg_spec(ns_i, 3, &groups_of_ns(ns_i))),
-                            )
-                            .await;
-                        }
+                        writes.delete_group(&api, "wg-3");
+                        writes.apply(
+                            &api,
+                            "wg-3",
+                            wg(ns, "wg-3", wg_spec(ns_i, 3, &groups_of_ns(ns_i))),
+                        );
                         target = format!("{point} {ns}/wg-3");
                     }
                     undo.push((now + Duration::from_secs(secs), kind, String::new()));
                     until = at + secs as f64;
                 }
                 Kind::KillLeader | Kind::TermLeader | Kind::KillStandby => {
-                    let l = leader(&seen, &replicas).unwrap_or(0);
-                    let i = if kind == Kind::KillStandby { 1 - l } else { l };
+                    let i = if kind == Kind::KillStandby {
+                        1 - on_leader
+                    } else {
+                        on_leader
+                    };
                     replicas.signal_blocking(
                         i,
                         if kind == Kind::TermLeader {
@@ -1170,23 +1193,15 @@ async fn run(args: Args) -> Result<bool> {
                         }
                     }
                     vast.state.set_endpoint_api_key(endpoint_of_ns(ns_i), &key);
-                    apply_until_done(
+                    writes.apply(
                         &Api::<Secret>::namespaced(client.clone(), NAMESPACES[ns_i]),
                         "vast",
                         secret(NAMESPACES[ns_i], &key),
-                    )
-                    .await;
+                    );
                 }
                 Kind::Recreated => {
                     let api: Api<WorkerGroup> = Api::namespaced(client.clone(), NAMESPACES[ns_i]);
-                    let deadline = Instant::now() + Duration::from_secs(300);
-                    while let Err(e) = api.delete("wg-3", &DeleteParams::default()).await {
-                        let gone = matches!(&e, kube::Error::Api(s) if s.code == 404);
-                        if gone || Instant::now() > deadline {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
+                    writes.delete_group(&api, "wg-3");
                     undo.push((now + Duration::from_secs(secs), kind, target.clone()));
                     until = at + secs as f64;
                 }
@@ -1194,7 +1209,7 @@ async fn run(args: Args) -> Result<bool> {
                     let api: Api<WorkerGroup> = Api::namespaced(client.clone(), NAMESPACES[ns_i]);
                     let mut spec = wg_spec(ns_i, 4, &groups_of_ns(ns_i));
                     spec["suspend"] = json!(true);
-                    apply_until_done(&api, "wg-4", wg(NAMESPACES[ns_i], "wg-4", spec)).await;
+                    writes.apply(&api, "wg-4", wg(NAMESPACES[ns_i], "wg-4", spec));
                     undo.push((now + Duration::from_secs(secs), kind, target.clone()));
                     until = at + secs as f64;
                 }
@@ -1203,7 +1218,7 @@ async fn run(args: Args) -> Result<bool> {
                     let groups = groups_of_ns(ns_i);
                     let mut spec = wg_spec(ns_i, 9, &groups);
                     spec["workergroupId"] = json!(groups[1]);
-                    apply_until_done(&api, "wg-9", wg(NAMESPACES[ns_i], "wg-9", spec)).await;
+                    writes.apply(&api, "wg-9", wg(NAMESPACES[ns_i], "wg-9", spec));
                     undo.push((now + Duration::from_secs(secs), kind, target.clone()));
                     until = at + secs as f64;
                 }
@@ -1217,13 +1232,13 @@ async fn run(args: Args) -> Result<bool> {
             });
         }
     }
-    // The quiet time starts when the last fault is undone and the control plane has had
-    // 15 s to catch up after its last outage.
+    // The quiet time starts when the last fault is undone, the harness's own writes are
+    // in, and the control plane has had 15 s to catch up after its last outage.
     let caught_up = apiserver_down
         .iter()
         .map(|(_, to)| to + 15.0)
         .fold(0.0, f64::max);
-    while world.now() < caught_up {
+    while world.now() < caught_up || !writes.idle() {
         replicas.restart_exited(world.now())?;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -1522,16 +1537,90 @@ where
     }
 }
 
-/// Applies `obj` until it takes (5 min at most): a write the harness makes must not be
-/// lost to its own faults (an apiserver it stopped, whose start took over a minute on a
-/// loaded machine), or the truth and the cluster part.
-async fn apply_until_done<K>(api: &Api<K>, name: &str, obj: serde_json::Value)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while apply(api, name, obj.clone()).await.is_err() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+/// One write of the harness's, tried again until it returns true.
+type Attempt = Box<dyn FnMut() -> futures::future::BoxFuture<'static, bool> + Send>;
+
+/// The harness's own writes to the cluster (a suspended or re-pointed WorkerGroup, a
+/// deleted and re-created one, a rotated Secret), made in order by one task, each tried
+/// again until it takes (5 min at most): a write must not be lost to the harness's own
+/// faults (an apiserver it stopped), or the truth and the cluster part. The fault loop
+/// never waits for them: when it did, a write due during an apiserver outage held the
+/// loop, and with it the undo that starts the apiserver again (seed 2: an outage of
+/// 75 s instead of 12, then a WorkerGroup left suspended for good when the write gave
+/// up).
+#[derive(Clone)]
+struct Writes(
+    tokio::sync::mpsc::UnboundedSender<Attempt>,
+    /// Writes sent and not yet done.
+    Arc<std::sync::atomic::AtomicUsize>,
+);
+
+impl Writes {
+    fn start() -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Attempt>();
+        let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let left = pending.clone();
+        tokio::spawn(async move {
+            while let Some(mut attempt) = rx.recv().await {
+                let deadline = Instant::now() + Duration::from_secs(300);
+                while !attempt().await {
+                    if Instant::now() > deadline {
+                        eprintln!("[chaos] a write of the harness did not take within 5 min");
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        Self(tx, pending)
+    }
+
+    fn send(&self, attempt: Attempt) {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.0.send(attempt).is_err() {
+            self.1.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Whether every write sent is done (or given up).
+    fn idle(&self) -> bool {
+        self.1.load(std::sync::atomic::Ordering::SeqCst) == 0
+    }
+
+    /// Server-side applies `obj` as `name`.
+    fn apply<K>(&self, api: &Api<K>, name: &str, obj: serde_json::Value)
+    where
+        K: kube::Resource
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let (api, name) = (api.clone(), name.to_string());
+        self.send(Box::new(move || {
+            let (api, name, obj) = (api.clone(), name.clone(), obj.clone());
+            Box::pin(async move { apply(&api, &name, obj).await.is_ok() })
+        }));
+    }
+
+    /// Deletes WorkerGroup `name` and waits until it is gone (the next write, its
+    /// re-creation, must make a new one).
+    fn delete_group(&self, api: &Api<WorkerGroup>, name: &str) {
+        let (api, name) = (api.clone(), name.to_string());
+        self.send(Box::new(move || {
+            let (api, name) = (api.clone(), name.clone());
+            Box::pin(async move {
+                match api.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(_) => return false,
+                }
+                matches!(api.get_opt(&name).await, Ok(None))
+            })
+        }));
     }
 }
 
@@ -1548,6 +1637,7 @@ async fn undo_fault(
     world: &World,
     generations: &mut [u32; 3],
     [api_proxies, vast_proxies]: [&[Proxy; 2]; 2],
+    writes: &Writes,
 ) -> Result<()> {
     match kind {
         Kind::VastGroupDeleted => {
@@ -1611,12 +1701,11 @@ async fn undo_fault(
         Kind::Recreated => {
             if let Some(i) = NAMESPACES.iter().position(|n| *n == target) {
                 let api: Api<WorkerGroup> = Api::namespaced(client.clone(), target);
-                apply_until_done(
+                writes.apply(
                     &api,
                     "wg-3",
                     wg(target, "wg-3", wg_spec(i, 3, &groups_of_ns(i))),
-                )
-                .await;
+                );
             }
         }
         Kind::Suspended | Kind::Repointed => {
@@ -1624,12 +1713,11 @@ async fn undo_fault(
                 let api: Api<WorkerGroup> = Api::namespaced(client.clone(), target);
                 let n = if kind == Kind::Suspended { 4 } else { 9 };
                 let name = format!("wg-{n}");
-                apply_until_done(
+                writes.apply(
                     &api,
                     &name,
                     wg(target, &name, wg_spec(i, n, &groups_of_ns(i))),
-                )
-                .await;
+                );
             }
         }
         Kind::EtcdRestart | Kind::SecretRotated => {}

@@ -39,6 +39,9 @@ impl Cluster {
         cmd.arg("up")
             .env("VAST_CLUSTER_DIR", dir)
             .env("VAST_APISERVER_FLAGS", options.apiserver_flags.join("\n"));
+        // Only what the options say: nothing inherited from the caller's shell.
+        cmd.env_remove("VAST_CLUSTER_NO_DNS")
+            .env_remove("VAST_CLUSTER_NO_GC");
         if options.no_dns {
             cmd.env("VAST_CLUSTER_NO_DNS", "1");
         }
