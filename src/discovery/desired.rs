@@ -219,7 +219,9 @@ pub fn owned_by<K: Resource>(obj: &K, wg: &WorkerGroup) -> bool {
 /// apiserver restart it was for minutes in `make chaos`). Such an object is ours to
 /// replace; anything else under our names stays a conflict. The age test keeps a stale
 /// view safe: a replica whose cache still holds the earlier WorkerGroup sees the new
-/// one's objects as younger than itself, and leaves them alone.
+/// one's objects as younger than itself, and leaves them alone. The times compared are
+/// all stamped by the apiserver; with several apiservers, that holds only as far as their
+/// clocks agree (to well under a second, as etcd's leases already need).
 pub fn left_by_earlier<K: Resource>(obj: &K, wg: &WorkerGroup) -> bool {
     let (Some(uid), Some(name)) = (wg.meta().uid.as_deref(), wg.meta().name.as_deref()) else {
         return false;

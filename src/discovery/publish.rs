@@ -14,9 +14,9 @@ use kube::{Client, Resource, ResourceExt};
 use super::desired::{
     Desired, KeptSlice, Seen, desired, left_by_earlier, needs_recreate, owned_by,
     replaced_by_another, service_matches, service_name, service_name_problem, skipped_reason,
-    slice_matches,
+    slice_matches, workergroup_label,
 };
-use super::{MANAGED_BY, SLICE_MANAGED_BY_LABEL, Stores};
+use super::{LABEL_WORKERGROUP, MANAGED_BY, SLICE_MANAGED_BY_LABEL, Stores};
 use crate::crd::{DiscoveryStatus, WorkerGroup, WorkerStatus};
 use crate::reasons::Reason;
 use crate::sync::EndpointPolicy;
@@ -70,6 +70,9 @@ pub async fn publish(
         crate::runtime::failpoints::crash_point!("crash-after-service");
     }
     let before = w.writes;
+    if w.replaced_earlier || stores.namesake_slices(wg) {
+        w.remove_earlier_slices().await;
+    }
     w.ensure_slices(&slices, &want, service_ok).await;
     if w.writes > before {
         crate::runtime::failpoints::crash_point!("crash-after-slices");
@@ -105,7 +108,7 @@ struct Writer<'a> {
     problems: Vec<String>,
     conflict: bool,
     /// Whether a Service left by an earlier WorkerGroup of this name was replaced: its
-    /// slices go too.
+    /// slices go too (the slice cache may not hold them yet).
     replaced_earlier: bool,
 }
 
@@ -155,23 +158,23 @@ impl<'a> Writer<'a> {
                 if let Some(cur) = found {
                     self.delete(&api, &Seen::of(&**cur)).await;
                 }
-                let created = self.create(&api, &want.service, needs_recreate).await;
-                if self.replaced_earlier {
-                    self.remove_earlier_slices(&name).await;
-                }
-                created
+                self.create(&api, &want.service, needs_recreate).await
             }
         }
     }
 
-    /// Deletes the slices of Service `service` that an earlier WorkerGroup of this name
-    /// left (the garbage collector behind): labelled with the Service's name, they would
-    /// route the new Service's traffic to the earlier workers. One list, made only after
-    /// such a Service was found.
-    async fn remove_earlier_slices(&mut self, service: &str) {
+    /// Deletes the slices an earlier WorkerGroup of this name left ([`left_by_earlier`];
+    /// the garbage collector behind): labelled with its Service's name, they would route
+    /// that name's traffic to the earlier workers. One list, made only when the slice
+    /// cache holds slices of another owner of this name or this poll replaced such a
+    /// Service, so the sweep is tried again at every poll until they are gone (a failed
+    /// list or delete, a crash after the Service, a collector that took the Service but
+    /// not the slices).
+    async fn remove_earlier_slices(&mut self) {
         let api = self.slices.clone();
         let lp = ListParams::default().labels(&format!(
-            "kubernetes.io/service-name={service},{SLICE_MANAGED_BY_LABEL}={MANAGED_BY}"
+            "{LABEL_WORKERGROUP}={},{SLICE_MANAGED_BY_LABEL}={MANAGED_BY}",
+            workergroup_label(&self.wg.name_any())
         ));
         match api.list(&lp).await {
             Ok(list) => {
@@ -301,8 +304,13 @@ impl<'a> Writer<'a> {
                             self.writes += 1;
                             true
                         }
-                        // Not gone yet (a finalizer): created again at the next poll.
-                        Err(kube::Error::Api(s)) if s.code == 409 => false,
+                        // Not gone yet (a finalizer): created again at a later poll.
+                        Err(kube::Error::Api(s)) if s.code == 409 => {
+                            self.problems.push(format!(
+                                "{kind} {name} is being deleted to be made again; not gone yet"
+                            ));
+                            false
+                        }
                         Err(e) => {
                             self.problems
                                 .push(format!("cannot create {kind} {name}: {e}"));
@@ -321,7 +329,12 @@ impl<'a> Writer<'a> {
                     false
                 }
                 // Deleted meanwhile: created at the next poll.
-                Ok(None) => false,
+                Ok(None) => {
+                    self.problems.push(format!(
+                        "{kind} {name} was deleted while being created; made at the next poll"
+                    ));
+                    false
+                }
                 Err(e) => {
                     self.problems
                         .push(format!("cannot read {kind} {name}: {e}"));

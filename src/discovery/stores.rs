@@ -122,6 +122,12 @@ impl Stores {
     pub fn ours_slices(&self, wg: &WorkerGroup) -> Vec<Arc<KeptSlice>> {
         self.slices.owned(wg)
     }
+
+    /// Whether some of our EndpointSlices in `wg`'s namespace are owned by another
+    /// WorkerGroup of `wg`'s name: publishing then looks for those its earlier self left.
+    pub fn namesake_slices(&self, wg: &WorkerGroup) -> bool {
+        self.slices.owned_by_namesake(wg)
+    }
 }
 
 /// Namespace and name.
@@ -160,12 +166,23 @@ struct Entry<V> {
     kept: Arc<V>,
 }
 
-/// Key -> kept object; owner uid -> keys. A key and an owner's uid are held once and
-/// shared between the two maps: with some 20 slices per WorkerGroup, copies of them
-/// were a quarter of what the slice cache held.
+/// Key -> kept object; owner uid -> keys; namespace and owner name -> owner uids. A key
+/// and an owner's uid are held once and shared between the maps: with some 20 slices per
+/// WorkerGroup, copies of them were a quarter of what the slice cache held.
 struct Objects<V> {
     by_key: HashMap<Arc<Key>, Entry<V>>,
-    by_owner: HashMap<Arc<str>, HashSet<Arc<Key>>>,
+    by_owner: HashMap<Arc<str>, Owned>,
+    /// The uids of the owners of each name in a namespace: two (or more) when a
+    /// WorkerGroup was deleted and created again and the garbage collector has not yet
+    /// taken what the earlier one owned. One entry per owner, not per object.
+    by_owner_name: HashMap<Key, HashSet<Arc<str>>>,
+}
+
+/// The objects of one owner.
+struct Owned {
+    /// The owner's namespace and name, as the first object to name it gave them.
+    named: Key,
+    keys: HashSet<Arc<Key>>,
 }
 
 impl<V> Default for Objects<V> {
@@ -173,6 +190,7 @@ impl<V> Default for Objects<V> {
         Self {
             by_key: HashMap::new(),
             by_owner: HashMap::new(),
+            by_owner_name: HashMap::new(),
         }
     }
 }
@@ -185,27 +203,37 @@ fn key_of<K: Resource>(obj: &K) -> Key {
 }
 
 impl<V> Objects<V> {
-    fn put(&mut self, key: Key, owners: Vec<String>, kept: V) {
+    fn put(&mut self, key: Key, owners: Vec<(String, String)>, kept: V) {
         self.remove(&key);
         let key = Arc::new(key);
-        let owners: Vec<Arc<str>> = owners
-            .into_iter()
-            .map(|uid| {
-                let uid = match self.by_owner.get_key_value(uid.as_str()) {
-                    Some((shared, _)) => shared.clone(),
-                    None => Arc::from(uid),
-                };
-                self.by_owner
-                    .entry(uid.clone())
-                    .or_default()
-                    .insert(key.clone());
-                uid
-            })
-            .collect();
+        let mut uids = Vec::with_capacity(owners.len());
+        for (uid, name) in owners {
+            let uid = match self.by_owner.get_key_value(uid.as_str()) {
+                Some((shared, _)) => shared.clone(),
+                None => Arc::from(uid),
+            };
+            let by_owner_name = &mut self.by_owner_name;
+            self.by_owner
+                .entry(uid.clone())
+                .or_insert_with(|| {
+                    let named = (key.0.clone(), name);
+                    by_owner_name
+                        .entry(named.clone())
+                        .or_default()
+                        .insert(uid.clone());
+                    Owned {
+                        named,
+                        keys: HashSet::new(),
+                    }
+                })
+                .keys
+                .insert(key.clone());
+            uids.push(uid);
+        }
         self.by_key.insert(
             key,
             Entry {
-                owners,
+                owners: uids,
                 kept: Arc::new(kept),
             },
         );
@@ -216,24 +244,34 @@ impl<V> Objects<V> {
             return;
         };
         for uid in old.owners {
-            if let Some(set) = self.by_owner.get_mut(&*uid) {
-                set.remove(key);
-                if set.is_empty() {
-                    self.by_owner.remove(&*uid);
+            let Some(owned) = self.by_owner.get_mut(&*uid) else {
+                continue;
+            };
+            owned.keys.remove(key);
+            if !owned.keys.is_empty() {
+                continue;
+            }
+            let Some(gone) = self.by_owner.remove(&*uid) else {
+                continue;
+            };
+            if let Some(uids) = self.by_owner_name.get_mut(&gone.named) {
+                uids.remove(&*uid);
+                if uids.is_empty() {
+                    self.by_owner_name.remove(&gone.named);
                 }
             }
         }
     }
 }
 
-/// The uids of the WorkerGroups among the owners of `obj`.
-fn owner_uids<K: Resource>(obj: &K) -> Vec<String> {
+/// The uids and names of the WorkerGroups among the owners of `obj`.
+fn owner_uids<K: Resource>(obj: &K) -> Vec<(String, String)> {
     obj.meta()
         .owner_references
         .iter()
         .flatten()
         .filter(|r| r.kind == "WorkerGroup")
-        .map(|r| r.uid.clone())
+        .map(|r| (r.uid.clone(), r.name.clone()))
         .collect()
 }
 
@@ -282,11 +320,29 @@ impl<V> Cache<V> {
             .by_owner
             .get(uid)
             .into_iter()
-            .flatten()
+            .flat_map(|owned| &owned.keys)
             .filter(|key| key.0 == ns)
             .filter_map(|key| o.live.by_key.get(&**key))
             .map(|e| e.kept.clone())
             .collect()
+    }
+
+    /// Whether objects in `wg`'s namespace are owned by another WorkerGroup of `wg`'s
+    /// name (another uid): left by an earlier one that the garbage collector has not yet
+    /// taken, or, in a stale view, made by a later one. [`left_by_earlier`] tells which.
+    ///
+    /// [`left_by_earlier`]: super::desired::left_by_earlier
+    fn owned_by_namesake(&self, wg: &WorkerGroup) -> bool {
+        let (Some(uid), Some(name)) = (wg.meta().uid.as_deref(), wg.meta().name.clone()) else {
+            return false;
+        };
+        let named = (wg.namespace().unwrap_or_default(), name);
+        self.0
+            .read()
+            .live
+            .by_owner_name
+            .get(&named)
+            .is_some_and(|uids| uids.iter().any(|u| &**u != uid))
     }
 
     /// A `for_each` step: keeps `keep(obj)` of each object, sets `listed` once the cache
@@ -421,15 +477,42 @@ mod tests {
             apply(&c, watcher::Event::Apply(slice(n, &["u1"], "192.0.2.1")));
         }
         let o = c.0.read();
-        let (uid, keys) = o.live.by_owner.get_key_value("u1").expect("u1");
-        // The index's uid and both entries' owners are one allocation...
-        assert_eq!(Arc::strong_count(uid), 3);
-        for key in keys {
+        let (uid, owned) = o.live.by_owner.get_key_value("u1").expect("u1");
+        // The index's uid, both entries' owners and the name index's are one
+        // allocation...
+        assert_eq!(Arc::strong_count(uid), 4);
+        for key in &owned.keys {
             // ...and each key is shared by the index and the entry.
             assert_eq!(Arc::strong_count(key), 2);
             let (own, entry) = o.live.by_key.get_key_value(&**key).expect("entry");
             assert!(Arc::ptr_eq(own, key));
             assert!(Arc::ptr_eq(&entry.owners[0], uid));
         }
+    }
+
+    #[test]
+    fn another_owner_of_the_name_is_found_until_its_last_object_goes() {
+        let c = Cache::<KeptSlice>::default();
+        let (earlier, again) = (group("u1", "ns"), group("u2", "ns"));
+        apply(&c, watcher::Event::Apply(slice("a", &["u2"], "192.0.2.1")));
+        assert!(!c.owned_by_namesake(&again), "only its own");
+        for n in ["b", "c"] {
+            apply(&c, watcher::Event::Apply(slice(n, &["u1"], "192.0.2.1")));
+        }
+        assert!(c.owned_by_namesake(&again), "u1's slices, under the name g");
+        assert!(c.owned_by_namesake(&earlier), "and u2's, seen from u1");
+        assert!(
+            !c.owned_by_namesake(&group("u2", "other")),
+            "another namespace's g"
+        );
+        apply(&c, watcher::Event::Delete(slice("b", &[], "192.0.2.1")));
+        assert!(c.owned_by_namesake(&again), "c is still there");
+        // Taken over by u2 (as a replace would): u1 owns nothing any more.
+        apply(&c, watcher::Event::Apply(slice("c", &["u2"], "192.0.2.1")));
+        assert!(!c.owned_by_namesake(&again));
+        apply(&c, watcher::Event::Delete(slice("a", &[], "192.0.2.1")));
+        apply(&c, watcher::Event::Delete(slice("c", &[], "192.0.2.1")));
+        let o = c.0.read();
+        assert!(o.live.by_owner.is_empty() && o.live.by_owner_name.is_empty());
     }
 }
