@@ -1021,8 +1021,10 @@ async fn run(args: Args) -> Result<bool> {
             }
             let on_leader = on_leader.unwrap_or(0);
             let busy = match kind {
+                // A cut or a held watch on a replica that is down would only carry over
+                // to its restart, while the record counts it as a disturbance now.
                 Kind::CutFromApiserver | Kind::CutFromVast | Kind::StaleView | Kind::Relist => {
-                    open(kind, &on_leader.to_string())
+                    open(kind, &on_leader.to_string()) || !replicas.running(on_leader)
                 }
                 Kind::KillLeader | Kind::TermLeader => !replicas.running(on_leader),
                 Kind::KillStandby => !replicas.running(1 - on_leader),
@@ -1309,6 +1311,19 @@ async fn run(args: Args) -> Result<bool> {
             });
         }
     }
+    // A write of the harness's that never took leaves the cluster apart from the truth:
+    // the run tells nothing of the operator then.
+    const WRITES: &str = "harness-writes-take";
+    *verdict.checks.entry(WRITES).or_default() += 1;
+    for what in writes.given_up() {
+        verdict.violations.push(oracle::Violation {
+            invariant: WRITES,
+            at: end,
+            what: format!(
+                "the harness's write {what} never took: the run is void, not the operator's fault"
+            ),
+        });
+    }
     orphans(&client, end, &mut verdict).await;
     leaks(&root, &out, &client, &audit_log, &mut verdict).await;
     const RSS_LIMIT_MIB: f64 = 256.0;
@@ -1548,24 +1563,37 @@ type Attempt = Box<dyn FnMut() -> futures::future::BoxFuture<'static, bool> + Se
 /// loop, and with it the undo that starts the apiserver again (seed 2: an outage of
 /// 75 s instead of 12, then a WorkerGroup left suspended for good when the write gave
 /// up).
-#[derive(Clone)]
-struct Writes(
-    tokio::sync::mpsc::UnboundedSender<Attempt>,
+struct Writes {
+    tx: tokio::sync::mpsc::UnboundedSender<(String, Attempt)>,
     /// Writes sent and not yet done.
-    Arc<std::sync::atomic::AtomicUsize>,
-);
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+    /// Writes that never took: each one leaves the cluster apart from the truth, which
+    /// the oracle would charge to the operator, so the run fails as the harness's.
+    gave_up: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
 
 impl Writes {
+    /// Longest a write is tried for; one attempt's longest.
+    const GIVE_UP: Duration = Duration::from_secs(300);
+    const ATTEMPT: Duration = Duration::from_secs(30);
+
     fn start() -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Attempt>();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Attempt)>();
         let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let left = pending.clone();
-        tokio::spawn(async move {
-            while let Some(mut attempt) = rx.recv().await {
-                let deadline = Instant::now() + Duration::from_secs(300);
-                while !attempt().await {
+        let gave_up = Arc::new(Mutex::new(Vec::new()));
+        let (left, lost) = (pending.clone(), gave_up.clone());
+        let task = tokio::spawn(async move {
+            while let Some((what, mut attempt)) = rx.recv().await {
+                let deadline = Instant::now() + Self::GIVE_UP;
+                loop {
+                    // A request the apiserver never answers must not hold the queue.
+                    if let Ok(true) = tokio::time::timeout(Self::ATTEMPT, attempt()).await {
+                        break;
+                    }
                     if Instant::now() > deadline {
-                        eprintln!("[chaos] a write of the harness did not take within 5 min");
+                        eprintln!("[chaos] the harness's write {what} did not take within 5 min");
+                        lost.lock().unwrap_or_else(|p| p.into_inner()).push(what);
                         break;
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -1573,19 +1601,51 @@ impl Writes {
                 left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             }
         });
-        Self(tx, pending)
-    }
-
-    fn send(&self, attempt: Attempt) {
-        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if self.0.send(attempt).is_err() {
-            self.1.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        Self {
+            tx,
+            pending,
+            gave_up,
+            task,
         }
     }
 
-    /// Whether every write sent is done (or given up).
+    fn send(&self, what: String, attempt: Attempt) {
+        self.pending
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.tx.send((what.clone(), attempt)).is_err() {
+            self.pending
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            self.lost(what);
+        }
+    }
+
+    fn lost(&self, what: String) {
+        self.gave_up
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(what);
+    }
+
+    /// Whether every write sent is done or given up. A writer that ended (a panic)
+    /// makes every write still queued lost.
     fn idle(&self) -> bool {
-        self.1.load(std::sync::atomic::Ordering::SeqCst) == 0
+        let pending = self.pending.load(std::sync::atomic::Ordering::SeqCst);
+        if pending > 0 && self.task.is_finished() {
+            self.pending.store(0, std::sync::atomic::Ordering::SeqCst);
+            self.lost(format!(
+                "{pending} writes queued when the writer task ended"
+            ));
+            return true;
+        }
+        pending == 0
+    }
+
+    /// The writes that never took.
+    fn given_up(&self) -> Vec<String> {
+        self.gave_up
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Server-side applies `obj` as `name`.
@@ -1600,27 +1660,41 @@ impl Writes {
             + 'static,
     {
         let (api, name) = (api.clone(), name.to_string());
-        self.send(Box::new(move || {
-            let (api, name, obj) = (api.clone(), name.clone(), obj.clone());
-            Box::pin(async move { apply(&api, &name, obj).await.is_ok() })
-        }));
+        let what = format!(
+            "apply {} {}/{name}",
+            obj["kind"].as_str().unwrap_or(""),
+            obj["metadata"]["namespace"].as_str().unwrap_or("")
+        );
+        self.send(
+            what,
+            Box::new(move || {
+                let (api, name, obj) = (api.clone(), name.clone(), obj.clone());
+                Box::pin(async move { apply(&api, &name, obj).await.is_ok() })
+            }),
+        );
     }
 
     /// Deletes WorkerGroup `name` and waits until it is gone (the next write, its
     /// re-creation, must make a new one).
     fn delete_group(&self, api: &Api<WorkerGroup>, name: &str) {
         let (api, name) = (api.clone(), name.to_string());
-        self.send(Box::new(move || {
-            let (api, name) = (api.clone(), name.clone());
-            Box::pin(async move {
-                match api.delete(&name, &DeleteParams::default()).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(_) => return false,
-                }
-                matches!(api.get_opt(&name).await, Ok(None))
-            })
-        }));
+        self.send(
+            format!("delete WorkerGroup {name}"),
+            Box::new(move || {
+                let (api, name) = (api.clone(), name.clone());
+                Box::pin(async move {
+                    match api.delete(&name, &DeleteParams::default()).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(s)) if s.code == 404 => {}
+                        Err(_) => return false,
+                    }
+                    // Gone by a list that answers, not by a 404 alone: an apiserver just
+                    // started answers 404 for a CRD it does not serve yet.
+                    let lp = ListParams::default().fields(&format!("metadata.name={name}"));
+                    matches!(api.list(&lp).await, Ok(list) if list.items.is_empty())
+                })
+            }),
+        );
     }
 }
 
