@@ -446,6 +446,18 @@ pub struct WorkerStatus {
     pub perf: Option<f64>,
 }
 
+impl WorkerStatus {
+    /// Whether `other` is this worker in the same state at the same address: equal but
+    /// for the load figures (`curLoad`, `reqsWorking`, `perf`).
+    pub fn same_apart_from_load(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.status == other.status
+            && self.ready == other.ready
+            && self.url == other.url
+            && self.created_at == other.created_at
+    }
+}
+
 /// A Kubernetes status condition.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -63,7 +63,38 @@ impl Memory {
         entry
     }
 
-    /// The full worker list of the last successful poll of this object and workergroup.
+    /// The WorkerGroup as its watch shows it now. When its status lists the full workers
+    /// remembered (the same scope, not truncated, the same workers but for their load
+    /// figures, which are written only with other changes), the copy here is dropped:
+    /// the status holds them, and the plan and discovery read the status's list when
+    /// nothing fuller is remembered, to the same effect. So the workers of a synced
+    /// WorkerGroup are held once (in the watch cache), not twice.
+    pub fn settle(&self, wg: &WorkerGroup) {
+        self.with(|map| {
+            let Some(e) = map.get_mut(&ObjectRef::from_obj(wg)) else {
+                return;
+            };
+            let (Some(full), Some(status), Some(scope)) = (&e.full_workers, &wg.status, e.scope)
+            else {
+                return;
+            };
+            if e.belongs_to(wg)
+                && status.is_of(scope)
+                && !status.workers_truncated
+                && status.workers.len() == full.len()
+                && status
+                    .workers
+                    .iter()
+                    .zip(full)
+                    .all(|(a, b)| a.same_apart_from_load(b))
+            {
+                e.full_workers = None;
+            }
+        })
+    }
+
+    /// The full worker list of the last successful poll of this object and workergroup,
+    /// when it is not the status's ([`Memory::settle`]).
     pub fn full_workers(&self, wg: &WorkerGroup) -> Option<Vec<WorkerStatus>> {
         self.with(|map| {
             map.get(&ObjectRef::from_obj(wg))
@@ -297,6 +328,56 @@ mod tests {
         // The error policy of a reconcile that was still running at the deletion.
         assert_eq!(m.api_failed(&g), 1);
         assert_eq!(len(&m), 0, "memory of a deleted object came back");
+    }
+
+    /// The remembered list goes once the status (as the watch shows it, after a trip
+    /// through JSON) lists the same workers, load figures aside; it stays while the
+    /// status lists others, a truncated list, or another workergroup's.
+    #[test]
+    fn the_remembered_workers_go_once_the_status_lists_them() {
+        let worker = |id: i64, state: &str, load: f64| WorkerStatus {
+            cur_load: Some(load),
+            created_at: Some(jiff::Timestamp::from_second(1_800_000_000).expect("ts")),
+            ..serde_json::from_value(serde_json::json!({
+                "id": id, "status": state, "ready": state == "idle",
+                "url": format!("http://192.0.2.{id}:4000"),
+            }))
+            .expect("worker")
+        };
+        let m = Memory::default();
+        let g = wg("g", "u1");
+        let full = vec![worker(1, "idle", 0.5), worker(2, "loading", 1.5)];
+        let seen = |status: serde_json::Value| {
+            let mut w = g.clone();
+            w.status = Some(serde_json::from_value(status).expect("status"));
+            // As the watch delivers it.
+            serde_json::from_value::<WorkerGroup>(serde_json::to_value(&w).expect("json"))
+                .expect("wg")
+        };
+        let listed = |ws: &[WorkerStatus], extra: serde_json::Value| {
+            let mut s = serde_json::json!({"workergroupId": 1, "workers": ws});
+            if let (Some(s), Some(extra)) = (s.as_object_mut(), extra.as_object()) {
+                s.extend(extra.clone());
+            }
+            s
+        };
+        m.synced(&g, full.clone(), jiff::Timestamp::UNIX_EPOCH);
+        let other = [worker(1, "idle", 0.5), worker(2, "idle", 1.5)];
+        m.settle(&seen(listed(&other, serde_json::json!({}))));
+        assert!(m.full_workers(&g).is_some(), "other workers in the status");
+        m.settle(&seen(listed(
+            &full[..1],
+            serde_json::json!({"workersTruncated": true}),
+        )));
+        assert!(m.full_workers(&g).is_some(), "a truncated status list");
+        let mut elsewhere = listed(&full, serde_json::json!({}));
+        elsewhere["workergroupId"] = serde_json::json!(8);
+        m.settle(&seen(elsewhere));
+        assert!(m.full_workers(&g).is_some(), "another workergroup's list");
+        let loads_behind = [worker(1, "idle", 9.0), worker(2, "loading", 9.0)];
+        m.settle(&seen(listed(&loads_behind, serde_json::json!({}))));
+        assert!(m.full_workers(&g).is_none(), "the status lists them");
+        assert!(m.last_success(&g).is_some(), "the rest of the memory stays");
     }
 
     #[test]

@@ -171,6 +171,7 @@ async fn watch_groups(
         crate::runtime::failpoints::hold_watch().await;
         match event {
             Ok(Event::Apply(wg)) => {
+                ctx.memory.settle(&wg);
                 let key = ObjectRef::from_obj(&wg);
                 if changed(&mut seen, &key, &wg) {
                     tracing::debug!(workergroup = %key, "woken by a change of spec, uid or resync annotation");
@@ -178,6 +179,7 @@ async fn watch_groups(
                 }
             }
             Ok(Event::InitApply(wg)) => {
+                ctx.memory.settle(&wg);
                 let key = ObjectRef::from_obj(&wg);
                 if changed(&mut seen, &key, &wg) {
                     held.push(key);

@@ -145,4 +145,36 @@ proptest! {
             p.workers.len()
         );
     }
+
+    /// A remembered full list that the status lists too (the same workers, load figures
+    /// aside, not truncated) plans exactly as no remembered list: the operator's memory
+    /// drops such a copy and lets the plan read the status's.
+    #[test]
+    fn a_remembered_list_the_status_holds_plans_as_none(
+        first in outcome(),
+        second in outcome(),
+        max_workers in 1usize..40,
+        load in 0.0f64..10.0,
+    ) {
+        let p0 = plan(input_of(None, first, 0, max_workers));
+        prop_assume!(!p0.status.workers_truncated);
+        let full: Vec<WorkerStatus> = p0
+            .status
+            .workers
+            .iter()
+            .cloned()
+            .map(|mut w| {
+                w.cur_load = Some(load);
+                w
+            })
+            .collect();
+        let without = plan(input_of(Some(&p0.status), second.clone(), 10, max_workers));
+        let with = plan(Input {
+            previous_full: Some(&full),
+            ..input_of(Some(&p0.status), second, 10, max_workers)
+        });
+        prop_assert_eq!(with.write, without.write);
+        prop_assert_eq!(&with.events, &without.events);
+        prop_assert_eq!(&with.status, &without.status);
+    }
 }
