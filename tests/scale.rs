@@ -275,3 +275,66 @@ async fn retries_after_a_shared_429_are_spread() {
     assert!(max <= Duration::from_millis(6000), "a retry after {max:?}");
     h.stop().await;
 }
+
+/// With one `--concurrency` slot and the apiserver holding back the answer to one
+/// WorkerGroup's status write, another WorkerGroup's polls go on: a reconcile gives its
+/// slot back once its poll has answered, and waits for a write slot of its own only when
+/// it has something to write. (When the poll and the writes shared one slot, nothing
+/// else was polled until the apiserver answered.)
+#[tokio::test]
+async fn polls_go_on_while_a_write_waits_for_the_apiserver() {
+    let hold = common::Hold::default();
+    let h = Harness::start_holding(
+        "slots-apart",
+        |mut c, _| {
+            c.concurrency = 1;
+            c
+        },
+        |v| v,
+        hold.clone(),
+    )
+    .await;
+    let worker = |state: &str| worker_json(1, state, Some("http://203.0.113.61:4000"));
+    h.synced_group("writer", 610, KEY, vec![worker("idle")], "5s")
+        .await;
+    h.synced_group("quiet", 611, KEY, vec![worker("idle")], "5s")
+        .await;
+
+    // The writer's next status write reaches the apiserver; its answer does not come.
+    hold.set("/workergroups/writer/status");
+    h.vast.state.set_workers(610, vec![worker("loading")]);
+    eventually(
+        "the writer's status write is held",
+        Duration::from_secs(30),
+        || async { (hold.held() == 1).then_some(()) },
+    )
+    .await;
+
+    // Meanwhile the quiet one is polled again and again (every 5 s).
+    let before = h.vast.state.calls(611);
+    eventually(
+        "the quiet WorkerGroup is polled while the write waits",
+        Duration::from_secs(30),
+        || async { (h.vast.state.calls(611) >= before + 2).then_some(()) },
+    )
+    .await;
+    assert_eq!(hold.held(), 1, "the write is still held");
+
+    // Once the apiserver answers, the writer's status has the change.
+    hold.release();
+    h.wait_for("writer", "the writer's change in its status", |wg| {
+        wg.status
+            .as_ref()
+            .is_some_and(|s| s.workers.first().is_some_and(|w| w.status == "loading"))
+    })
+    .await;
+    let text = h.metrics.encode();
+    assert!(
+        vast_testkit::metrics::sum(
+            &text,
+            "vast_operator_queue_wait_seconds_count{queue=\"write\""
+        ) >= 1.0,
+        "the write slot's wait is measured"
+    );
+    h.stop().await;
+}

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::{Client, Resource};
 
 use super::memory::Memory;
 use crate::discovery;
@@ -86,7 +86,11 @@ impl Default for Config {
 pub struct Context {
     pub(super) client: Client,
     pub(super) vast: Coalescer,
+    /// Events that may repeat on an unchanged object (no resourceVersion in their
+    /// reference): its cache folds a repeat into the first one's series.
     pub(super) recorder: Recorder,
+    /// Who reports the events (for a recorder made per event: see `emit_events`).
+    pub(super) reporter: Reporter,
     pub(super) config: Config,
     pub(super) memory: Memory,
     pub(super) stores: tokio::sync::OnceCell<discovery::Stores>,
@@ -99,9 +103,13 @@ pub struct Context {
     /// Set when the Secret watch has listed (the index holds every selected Secret).
     pub(super) secrets_listed: crate::runtime::listed::Listed,
     pub(super) keys: super::key_cache::KeyCache,
-    /// `--concurrency` reconcile slots, shared out fairly by namespace (made on first
-    /// use, inside the runtime).
+    /// `--concurrency` reconcile slots, held while a reconcile reads and polls, shared
+    /// out fairly by namespace (made on first use, inside the runtime).
     slots: std::sync::OnceLock<crate::runtime::fair::FairSlots>,
+    /// `--concurrency` write slots, held by a reconcile that writes to the apiserver
+    /// (see `reconcile`): polls that find nothing to write never wait behind writes to a
+    /// busy apiserver.
+    write_slots: std::sync::OnceLock<crate::runtime::fair::FairSlots>,
     /// Set when the current term is shutting down: reconciles still waiting for a slot
     /// give up instead of polling (a new one per term).
     pub(super) stopping: parking_lot::Mutex<crate::runtime::listed::Listed>,
@@ -134,7 +142,8 @@ impl Context {
         });
         Arc::new(Self {
             settings,
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Recorder::new(client.clone(), reporter.clone()),
+            reporter,
             client,
             vast: Coalescer::new(vast).with_metrics(metrics.clone()),
             config,
@@ -146,6 +155,7 @@ impl Context {
             secrets_listed: Default::default(),
             keys: super::key_cache::KeyCache::default(),
             slots: std::sync::OnceLock::new(),
+            write_slots: std::sync::OnceLock::new(),
             stopping: Default::default(),
             triggers: Default::default(),
         })
@@ -187,6 +197,39 @@ impl Context {
         self.metrics
             .queue_waited("reconcile", namespace, waited.as_secs_f64());
         Ok(Some(permit))
+    }
+
+    /// Waits for a write slot in the turn of `key`'s namespace, for the object of `uid`;
+    /// `Err` when the term is shutting down first, or when the store no longer holds
+    /// that object once the slot is free (deleted or replaced while waiting: nothing is
+    /// written for it). `Ok(None)`: no slots (their dispatcher is gone).
+    pub(super) async fn write_slot(
+        &self,
+        key: &kube::runtime::reflector::ObjectRef<crate::crd::WorkerGroup>,
+        uid: Option<&str>,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ()> {
+        let slots = self.write_slots.get_or_init(|| {
+            crate::runtime::fair::FairSlots::new(usize::from(self.config.concurrency.max(1)))
+        });
+        let namespace = key.namespace.as_deref().unwrap_or_default();
+        let stopping = self.stopping.lock().clone();
+        let got = tokio::select! {
+            biased;
+            _ = stopping.wait() => return Err(()),
+            got = slots.acquire(namespace) => got,
+        };
+        if let Some((_, waited)) = &got {
+            self.metrics
+                .queue_waited("write", namespace, waited.as_secs_f64());
+        }
+        if let Some(store) = self.groups.get()
+            && store
+                .get(key)
+                .is_none_or(|now| now.meta().uid.as_deref() != uid)
+        {
+            return Err(());
+        }
+        Ok(got.map(|(permit, _)| permit))
     }
 
     /// Forgets memory and metric series of every WorkerGroup not in `groups` (which has

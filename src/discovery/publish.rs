@@ -19,6 +19,7 @@ use super::desired::{
 use super::{LABEL_WORKERGROUP, MANAGED_BY, SLICE_MANAGED_BY_LABEL, Stores};
 use crate::crd::{DiscoveryStatus, WorkerGroup, WorkerStatus};
 use crate::reasons::Reason;
+use crate::runtime::fair::WriteGate;
 use crate::sync::EndpointPolicy;
 use crate::text::cut;
 
@@ -34,8 +35,11 @@ pub struct Published {
 }
 
 /// Brings the Service and slices of `wg` to match the `workers` that `policy` lets
-/// through (all not ready when `stale`), with the fewest writes.
+/// through (all not ready when `stale`), with the fewest writes. Every request waits at
+/// `gate` first (a publish that finds everything in place makes none, and never waits);
+/// once the gate refuses, nothing more is written.
 pub async fn publish(
+    gate: &impl WriteGate,
     client: &Client,
     stores: &Stores,
     wg: &WorkerGroup,
@@ -43,7 +47,7 @@ pub async fn publish(
     stale: bool,
     policy: &EndpointPolicy,
 ) -> Published {
-    let mut w = Writer::new(client, wg);
+    let mut w = Writer::new(client, wg, gate);
     let services = stores.ours_services(wg);
     let slices = stores.ours_slices(wg);
     if !wg.spec.discovery.enabled {
@@ -99,8 +103,11 @@ impl<K> Object for K where
 }
 
 /// The writes of one publish, and what went wrong.
-struct Writer<'a> {
+struct Writer<'a, G> {
     wg: &'a WorkerGroup,
+    gate: &'a G,
+    /// The gate refused: nothing more is written (and the status is not either).
+    refused: bool,
     services: Api<Service>,
     slices: Api<EndpointSlice>,
     post: PostParams,
@@ -112,11 +119,13 @@ struct Writer<'a> {
     replaced_earlier: bool,
 }
 
-impl<'a> Writer<'a> {
-    fn new(client: &Client, wg: &'a WorkerGroup) -> Self {
+impl<'a, G: WriteGate> Writer<'a, G> {
+    fn new(client: &Client, wg: &'a WorkerGroup, gate: &'a G) -> Self {
         let ns = wg.namespace().unwrap_or_default();
         Self {
             wg,
+            gate,
+            refused: false,
             services: Api::namespaced(client.clone(), &ns),
             slices: Api::namespaced(client.clone(), &ns),
             post: PostParams {
@@ -128,6 +137,16 @@ impl<'a> Writer<'a> {
             conflict: false,
             replaced_earlier: false,
         }
+    }
+
+    /// Waits at the gate before a request; false (and everything after it refused too)
+    /// when it refuses.
+    async fn may_write(&mut self) -> bool {
+        if !self.refused && !self.gate.enter().await {
+            self.refused = true;
+            self.problems.push("not written: the gate refused".into());
+        }
+        !self.refused
     }
 
     /// Discovery is off: everything of ours goes.
@@ -171,6 +190,9 @@ impl<'a> Writer<'a> {
     /// list or delete, a crash after the Service, a collector that took the Service but
     /// not the slices).
     async fn remove_earlier_slices(&mut self) {
+        if !self.may_write().await {
+            return;
+        }
         let api = self.slices.clone();
         let lp = ListParams::default().labels(&format!(
             "{LABEL_WORKERGROUP}={},{SLICE_MANAGED_BY_LABEL}={MANAGED_BY}",
@@ -271,6 +293,9 @@ impl<'a> Writer<'a> {
         obj: &K,
         recreate: fn(&K, &K) -> bool,
     ) -> bool {
+        if !self.may_write().await {
+            return false;
+        }
         let name = obj.meta().name.clone().unwrap_or_default();
         let kind = K::kind(&());
         match api.create(&self.post, obj).await {
@@ -355,6 +380,9 @@ impl<'a> Writer<'a> {
     /// and recreated by someone else under the same name is refused, never taken over.
     /// Returns whether it worked.
     async fn update<K: Object>(&mut self, api: &Api<K>, obj: &K, seen: &Seen) -> bool {
+        if !self.may_write().await {
+            return false;
+        }
         let name = obj.meta().name.clone().unwrap_or_default();
         let kind = K::kind(&());
         let body = update_body(obj, seen);
@@ -387,6 +415,9 @@ impl<'a> Writer<'a> {
 
     /// Deletes the object seen (uid precondition), not one recreated under its name.
     async fn delete<K: Object>(&mut self, api: &Api<K>, seen: &Seen) {
+        if !self.may_write().await {
+            return;
+        }
         let name = &seen.name;
         let dp = DeleteParams {
             preconditions: Some(Preconditions {

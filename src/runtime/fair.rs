@@ -120,6 +120,21 @@ impl<T: Send + 'static> Fair<T> {
     }
 }
 
+/// A gate in front of a reconcile's writes to the apiserver. The first write waits at
+/// it (for a write slot, say); later writes of the same reconcile pass. `false`: no write
+/// may be made now (the term is shutting down, or the object is gone).
+pub trait WriteGate: Sync {
+    /// Waits for the gate; whether writes may go ahead.
+    fn enter(&self) -> impl Future<Output = bool> + Send;
+}
+
+/// No gate: every write goes ahead at once.
+impl WriteGate for () {
+    fn enter(&self) -> impl Future<Output = bool> + Send {
+        std::future::ready(true)
+    }
+}
+
 /// A fair `--concurrency`: permits of a semaphore shared out by tenant.
 pub struct FairSlots {
     fair: Arc<Fair<tokio::sync::OwnedSemaphorePermit>>,

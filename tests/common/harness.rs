@@ -158,12 +158,109 @@ where
 
 /// A client of the test cluster whose requests are counted in the returned [`Requests`].
 pub async fn counted_client() -> (Client, Requests) {
+    counted_client_holding(Hold::default()).await
+}
+
+/// A counted client whose writes `hold` holds back (see [`Hold`]).
+pub async fn counted_client_holding(hold: Hold) -> (Client, Requests) {
     let requests = Requests::default();
     let client = kube::client::ClientBuilder::try_from(admin_config().await)
         .expect("client builder")
         .with_layer(&CountLayer(requests.clone()))
+        .with_layer(&hold)
         .build();
     (client, requests)
+}
+
+/// A slow apiserver, as the operator sees it: while on, the answer to every write (not a
+/// GET) whose path contains the set text is held back until [`Hold::release`]. The
+/// request itself reaches the apiserver.
+#[derive(Clone, Default)]
+pub struct Hold {
+    on: Arc<Mutex<Option<String>>>,
+    released: Arc<tokio::sync::Notify>,
+    held: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Hold {
+    /// Holds the answers to writes whose path contains `path`.
+    pub fn set(&self, path: &str) {
+        *self.on.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.to_string());
+    }
+
+    /// Lets every held answer through, and holds nothing more.
+    pub fn release(&self) {
+        *self.on.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.released.notify_waiters();
+    }
+
+    /// Answers held back right now.
+    pub fn held(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn holds<B>(&self, req: &http::Request<B>) -> bool {
+        req.method() != http::Method::GET
+            && self
+                .on
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_deref()
+                .is_some_and(|p| req.uri().path().contains(p))
+    }
+
+    /// Waits until [`Hold::release`].
+    async fn until_released(&self) {
+        loop {
+            let released = self.released.notified();
+            if self.on.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+                return;
+            }
+            released.await;
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for Hold {
+    type Service = Holding<S>;
+    fn layer(&self, inner: S) -> Holding<S> {
+        Holding(inner, self.clone())
+    }
+}
+
+pub struct Holding<S>(S, Hold);
+
+impl<S, B> tower::Service<http::Request<B>> for Holding<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let hold = self.1.holds(&req).then(|| self.1.clone());
+        let answer = self.0.call(req);
+        Box::pin(async move {
+            let answer = answer.await;
+            if let Some(hold) = hold {
+                hold.held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                hold.until_released().await;
+                hold.held.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            answer
+        })
+    }
 }
 
 /// Settings read every `interval` from the console of the fake at `vast_url`, through a
@@ -221,13 +318,23 @@ impl Harness {
         f: impl FnOnce(vast_operator::controller::Config, &str) -> vast_operator::controller::Config,
         g: impl FnOnce(vast::VastClient) -> vast::VastClient,
     ) -> Self {
+        Self::start_holding(test, f, g, Hold::default()).await
+    }
+
+    /// [`Harness::start_at`], with the operator's writes held back by `hold`.
+    pub async fn start_holding(
+        test: &str,
+        f: impl FnOnce(vast_operator::controller::Config, &str) -> vast_operator::controller::Config,
+        g: impl FnOnce(vast::VastClient) -> vast::VastClient,
+        hold: Hold,
+    ) -> Self {
         log_in_process();
         let ns = TestNs::new(test).await;
         install_workergroup_crd(&ns.client).await;
         let vast = fake_vast::FakeVast::start(0).await.expect("fake vast");
         let client =
             g(vast::VastClient::new(&vast.url(), Duration::from_secs(3)).expect("vast client"));
-        let (op_client, requests) = counted_client().await;
+        let (op_client, requests) = counted_client_holding(hold).await;
         let metrics = Arc::new(vast_operator::runtime::metrics::Metrics::new());
         let ctx = vast_operator::controller::Context::with_metrics(
             op_client,

@@ -274,8 +274,9 @@ fn plane_json(before: &Sample, after: &Sample) -> serde_json::Value {
     })
 }
 
-/// The cumulative buckets of the operator's reconcile queue wait, from its `/metrics`.
-async fn reconcile_wait(http: &reqwest::Client, base: &str) -> Vec<(f64, f64)> {
+/// The cumulative buckets of the operator's wait for a slot of `queue` (`reconcile`: to
+/// poll; `write`: to write), from its `/metrics`.
+async fn queue_wait(http: &reqwest::Client, base: &str, queue: &str) -> Vec<(f64, f64)> {
     let text = match http.get(format!("{base}/metrics")).send().await {
         Ok(resp) => resp.text().await.unwrap_or_default(),
         Err(_) => String::new(),
@@ -283,7 +284,7 @@ async fn reconcile_wait(http: &reqwest::Client, base: &str) -> Vec<(f64, f64)> {
     vast_testkit::metrics::buckets(
         &text,
         "vast_operator_queue_wait_seconds",
-        &[("queue", "reconcile")],
+        &[("queue", queue)],
     )
 }
 
@@ -514,7 +515,8 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
     tokio::time::sleep(interval * args.steady_intervals).await;
     let (s2, calls2, cpu2) = (sample(&client, &cluster).await?, calls(), op.cpu_seconds());
     let req2 = s2.requests.clone();
-    let wait2 = reconcile_wait(&http, &op.metrics).await;
+    let wait2 = queue_wait(&http, &op.metrics, "reconcile").await;
+    let write_wait2 = queue_wait(&http, &op.metrics, "write").await;
     let polls2 = polls(http.clone(), op.metrics.clone()).await;
     let shared2 = operator_metric(
         &http,
@@ -574,7 +576,8 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
     }
     let (s3, calls3, cpu3) = (sample(&client, &cluster).await?, calls(), op.cpu_seconds());
     let req3 = s3.requests.clone();
-    let wait3 = reconcile_wait(&http, &op.metrics).await;
+    let wait3 = queue_wait(&http, &op.metrics, "reconcile").await;
+    let write_wait3 = queue_wait(&http, &op.metrics, "write").await;
     // The churn intervals plus the wait for the last changes.
     let churn_span = churn_started.elapsed().as_secs_f64() / interval.as_secs_f64();
     let peak_rss = peak_rss_mib(&op);
@@ -634,6 +637,9 @@ async fn run_size(root: &Path, args: &Args, n: usize) -> Result<serde_json::Valu
             "apiserver_requests": delta(&req3, &req2),
             "apiserver_requests_per_change": total(&delta(&req3, &req2)) / changed.max(1) as f64,
             "reconcile_queue_wait_p99_at_most_s": vast_testkit::metrics::quantile_bound(&wait2, &wait3, 0.99),
+            // Writes wait for a slot of their own: the apiserver's pace.
+            "write_queue_wait_p50_at_most_s": vast_testkit::metrics::quantile_bound(&write_wait2, &write_wait3, 0.5),
+            "write_queue_wait_p99_at_most_s": vast_testkit::metrics::quantile_bound(&write_wait2, &write_wait3, 0.99),
             "latency_p50_s": percentile(&latencies, 0.5),
             "latency_p99_s": percentile(&latencies, 0.99),
             "latency_samples": latencies.len(),
