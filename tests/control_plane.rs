@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Harness, cluster_fault, eventually, ready_is, worker_states};
-use fake_vast::{Fault, Shape, worker_json};
+use fake_vast::{Shape, worker_json};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use vast_operator::crd::WorkerGroup;
@@ -20,7 +20,8 @@ fn url(n: i64) -> String {
 
 #[tokio::test]
 async fn apiserver_down_etcd_restart_and_a_lost_race_lose_nothing() {
-    let h = Harness::start("cp").await;
+    let hold = common::Hold::default();
+    let h = Harness::start_holding("cp", |c, _| c, |v| v, hold.clone()).await;
     h.vast.state.put_group(
         301,
         KEY,
@@ -107,20 +108,9 @@ async fn apiserver_down_etcd_restart_and_a_lost_race_lose_nothing() {
     )
     .await;
 
-    // A status write that loses a race: Vast answers slowly, and the object changes
-    // meanwhile (a label), so the write planned from the old version gets 409. It is
-    // retried from the new version: the change lands, with no Warning.
-    h.vast.state.set_fault(
-        301,
-        Some(Fault {
-            delay_ms: 2_500,
-            times: Some(1),
-            ..Default::default()
-        }),
-    );
-    h.vast
-        .state
-        .upsert_worker(301, 5, worker_json(5, "idle", Some(&url(5))));
+    // A status write that loses a race: the write planned from one version is on its
+    // way when the object changes (a label), so it gets 409. It is retried from the new
+    // version: the change lands, with no Warning.
     let status_applies = || {
         h.requests
             .snapshot()
@@ -129,10 +119,15 @@ async fn apiserver_down_etcd_restart_and_a_lost_race_lose_nothing() {
             .unwrap_or(0)
     };
     let applies = status_applies();
-    let before = h.vast.state.calls(301);
-    eventually("the slow call began", Duration::from_secs(20), || async {
-        (h.vast.state.calls(301) > before).then_some(())
-    })
+    hold.set_before("/workergroups/g/status");
+    h.vast
+        .state
+        .upsert_worker(301, 5, worker_json(5, "idle", Some(&url(5))));
+    eventually(
+        "the status write is on its way",
+        Duration::from_secs(30),
+        || async { (hold.held() == 1).then_some(()) },
+    )
     .await;
     let label = json!({"apiVersion": "vast.ai/v1alpha1", "kind": "WorkerGroup",
         "metadata": {"name": "g", "labels": {"touched": "yes"}}});
@@ -144,6 +139,7 @@ async fn apiserver_down_etcd_restart_and_a_lost_race_lose_nothing() {
         )
         .await
         .expect("label");
+    hold.release();
     h.wait_for("g", "the raced change landed", |wg| {
         worker_states(wg).len() == 5
     })

@@ -174,10 +174,13 @@ pub async fn counted_client_holding(hold: Hold) -> (Client, Requests) {
 
 /// A slow apiserver, as the operator sees it: while on, the answer to every write (not a
 /// GET) whose path contains the set text is held back until [`Hold::release`]. The
-/// request itself reaches the apiserver.
+/// request itself reaches the apiserver ([`Hold::set`]), or is itself held back and
+/// sent once released ([`Hold::set_before`]: a write that a change made meanwhile
+/// makes stale).
 #[derive(Clone, Default)]
 pub struct Hold {
-    on: Arc<Mutex<Option<String>>>,
+    /// The path text held, and whether the request itself waits.
+    on: Arc<Mutex<Option<(String, bool)>>>,
     released: Arc<tokio::sync::Notify>,
     held: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -185,7 +188,13 @@ pub struct Hold {
 impl Hold {
     /// Holds the answers to writes whose path contains `path`.
     pub fn set(&self, path: &str) {
-        *self.on.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.to_string());
+        *self.on.lock().unwrap_or_else(|p| p.into_inner()) = Some((path.to_string(), false));
+    }
+
+    /// Holds the writes whose path contains `path` themselves: they reach the apiserver
+    /// only once released.
+    pub fn set_before(&self, path: &str) {
+        *self.on.lock().unwrap_or_else(|p| p.into_inner()) = Some((path.to_string(), true));
     }
 
     /// Lets every held answer through, and holds nothing more.
@@ -199,14 +208,22 @@ impl Hold {
         self.held.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    fn holds<B>(&self, req: &http::Request<B>) -> bool {
-        req.method() != http::Method::GET
-            && self
-                .on
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_deref()
-                .is_some_and(|p| req.uri().path().contains(p))
+    /// None when `req` is not held; else whether the request itself waits.
+    fn holds<B>(&self, req: &http::Request<B>) -> Option<bool> {
+        if req.method() == http::Method::GET {
+            return None;
+        }
+        match &*self.on.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((p, before)) if req.uri().path().contains(p.as_str()) => Some(*before),
+            _ => None,
+        }
+    }
+
+    /// Counts one held until the release.
+    async fn while_held(&self) {
+        self.held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.until_released().await;
+        self.held.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Waits until [`Hold::release`].
@@ -224,15 +241,18 @@ impl Hold {
 impl<S> tower::Layer<S> for Hold {
     type Service = Holding<S>;
     fn layer(&self, inner: S) -> Holding<S> {
-        Holding(inner, self.clone())
+        Holding(Arc::new(tokio::sync::Mutex::new(inner)), self.clone())
     }
 }
 
-pub struct Holding<S>(S, Hold);
+/// The service under a [`Hold`], shared so that a request held before it is sent can
+/// be sent later.
+pub struct Holding<S>(Arc<tokio::sync::Mutex<S>>, Hold);
 
 impl<S, B> tower::Service<http::Request<B>> for Holding<S>
 where
-    S: tower::Service<http::Request<B>>,
+    S: tower::Service<http::Request<B>> + Send + 'static,
+    B: Send + 'static,
     S::Future: Send + 'static,
     S::Response: Send + 'static,
     S::Error: Send + 'static,
@@ -243,20 +263,28 @@ where
 
     fn poll_ready(
         &mut self,
-        cx: &mut std::task::Context<'_>,
+        _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
+        // Readiness is awaited in `call`, under the lock.
+        std::task::Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let hold = self.1.holds(&req).then(|| self.1.clone());
-        let answer = self.0.call(req);
+        let inner = self.0.clone();
+        let hold = self.1.clone();
+        let held = self.1.holds(&req);
         Box::pin(async move {
+            if held == Some(true) {
+                hold.while_held().await;
+            }
+            let answer = {
+                let mut service = inner.lock().await;
+                std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+                service.call(req)
+            };
             let answer = answer.await;
-            if let Some(hold) = hold {
-                hold.held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                hold.until_released().await;
-                hold.held.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            if held == Some(false) {
+                hold.while_held().await;
             }
             answer
         })
