@@ -338,3 +338,58 @@ async fn polls_go_on_while_a_write_waits_for_the_apiserver() {
     );
     h.stop().await;
 }
+
+/// A synced WorkerGroup's workers are held once: once its status lists them, the
+/// operator's memory keeps no copy of its own, also across polls that change nothing
+/// (`vast_operator_cache_objects{kind="WorkerList"}` counts the copies). A status cut at
+/// `--max-workers` does not list them all, so that copy stays.
+#[tokio::test]
+async fn a_synced_workergroup_s_workers_are_held_once() {
+    let workers = || {
+        (1..=3)
+            .map(|n| {
+                worker_json(
+                    n,
+                    "idle",
+                    Some(&format!("http://203.0.113.{}:4000", 70 + n)),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    for (max, held) in [(50, 0.0), (2, 1.0)] {
+        let h = Harness::start_with("held-once", |mut c| {
+            c.max_workers = max;
+            c
+        })
+        .await;
+        h.vast.state.put_group(620, KEY, Shape::Array, workers());
+        h.secret("vast", "api-key", KEY).await;
+        h.apply_group("g", spec(620, "5s")).await;
+        h.wait_for("g", "synced", |wg| {
+            ready_is(wg, "True", "Synced")
+                && wg
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.workers.len() == max.min(3) && s.worker_count == 3)
+        })
+        .await;
+        // Two polls that change nothing: neither brings the copy back.
+        let before = h.vast.state.calls(620);
+        eventually("two more polls", Duration::from_secs(30), || async {
+            (h.vast.state.calls(620) >= before + 2).then_some(())
+        })
+        .await;
+        // A poll has answered; what it remembers is in place once it is done.
+        eventually(
+            "the copies of worker lists counted",
+            Duration::from_secs(10),
+            || async {
+                let text = h.metrics.encode();
+                let n = common::metric(&text, r#"vast_operator_cache_objects{kind="WorkerList"}"#);
+                (n == Some(held)).then_some(())
+            },
+        )
+        .await;
+        h.stop().await;
+    }
+}

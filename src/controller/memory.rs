@@ -93,6 +93,12 @@ impl Memory {
         })
     }
 
+    /// How many WorkerGroups have a worker list remembered here (not yet, or never, the
+    /// status's: a truncated status, or a poll whose change is not in the watch yet).
+    pub fn lists(&self) -> usize {
+        self.with(|map| map.values().filter(|e| e.full_workers.is_some()).count())
+    }
+
     /// The full worker list of the last successful poll of this object and workergroup,
     /// when it is not the status's ([`Memory::settle`]).
     pub fn full_workers(&self, wg: &WorkerGroup) -> Option<Vec<WorkerStatus>> {

@@ -258,7 +258,7 @@ async fn prepare(
 async fn complete(ctx: &Context, wg: &WorkerGroup, p: Prepared) -> Result<Action, Error> {
     let Prepared {
         poll,
-        plan,
+        mut plan,
         freshness,
         interval,
         answered,
@@ -277,10 +277,25 @@ async fn complete(ctx: &Context, wg: &WorkerGroup, p: Prepared) -> Result<Action
     if plan.write && !plan.events.is_empty() {
         crate::runtime::failpoints::crash_point!("crash-after-status");
     }
-    emit_events(ctx, &plan.events, &written).await;
     record_metrics(ctx, wg, &plan, &poll.outcome);
     if matches!(poll.outcome, PollOutcome::Synced(_)) {
-        ctx.memory.synced(wg, plan.workers.clone(), answered);
+        let events = std::mem::take(&mut plan.events);
+        ctx.memory.synced(wg, plan.workers, answered);
+        // Settled against what the store shows now: the copy reconciled when nothing
+        // was written; the written one if the watch has brought it already (else the
+        // watch settles it when it does).
+        match ctx.groups.get() {
+            Some(store) => {
+                if let Some(now) = store.get(&ObjectRef::from_obj(wg)) {
+                    ctx.memory.settle(&now);
+                }
+            }
+            None if !plan.write => ctx.memory.settle(wg),
+            None => {}
+        }
+        emit_events(ctx, &events, &written).await;
+    } else {
+        emit_events(ctx, &plan.events, &written).await;
     }
     Ok(requeue(ctx, wg, poll, interval.ok(), &freshness))
 }

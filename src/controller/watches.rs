@@ -74,6 +74,11 @@ impl Watches {
             let groups = groups.clone();
             move || groups.len()
         });
+        // Weak: the metrics live in the context, which would then never be dropped.
+        ctx.metrics.count_cache("WorkerList", {
+            let ctx = Arc::downgrade(ctx);
+            move || ctx.upgrade().map_or(0, |c| c.memory.lists())
+        });
         let triggers = ctx.triggers.clone();
         let listed = Listed::default();
         tasks.push(tokio::spawn(watch_groups(
@@ -179,7 +184,9 @@ async fn watch_groups(
                 }
             }
             Ok(Event::InitApply(wg)) => {
-                ctx.memory.settle(&wg);
+                // Not settled yet: the store serves the copies of before the list until
+                // InitDone, and discovery reads the status's list once the memory's
+                // copy is gone.
                 let key = ObjectRef::from_obj(&wg);
                 if changed(&mut seen, &key, &wg) {
                     held.push(key);
@@ -194,6 +201,10 @@ async fn watch_groups(
             }
             Ok(Event::InitDone) => {
                 let live = ctx.keep_only(&store);
+                // The list is in the store: what it shows may settle the memory.
+                for wg in store.state() {
+                    ctx.memory.settle(&wg);
+                }
                 seen.retain(|k, _| live.contains(k));
                 // The list is in the store now: what it changed can be reconciled.
                 for key in held.drain(..).filter(|k| live.contains(k)) {
