@@ -124,7 +124,7 @@ struct RunArgs {
     /// they change); without it a self-signed certificate is made at start-up.
     #[arg(long, env = "METRICS_CERT_DIR")]
     metrics_cert_dir: Option<std::path::PathBuf>,
-    /// Most reconciles at once.
+    /// Most polls at once, and apart from them most reconciles writing at once.
     #[arg(long, env = "CONCURRENCY", default_value_t = Config::default().concurrency, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
     /// Most calls per second to Vast, over all WorkerGroups (the rest wait their turn).

@@ -373,7 +373,16 @@ async fn a_synced_workergroup_s_workers_are_held_once() {
                     .is_some_and(|s| s.workers.len() == max.min(3) && s.worker_count == 3)
         })
         .await;
-        // Two polls that change nothing: neither brings the copy back.
+        // Two polls that change nothing: neither brings the copy back, nor takes a
+        // write slot (a poll with nothing to write does not wait behind writes).
+        let writes = || {
+            vast_testkit::metrics::sum(
+                &h.metrics.encode(),
+                "vast_operator_queue_wait_seconds_count{queue=\"write\"",
+            )
+        };
+        let slots = writes();
+        assert!(slots >= 1.0, "the first sync took a write slot");
         let before = h.vast.state.calls(620);
         eventually("two more polls", Duration::from_secs(30), || async {
             (h.vast.state.calls(620) >= before + 2).then_some(())
@@ -390,6 +399,11 @@ async fn a_synced_workergroup_s_workers_are_held_once() {
             },
         )
         .await;
+        assert_eq!(
+            writes(),
+            slots,
+            "a poll with nothing to write took a write slot"
+        );
         h.stop().await;
     }
 }

@@ -33,7 +33,7 @@ pub struct Config {
     pub prune_interval: Duration,
     /// Fewest time between two polls of one object asked for by the resync annotation.
     pub resync_min_interval: Duration,
-    /// Most reconciles at once.
+    /// Most polls at once, and apart from them most reconciles writing at once.
     pub concurrency: u16,
     /// Consecutive transient failures before Ready turns False (below it nothing is
     /// written); 1 reports the first failure.

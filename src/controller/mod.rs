@@ -164,9 +164,8 @@ async fn prune(ctx: Arc<Context>, store: kube::runtime::reflector::Store<WorkerG
     loop {
         tick.tick().await;
         ctx.keep_only(&store);
-        // No answer is reused after half the longest interval (24h).
-        ctx.vast
-            .forget_older_than(std::time::Duration::from_secs(12 * 3600));
+        // Answers whose time is up, also when no call comes to sweep them.
+        ctx.vast.sweep();
     }
 }
 

@@ -33,9 +33,11 @@ use crate::vast::VastError;
 /// WorkerGroup whose status does not describe its spec yet (new, or pointed at another
 /// workergroup) surely writes: it waits for a write slot and polls under it. Any other
 /// polls under a poll slot, gives it back, and plans without writing; only if that plan
-/// writes does it wait for a write slot, then polls again (an answer younger than half
-/// the interval is reused, so this costs no call unless the wait was long, and what is
-/// written is never older than that) and plans again from the store's newer copy. A
+/// writes does it wait for a write slot, then plans again from the store's newer copy.
+/// An answer of Vast's is asked for again (one younger than half the interval is
+/// reused, so this costs no call unless the wait was long, and what is written is never
+/// older than that); an error, a terminal outcome or a suspension is carried over, and
+/// so asked once, unless the spec changed or a resync was asked for meanwhile. A
 /// reconcile waiting for either slot holds no answer of Vast's.
 pub async fn reconcile(wg: Arc<WorkerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(&*wg);
@@ -103,6 +105,10 @@ impl WriteGate for Probe {
         self.0.store(true, std::sync::atomic::Ordering::Relaxed);
         std::future::ready(false)
     }
+
+    fn probing(&self) -> bool {
+        true
+    }
 }
 
 impl Probe {
@@ -150,13 +156,26 @@ async fn steps(
             // The poll has answered: its slot goes to the next poll.
             drop(permit);
             let probe = Probe::default();
+            let asked = resync.clone();
             let first = Box::pin(prepare(ctx, &wg, polled, interval, resync, &probe)).await;
             if !probe.asked() && !first.writes() {
                 let label = first.poll.outcome.metric_label();
                 let result = Box::pin(complete(ctx, &wg, first)).await;
                 return labelled(result, label);
             }
-            drop(first);
+            // What the write pass must poll again for: an answer of Vast's (a newer one
+            // may come by the time a slot is free); an error, a terminal outcome or a
+            // suspension is carried over (asking again at once would double the call).
+            // (The rest of the first plan goes now, not after the wait.)
+            let first = {
+                let p = first;
+                p.poll
+            };
+            let carried = match first.outcome {
+                PollOutcome::Synced(_) => None,
+                _ => Some(first),
+            };
+            let generation = wg.meta().generation;
             let key = ObjectRef::from_obj(&*wg);
             let Ok(permit) = ctx.write_slot(&key, wg.meta().uid.as_deref()).await else {
                 // Shutting down, or the object went while this waited.
@@ -165,9 +184,17 @@ async fn steps(
             let Some(wg) = from_store(ctx, &key, wg) else {
                 return (Ok(Action::await_change()), "stopped");
             };
+            if wg.meta().deletion_timestamp.is_some() {
+                return (Ok(Action::await_change()), "deleting");
+            }
             let interval = poll_interval(&wg);
             let resync = schedule::resync_request(&wg);
-            let polled = Box::pin(poll(ctx, &wg, &interval, false)).await;
+            // A resync asked while this waited makes a call of its own.
+            let new_resync = resync.is_some() && resync != asked;
+            let polled = match carried {
+                Some(p) if wg.meta().generation == generation && !new_resync => p,
+                _ => Box::pin(poll(ctx, &wg, &interval, new_resync)).await,
+            };
             let prepared = Box::pin(prepare(ctx, &wg, polled, interval, resync, &())).await;
             (wg, prepared, permit)
         }
@@ -551,7 +578,7 @@ async fn publish(
             stale: stale.cloned(),
         }),
         None => {
-            if let Some((reason, msg)) = d.problem {
+            if let Some((reason, msg)) = d.problem.filter(|_| !gate.probing()) {
                 warn!(reason = reason.as_str(), message = %msg, "could not remove discovery objects; retrying next poll");
             }
             DiscoveryUpdate::Disabled

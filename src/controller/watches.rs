@@ -79,6 +79,10 @@ impl Watches {
             let ctx = Arc::downgrade(ctx);
             move || ctx.upgrade().map_or(0, |c| c.memory.lists())
         });
+        ctx.metrics.count_cache("VastAnswer", {
+            let ctx = Arc::downgrade(ctx);
+            move || ctx.upgrade().map_or(0, |c| c.vast.answers())
+        });
         let triggers = ctx.triggers.clone();
         let listed = Listed::default();
         tasks.push(tokio::spawn(watch_groups(

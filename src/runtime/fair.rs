@@ -120,12 +120,18 @@ impl<T: Send + 'static> Fair<T> {
     }
 }
 
-/// A gate in front of a reconcile's writes to the apiserver. The first write waits at
-/// it (for a write slot, say); later writes of the same reconcile pass. `false`: no write
-/// may be made now (the term is shutting down, or the object is gone).
+/// A gate in front of a reconcile's writes to the apiserver, asked before each one.
+/// `false`: this write, and every later one of the same publish, is not made (the gate
+/// only finds out whether a write is needed, or writes may not be made now).
 pub trait WriteGate: Sync {
-    /// Waits for the gate; whether writes may go ahead.
+    /// Waits for the gate; whether the write may go ahead.
     fn enter(&self) -> impl Future<Output = bool> + Send;
+
+    /// Whether the gate only finds out if writes are needed (a refusal is then no
+    /// problem to report).
+    fn probing(&self) -> bool {
+        false
+    }
 }
 
 /// No gate: every write goes ahead at once.

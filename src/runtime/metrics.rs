@@ -256,7 +256,7 @@ impl Metrics {
         let queue_wait: QueueWait = Family::new_with_constructor(queue_wait_histogram);
         registry.register(
             "queue_wait_seconds",
-            "Time a namespace's reconciles waited for a slot (queue=reconcile, --concurrency) and its Vast calls for their turn (queue=vast, --vast-max-rps); namespaces share both fairly",
+            "Time a namespace's reconciles waited for a poll slot (queue=reconcile, --concurrency), for a write slot (queue=write, --concurrency) and its Vast calls for their turn (queue=vast, --vast-max-rps); namespaces share both fairly",
             queue_wait.clone(),
         );
         Self {

@@ -1,13 +1,16 @@
 //! Coalescing: WorkerGroups that name the same workergroup (or endpoint) with the same key
 //! share one Vast call. Calls are keyed by (scope, keyed hash of the API key); keys
 //! themselves are held only by the request in flight. A call in flight is joined (single
-//! flight); a finished one (workers, or a 429) is reused for half the caller's interval,
-//! so sharers whose polls fall close together make one call, and no caller reuses an
-//! answer older than half its own interval. The controller wakes the sharers of a fresh
+//! flight); a finished one (workers, or a 429) is kept for half the interval of the poll
+//! that made it and reused by a caller while younger than half the caller's own
+//! interval, so sharers whose polls fall close together make one call, and no caller
+//! reuses an answer older than half its own interval. An answer is dropped once its time
+//! is up (swept at every call), not held until the next poll replaces it. The controller wakes the sharers of a fresh
 //! answer, which keeps their polls in step: one call per interval for all of them.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
 use std::collections::hash_map::RandomState;
+use std::collections::{BinaryHeap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
@@ -28,8 +31,38 @@ type Answer = Result<Vec<Worker>, VastError>;
 
 #[derive(Default)]
 struct Entry {
-    answered: Option<(Instant, Answer)>,
+    /// The last answer: when it came, and until when it is kept.
+    answered: Option<(Instant, Instant, Answer)>,
     in_flight: Option<Shared<BoxFuture<'static, Answer>>>,
+}
+
+/// The entries as the calls left them, and when each answer's time is up.
+#[derive(Default)]
+struct Entries {
+    map: HashMap<ShareKey, Entry>,
+    /// (until, key) of every answer kept, soonest first; an item whose entry has a newer
+    /// answer since is skipped.
+    expiry: BinaryHeap<Reverse<(Instant, ShareKey)>>,
+}
+
+impl Entries {
+    /// Drops the answers whose time is up, and entries with nothing left.
+    fn sweep(&mut self, now: Instant) {
+        while let Some(Reverse((until, key))) = self.expiry.peek().cloned() {
+            if until > now {
+                break;
+            }
+            self.expiry.pop();
+            if let Some(e) = self.map.get_mut(&key) {
+                if e.answered.as_ref().is_some_and(|(_, u, _)| *u <= now) {
+                    e.answered = None;
+                }
+                if e.answered.is_none() && e.in_flight.is_none() {
+                    self.map.remove(&key);
+                }
+            }
+        }
+    }
 }
 
 /// One poll's answer.
@@ -47,7 +80,7 @@ pub struct Fetched {
 pub struct Coalescer {
     client: VastClient,
     hasher: RandomState,
-    entries: Mutex<HashMap<ShareKey, Entry>>,
+    entries: Mutex<Entries>,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -57,7 +90,7 @@ impl Coalescer {
         Self {
             client,
             hasher: RandomState::new(),
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries::default()),
             metrics: None,
         }
     }
@@ -89,8 +122,9 @@ impl Coalescer {
         let max_age = interval / 2;
         let (call, called) = {
             let mut entries = self.entries.lock();
-            let entry = entries.entry(key).or_default();
-            if let Some((at, answer)) = &entry.answered
+            entries.sweep(Instant::now());
+            let entry = entries.map.entry(key).or_default();
+            if let Some((at, _, answer)) = &entry.answered
                 && !fresh
                 && at.elapsed() < max_age
             {
@@ -120,13 +154,20 @@ impl Coalescer {
             // Whoever finishes first records the answer (the caller that started the call
             // may have been cancelled meanwhile).
             let mut entries = self.entries.lock();
-            let entry = entries.entry(key).or_default();
+            let entry = entries.map.entry(key).or_default();
             if entry.in_flight.as_ref().is_some_and(|f| f.ptr_eq(&call)) {
                 entry.in_flight = None;
                 // Workers and 429s are reused; other errors are not, so that a retry
                 // after backoff asks again.
                 let reuse = matches!(answer, Ok(_) | Err(VastError::RateLimited(_)));
-                entry.answered = reuse.then(|| (Instant::now(), answer.clone()));
+                let now = Instant::now();
+                let until = now + max_age;
+                entry.answered = reuse.then(|| (now, until, answer.clone()));
+                if reuse {
+                    entries.expiry.push(Reverse((until, key)));
+                } else if entry.answered.is_none() {
+                    entries.map.remove(&key);
+                }
             }
         }
         if !called {
@@ -143,18 +184,22 @@ impl Coalescer {
     /// polled since, and calls cut off by the end of a term are dropped with the keys
     /// they hold).
     pub fn clear(&self) {
-        self.entries.lock().clear();
+        *self.entries.lock() = Entries::default();
     }
 
-    /// Forgets answers older than `age` (call now and then: keys go away).
-    pub fn forget_older_than(&self, age: Duration) {
-        let mut entries = self.entries.lock();
-        entries.retain(|_, e| {
-            e.in_flight.is_some()
-                || e.answered
-                    .as_ref()
-                    .is_some_and(|(at, _)| at.elapsed() < age)
-        });
+    /// Drops the answers whose time is up (calls do it too; this is for a quiet time).
+    pub fn sweep(&self) {
+        self.entries.lock().sweep(Instant::now());
+    }
+
+    /// Answers kept now (for tests and the cache metrics).
+    pub fn answers(&self) -> usize {
+        self.entries
+            .lock()
+            .map
+            .values()
+            .filter(|e| e.answered.is_some())
+            .count()
     }
 
     fn shared(&self) {
@@ -296,6 +341,43 @@ mod tests {
         let retried = poll(&c, 7, "vk1-coalesce-limited-7a8b", "a").await;
         assert!(failed.called && retried.called);
         assert_eq!(vast.state.calls(7), 3);
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_dropped_once_its_half_interval_is_up() {
+        let (vast, c) = fake().await;
+        for id in [8, 9] {
+            vast.state.put_group(
+                id,
+                "vk1-coalesce-kept-8c9d",
+                Shape::Array,
+                vec![worker_json(1, "idle", None)],
+            );
+        }
+        let long = poll(&c, 8, "vk1-coalesce-kept-8c9d", "a").await;
+        let short = c
+            .workers(
+                Scope::Workergroup(9),
+                "vk1-coalesce-kept-8c9d",
+                Duration::from_millis(400),
+                false,
+                "a",
+            )
+            .await;
+        assert!(long.called && short.called);
+        assert_eq!(c.answers(), 2);
+        // The short one's 200 ms pass: it goes; the hour's is kept, and still reused.
+        common_wait(|| {
+            c.sweep();
+            c.answers() == 1
+        })
+        .await;
+        let again = poll(&c, 8, "vk1-coalesce-kept-8c9d", "b").await;
+        assert!(!again.called, "the hour's answer was dropped");
+        // A call sweeps too: the hour's answer is not due, so it stays.
+        let third = poll(&c, 9, "vk1-coalesce-kept-8c9d", "a").await;
+        assert!(third.called);
+        assert_eq!(c.answers(), 2);
     }
 
     /// Polls `done` every 10 ms for at most 5 s.
