@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use common::{Harness, eventually, ready_is};
 use fake_vast::{Fault, Shape, worker_json};
 use serde_json::json;
+use vast_operator::crd::WorkerGroup;
 
 const KEY: &str = "vk1-scale-24680";
 
@@ -300,8 +301,8 @@ async fn polls_go_on_while_a_write_waits_for_the_apiserver() {
     h.synced_group("quiet", 611, KEY, vec![worker("idle")], "5s")
         .await;
 
-    // The writer's next status write reaches the apiserver; its answer does not come.
-    hold.set("/workergroups/writer/status");
+    // The writer's next status write is held on its way to the apiserver.
+    hold.set_before("/workergroups/writer/status");
     h.vast.state.set_workers(610, vec![worker("loading")]);
     eventually(
         "the writer's status write is held",
@@ -319,6 +320,18 @@ async fn polls_go_on_while_a_write_waits_for_the_apiserver() {
     )
     .await;
     assert_eq!(hold.held(), 1, "the write is still held");
+    let writer =
+        h.ns.api::<WorkerGroup>()
+            .get("writer")
+            .await
+            .expect("writer");
+    assert!(
+        writer
+            .status
+            .as_ref()
+            .is_some_and(|s| s.workers.first().is_some_and(|w| w.status == "idle")),
+        "the held write landed before it was let through"
+    );
 
     // Once the apiserver answers, the writer's status has the change.
     hold.release();
@@ -336,6 +349,58 @@ async fn polls_go_on_while_a_write_waits_for_the_apiserver() {
         ) >= 1.0,
         "the write slot's wait is measured"
     );
+    h.stop().await;
+}
+
+/// Discovery writes wait for a write slot too: with one `--concurrency` slot and the
+/// apiserver's EndpointSlice writes held back, two WorkerGroups whose workers moved do
+/// not both write at once; the second publishes once the first is let through. (Had
+/// the pass that finds out whether a plan writes been let write, both would have.)
+#[tokio::test]
+async fn discovery_writes_wait_for_a_write_slot() {
+    let hold = common::Hold::default();
+    let h = Harness::start_holding(
+        "slice-slots",
+        |mut c, _| {
+            c.concurrency = 1;
+            c
+        },
+        |v| v,
+        hold.clone(),
+    )
+    .await;
+    let worker = |n: u8| worker_json(1, "idle", Some(&format!("http://203.0.113.{n}:4000")));
+    h.synced_group("a", 612, KEY, vec![worker(62)], "5s").await;
+    h.synced_group("b", 613, KEY, vec![worker(63)], "5s").await;
+
+    hold.set_before("/endpointslices");
+    let (a, b) = (h.vast.state.calls(612), h.vast.state.calls(613));
+    h.vast.state.set_workers(612, vec![worker(64)]);
+    h.vast.state.set_workers(613, vec![worker(65)]);
+    eventually(
+        "both polled since the move, one slice write held",
+        Duration::from_secs(30),
+        || async {
+            (h.vast.state.calls(612) > a && h.vast.state.calls(613) > b && hold.held() >= 1)
+                .then_some(())
+        },
+    )
+    .await;
+    // The other has planned its write by now (a poll is answered in milliseconds): it
+    // waits for the slot the held one has.
+    common::quiet_for(Duration::from_secs(3)).await;
+    assert_eq!(hold.held(), 1, "two reconciles wrote at once");
+
+    hold.release();
+    for (name, n) in [("a", 64), ("b", 65)] {
+        let url = format!("http://203.0.113.{n}:4000");
+        h.wait_for(name, "the moved worker in its status", |wg| {
+            wg.status.as_ref().is_some_and(|s| {
+                s.workers.first().and_then(|w| w.url.as_deref()) == Some(url.as_str())
+            })
+        })
+        .await;
+    }
     h.stop().await;
 }
 
