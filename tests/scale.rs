@@ -277,6 +277,20 @@ async fn retries_after_a_shared_429_are_spread() {
     h.stop().await;
 }
 
+/// The operator with one `--concurrency` slot (of each kind), its writes held by `hold`.
+async fn one_slot_holding(test: &str, hold: &common::Hold) -> Harness {
+    Harness::start_holding(
+        test,
+        |mut c, _| {
+            c.concurrency = 1;
+            c
+        },
+        |v| v,
+        hold.clone(),
+    )
+    .await
+}
+
 /// With one `--concurrency` slot and the apiserver holding back the answer to one
 /// WorkerGroup's status write, another WorkerGroup's polls go on: a reconcile gives its
 /// slot back once its poll has answered, and waits for a write slot of its own only when
@@ -285,16 +299,7 @@ async fn retries_after_a_shared_429_are_spread() {
 #[tokio::test]
 async fn polls_go_on_while_a_write_waits_for_the_apiserver() {
     let hold = common::Hold::default();
-    let h = Harness::start_holding(
-        "slots-apart",
-        |mut c, _| {
-            c.concurrency = 1;
-            c
-        },
-        |v| v,
-        hold.clone(),
-    )
-    .await;
+    let h = one_slot_holding("slots-apart", &hold).await;
     let worker = |state: &str| worker_json(1, state, Some("http://203.0.113.61:4000"));
     h.synced_group("writer", 610, KEY, vec![worker("idle")], "5s")
         .await;
@@ -359,16 +364,7 @@ async fn polls_go_on_while_a_write_waits_for_the_apiserver() {
 #[tokio::test]
 async fn discovery_writes_wait_for_a_write_slot() {
     let hold = common::Hold::default();
-    let h = Harness::start_holding(
-        "slice-slots",
-        |mut c, _| {
-            c.concurrency = 1;
-            c
-        },
-        |v| v,
-        hold.clone(),
-    )
-    .await;
+    let h = one_slot_holding("slice-slots", &hold).await;
     let worker = |n: u8| worker_json(1, "idle", Some(&format!("http://203.0.113.{n}:4000")));
     h.synced_group("a", 612, KEY, vec![worker(62)], "5s").await;
     h.synced_group("b", 613, KEY, vec![worker(63)], "5s").await;
@@ -401,6 +397,35 @@ async fn discovery_writes_wait_for_a_write_slot() {
         })
         .await;
     }
+    h.stop().await;
+}
+
+/// A failure the first look finds is written from that look: the write pass does not ask
+/// Vast again (a second call at once would find what the first did, or, as here, an
+/// answer that hides the failure the plan was made for).
+#[tokio::test]
+async fn a_failure_is_written_from_the_poll_that_found_it() {
+    let h = Harness::start("carried").await;
+    let worker = worker_json(1, "idle", Some("http://203.0.113.66:4000"));
+    h.synced_group("g", 614, KEY, vec![worker], "5s").await;
+    let before = h.vast.state.calls(614);
+    // One 503, then answers as before; the failure threshold is 1, so it is shown.
+    h.vast.state.set_fault(
+        614,
+        Some(Fault {
+            status: Some(503),
+            times: Some(1),
+            ..Default::default()
+        }),
+    );
+    h.wait_events("g", "the failure told", |ev| {
+        ev.iter().any(|e| e.0 == "Warning" && e.1 == "SyncFailed")
+    })
+    .await;
+    // Then the next poll, on its backoff, finds the workers again.
+    h.wait_for("g", "synced again", |wg| ready_is(wg, "True", "Synced"))
+        .await;
+    assert!(h.vast.state.calls(614) >= before + 2);
     h.stop().await;
 }
 
@@ -446,6 +471,13 @@ async fn a_synced_workergroup_s_workers_are_held_once() {
                 "vast_operator_queue_wait_seconds_count{queue=\"write\"",
             )
         };
+        // Counted from the first poll after the sync (a wake-up racing the first write
+        // may still take a slot before it).
+        let synced = h.vast.state.calls(620);
+        eventually("a poll after the sync", Duration::from_secs(30), || async {
+            (h.vast.state.calls(620) > synced).then_some(())
+        })
+        .await;
         let slots = writes();
         assert!(slots >= 1.0, "the first sync took a write slot");
         let before = h.vast.state.calls(620);

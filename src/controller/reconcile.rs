@@ -34,11 +34,11 @@ use crate::vast::VastError;
 /// workergroup) surely writes: it waits for a write slot and polls under it. Any other
 /// polls under a poll slot, gives it back, and plans without writing; only if that plan
 /// writes does it wait for a write slot, then plans again from the store's newer copy.
-/// An answer of Vast's is asked for again (one younger than half the interval is
-/// reused, so this costs no call unless the wait was long, and what is written is never
-/// older than that); an error, a terminal outcome or a suspension is carried over, and
-/// so asked once, unless the spec changed or a resync was asked for meanwhile. A
-/// reconcile waiting for either slot holds no answer of Vast's.
+/// An answer of Vast's, or a terminal outcome, is asked for again (an answer younger
+/// than half the interval is reused, so this costs no call unless the wait was long,
+/// and what is written is never older than that); a failure or a suspension is carried
+/// over, and so asked once, unless the spec changed meanwhile. A reconcile waiting for
+/// either slot holds no answer of Vast's.
 pub async fn reconcile(wg: Arc<WorkerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(&*wg);
     let scope = wg.spec.scope().map(|s| s.to_string()).unwrap_or_default();
@@ -163,19 +163,23 @@ async fn steps(
                 let result = Box::pin(complete(ctx, &wg, first)).await;
                 return labelled(result, label);
             }
-            // What the write pass must poll again for: an answer of Vast's (a newer one
-            // may come by the time a slot is free); an error, a terminal outcome or a
-            // suspension is carried over (asking again at once would double the call).
-            // (The rest of the first plan goes now, not after the wait.)
+            // What the write pass carries over: a failure (asking again at once would
+            // double the call) or a suspension. An answer of Vast's is asked for again (a
+            // newer one may come by the time a slot is free), and so is a terminal
+            // outcome (the Secret may be fixed meanwhile). Nothing else of the first
+            // pass is held during the wait.
             let first = {
                 let p = first;
                 p.poll
             };
             let carried = match first.outcome {
-                PollOutcome::Synced(_) => None,
-                _ => Some(first),
+                PollOutcome::Transient(_) | PollOutcome::Suspended => Some(first),
+                _ => {
+                    drop(first);
+                    None
+                }
             };
-            let generation = wg.meta().generation;
+            let (generation, uid) = (wg.meta().generation, wg.meta().uid.clone());
             let key = ObjectRef::from_obj(&*wg);
             let Ok(permit) = ctx.write_slot(&key, wg.meta().uid.as_deref()).await else {
                 // Shutting down, or the object went while this waited.
@@ -188,14 +192,14 @@ async fn steps(
                 return (Ok(Action::await_change()), "deleting");
             }
             let interval = poll_interval(&wg);
-            let resync = schedule::resync_request(&wg);
-            // A resync asked while this waited makes a call of its own.
-            let new_resync = resync.is_some() && resync != asked;
+            // A resync asked while this waited is left to its own reconcile (queued
+            // already, and held to the minimum interval): this one answers what it was
+            // asked.
             let polled = match carried {
-                Some(p) if wg.meta().generation == generation && !new_resync => p,
-                _ => Box::pin(poll(ctx, &wg, &interval, new_resync)).await,
+                Some(p) if wg.meta().generation == generation && wg.meta().uid == uid => p,
+                _ => Box::pin(poll(ctx, &wg, &interval, false)).await,
             };
-            let prepared = Box::pin(prepare(ctx, &wg, polled, interval, resync, &())).await;
+            let prepared = Box::pin(prepare(ctx, &wg, polled, interval, asked, &())).await;
             (wg, prepared, permit)
         }
     };

@@ -184,7 +184,7 @@ impl Metrics {
         let cache_objects = Family::<KindLabels, Gauge>::default();
         registry.register(
             "cache_objects",
-            "Objects held in this process's watch caches, by kind (WorkerGroup, Secret metadata, Service, EndpointSlice)",
+            "Objects held in this process's watch caches, by kind (WorkerGroup, Secret metadata, Service, EndpointSlice), and what it holds beside them (WorkerList: worker lists apart from the statuses; VastAnswer: Vast's answers kept for sharers)",
             cache_objects.clone(),
         );
         let resident = Gauge::default();

@@ -34,6 +34,9 @@ struct Entry {
     /// The last answer: when it came, and until when it is kept.
     answered: Option<(Instant, Instant, Answer)>,
     in_flight: Option<Shared<BoxFuture<'static, Answer>>>,
+    /// How long the answer of the call in flight is kept: half the interval of the
+    /// poll that made it.
+    keep: Duration,
 }
 
 /// The entries as the calls left them, and when each answer's time is up.
@@ -145,6 +148,7 @@ impl Coalescer {
                         .boxed()
                         .shared();
                     entry.in_flight = Some(call.clone());
+                    entry.keep = max_age;
                     (call, true)
                 }
             }
@@ -153,15 +157,18 @@ impl Coalescer {
         {
             // Whoever finishes first records the answer (the caller that started the call
             // may have been cancelled meanwhile).
+            // (No entry: another sharer recorded this call's error, or a new term
+            // cleared everything; nothing to record.)
             let mut entries = self.entries.lock();
-            let entry = entries.map.entry(key).or_default();
-            if entry.in_flight.as_ref().is_some_and(|f| f.ptr_eq(&call)) {
+            if let Some(entry) = entries.map.get_mut(&key)
+                && entry.in_flight.as_ref().is_some_and(|f| f.ptr_eq(&call))
+            {
                 entry.in_flight = None;
                 // Workers and 429s are reused; other errors are not, so that a retry
                 // after backoff asks again.
                 let reuse = matches!(answer, Ok(_) | Err(VastError::RateLimited(_)));
                 let now = Instant::now();
-                let until = now + max_age;
+                let until = now + entry.keep;
                 entry.answered = reuse.then(|| (now, until, answer.clone()));
                 if reuse {
                     entries.expiry.push(Reverse((until, key)));
@@ -194,11 +201,16 @@ impl Coalescer {
 
     /// Answers kept now (for tests and the cache metrics).
     pub fn answers(&self) -> usize {
+        let now = Instant::now();
         self.entries
             .lock()
             .map
             .values()
-            .filter(|e| e.answered.is_some())
+            .filter(|e| {
+                e.answered
+                    .as_ref()
+                    .is_some_and(|(_, until, _)| *until > now)
+            })
             .count()
     }
 
