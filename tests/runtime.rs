@@ -714,3 +714,60 @@ async fn a_leader_whose_renewals_are_refused_writes_no_status_after_its_deadline
     common::remove_policy(&ns.client, &policy).await;
     ns.cleanup().await;
 }
+
+/// Two replicas may both take the Lease when an outage ends (each write lands; the
+/// later one holds it). The one whose write came first must stop as soon as its Lease
+/// watch shows the other holder, not at its next renewal: here the Lease lasts 60 s, so
+/// the next renewal is some 40 s away, and the step-down must come within 5 s.
+#[tokio::test]
+async fn a_leader_that_sees_another_holder_stops_at_once() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let id = 36;
+    let (ns, vast) = setup("otherholder", id).await;
+    ns.apply_group("g", group_spec(id, "5s")).await;
+    let lease = "vast-operator-other";
+    let p = OperatorProcess::start(
+        "op",
+        &ns.name,
+        &vast.url(),
+        &[
+            "--lease-namespace",
+            &ns.name,
+            "--lease-name",
+            lease,
+            "--lease-duration",
+            "60s",
+        ],
+    );
+    eventually("leading and polling", Duration::from_secs(30), || async {
+        let leads = leader_value(&p).await? == 1.0;
+        (leads && ready_workers(&ns, "g").await? == 1).then_some(())
+    })
+    .await;
+    // Another replica's acquisition lands last.
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(jiff::Timestamp::now());
+    let patch = json!({"spec": {"holderIdentity": "another-replica", "renewTime": now,
+        "acquireTime": now}});
+    ns.api::<Lease>()
+        .patch(lease, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch the Lease");
+    let taken = Instant::now();
+    eventually(
+        "the replica that lost the race steps down",
+        Duration::from_secs(5),
+        || async { (leader_value(&p).await? == 0.0).then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "stepped down {:?} after the other holder's write",
+        taken.elapsed()
+    );
+    assert!(
+        p.log_text().contains("held by another replica"),
+        "{}",
+        p.log_text()
+    );
+    drop(p);
+    ns.cleanup().await;
+}

@@ -212,11 +212,12 @@ async fn elect(
             },
             event = lease_events.next() => match event {
                 Some(Ok(lease)) => {
-                    // A renewal of ours extends the deadline. Anything else only wakes
-                    // the loop: a standby's manager then looks again at once (a release
-                    // is taken over without waiting for expiry), and a leader's manager
-                    // finds out itself at its next renewal; until then the deadline
-                    // keeps a leader from acting on a Lease it no longer renews.
+                    // A renewal of ours extends the deadline; another holder ends it. A
+                    // release wakes the loop: a standby's manager then looks again at
+                    // once (a release is taken over without waiting for expiry). A
+                    // leader's manager finds out itself at its next renewal; until then
+                    // the deadline keeps a leader from acting on a Lease it no longer
+                    // renews.
                     let spec = lease.spec.unwrap_or_default();
                     if !manager_leads && spec.holder_identity.is_none() {
                         // Released (the leader shut down): take it now.
@@ -229,12 +230,18 @@ async fn elect(
                             Err(e) => warn!(error = %e, "cannot read the released Lease; waiting for it to expire"),
                         }
                     }
-                    if manager_leads
-                        && spec.holder_identity.as_deref() == Some(settings.identity.as_str())
-                        && let Some(renewed) = spec.renew_time
-                    {
+                    let ours = spec.holder_identity.as_deref() == Some(settings.identity.as_str());
+                    if manager_leads && ours && let Some(renewed) = spec.renew_time {
                         let seen = valid_until_from(renewed.0, settings.duration);
                         valid_until = valid_until.max(seen);
+                    }
+                    if manager_leads && !ours && spec.holder_identity.is_some() {
+                        // Another replica holds it (two took it at once after an
+                        // outage, and the other's write came last): stop acting now,
+                        // not at the next renewal. A renewal of ours seen later
+                        // restores the deadline.
+                        warn!(holder = ?spec.holder_identity, "the leader Lease is held by another replica");
+                        valid_until = None;
                     }
                 }
                 Some(Err(e)) => warn!(error = %e, "watch of the leader Lease failed (may the operator list and watch Leases?); retrying"),
