@@ -717,12 +717,13 @@ async fn a_leader_whose_renewals_are_refused_writes_no_status_after_its_deadline
 
 /// Two replicas may both take the Lease when an outage ends (each write lands; the
 /// later one holds it). The one whose write came first must stop as soon as its Lease
-/// watch shows the other holder, not at its next renewal: here the Lease lasts 60 s, so
-/// the next renewal is some 40 s away, and the step-down must come within 5 s.
+/// watch shows the other holder (and a read confirms it), not at its next renewal: here
+/// the Lease lasts 60 s, so the next renewal is some 40 s away, and the step-down must
+/// come within 5 s.
 #[tokio::test]
 async fn a_leader_that_sees_another_holder_stops_at_once() {
     use k8s_openapi::api::coordination::v1::Lease;
-    let id = 36;
+    let id = 37;
     let (ns, vast) = setup("otherholder", id).await;
     ns.apply_group("g", group_spec(id, "5s")).await;
     let lease = "vast-operator-other";

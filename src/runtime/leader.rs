@@ -38,6 +38,9 @@ pub const MIN_DURATION: Duration = Duration::from_secs(3);
 /// A leader stops this long before the Lease it last saw renewed would expire.
 const SAFETY_MARGIN: Duration = Duration::from_secs(1);
 
+/// How often a manager that leads without a confirmed renewal asks the apiserver.
+const RECHECK: Duration = Duration::from_secs(2);
+
 /// The one rule for `--lease-duration`: at least [`MIN_DURATION`].
 pub fn check_duration(duration: Duration) -> Result<(), String> {
     if duration < MIN_DURATION {
@@ -196,7 +199,17 @@ async fn elect(
         if *stop.borrow() {
             break;
         }
-        let deadline = valid_until.filter(|_| leading);
+        // When to ask the apiserver: at the deadline while leading; every two seconds
+        // while the manager leads but no renewal is confirmed (a Lease read that timed
+        // out, or another holder seen), so that a Lease this process does hold is led
+        // again even while its watch is broken.
+        let deadline = if leading {
+            valid_until
+        } else if manager_leads {
+            Some(Instant::now() + RECHECK)
+        } else {
+            None
+        };
         tokio::select! {
             biased;
             _ = stop.changed() => {}
@@ -212,8 +225,8 @@ async fn elect(
             },
             event = lease_events.next() => match event {
                 Some(Ok(lease)) => {
-                    // A renewal of ours extends the deadline; another holder ends it. A
-                    // release wakes the loop: a standby's manager then looks again at
+                    // A renewal of ours extends the deadline; another holder, confirmed
+                    // by a read, ends it. A release wakes the loop: a standby's manager then looks again at
                     // once (a release is taken over without waiting for expiry). A
                     // leader's manager finds out itself at its next renewal; until then
                     // the deadline keeps a leader from acting on a Lease it no longer
@@ -235,13 +248,16 @@ async fn elect(
                         let seen = valid_until_from(renewed.0, settings.duration);
                         valid_until = valid_until.max(seen);
                     }
-                    if manager_leads && !ours && spec.holder_identity.is_some() {
+                    if leading && !ours && spec.holder_identity.is_some() {
                         // Another replica holds it (two took it at once after an
-                        // outage, and the other's write came last): stop acting now,
-                        // not at the next renewal. A renewal of ours seen later
-                        // restores the deadline.
-                        warn!(holder = ?spec.holder_identity, "the leader Lease is held by another replica");
-                        valid_until = None;
+                        // outage, and the other's write came last), or this is an old
+                        // event of a watch that resumed behind the manager: the
+                        // apiserver says which (a quorum read). Another holder stops
+                        // this one now, not at the manager's next renewal.
+                        valid_until = confirmed_until(&candidate, SAFETY_MARGIN / 2).await;
+                        if valid_until.is_none() {
+                            warn!(holder = ?spec.holder_identity, "the leader Lease is held by another replica");
+                        }
                     }
                 }
                 Some(Err(e)) => warn!(error = %e, "watch of the leader Lease failed (may the operator list and watch Leases?); retrying"),
