@@ -310,8 +310,8 @@ async fn complete(ctx: &Context, wg: &WorkerGroup, p: Prepared) -> Result<Action
     }
     record_metrics(ctx, wg, &plan, &poll.outcome);
     if matches!(poll.outcome, PollOutcome::Synced(_)) {
-        let events = std::mem::take(&mut plan.events);
-        ctx.memory.synced(wg, plan.workers, answered);
+        ctx.memory
+            .synced(wg, std::mem::take(&mut plan.workers), answered);
         // Settled against what the store shows now: the copy reconciled when nothing
         // was written; the written one if the watch has brought it already (else the
         // watch settles it when it does).
@@ -324,10 +324,8 @@ async fn complete(ctx: &Context, wg: &WorkerGroup, p: Prepared) -> Result<Action
             None if !plan.write => ctx.memory.settle(wg),
             None => {}
         }
-        emit_events(ctx, &events, &written).await;
-    } else {
-        emit_events(ctx, &plan.events, &written).await;
     }
+    emit_events(ctx, &plan.events, &written).await;
     Ok(requeue(ctx, wg, poll, interval.ok(), &freshness))
 }
 
